@@ -1,0 +1,225 @@
+"""The one module that talks to the Kubernetes API (like kopf's adapter layer).
+
+Everything above it sees plain ``dict`` manifests and the error classes of
+:mod:`tasks.errors`; nothing else imports ``kubernetes``. That keeps retries honest
+(``Conflict``/``TooManyRequests``/``ServerError`` are transient, the rest permanent) and
+makes the "409 on create / 404 on delete means already done" rule live in one place.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from tasks.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PermanentError,
+    ServerError,
+    TooManyRequests,
+    VibecodeError,
+)
+from tasks.settings import Settings, get_settings
+
+# kind -> (API group attribute, method suffix, namespaced)
+_KINDS: dict[str, tuple[str, str, bool]] = {
+    "Namespace": ("core", "namespace", False),
+    "Secret": ("core", "secret", True),
+    "ConfigMap": ("core", "config_map", True),
+    "Service": ("core", "service", True),
+    "ServiceAccount": ("core", "service_account", True),
+    "PersistentVolumeClaim": ("core", "persistent_volume_claim", True),
+    "Pod": ("core", "pod", True),
+    "Deployment": ("apps", "deployment", True),
+    "Job": ("batch", "job", True),
+    "Ingress": ("networking", "ingress", True),
+    "NetworkPolicy": ("networking", "network_policy", True),
+}
+
+
+def map_api_error(exc: BaseException, what: str) -> VibecodeError:
+    """Translate a client exception into our taxonomy. Pure, so it is unit-tested directly."""
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        reason = _reason(exc)
+        msg = f"{what}: HTTP {status} {reason}".rstrip()
+        if status == 404:
+            return NotFound(msg)
+        if status == 409:
+            return Conflict(msg)
+        if status in (401, 403):
+            return Forbidden(msg)
+        if status in (400, 422):
+            return Invalid(msg)
+        if status == 429:
+            retry_after = None
+            headers = exc.headers or {}
+            try:
+                retry_after = float(headers.get("Retry-After", ""))
+            except ValueError:
+                pass
+            return TooManyRequests(msg, retry_after=retry_after)
+        if status >= 500 or status == 0:
+            return ServerError(msg)
+        return PermanentError(msg)
+    if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
+        return ServerError(f"{what}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, VibecodeError):
+        return exc
+    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _reason(exc: ApiException) -> str:
+    import json
+
+    try:
+        body = json.loads(exc.body or "{}")
+        return str(body.get("message") or exc.reason or "")
+    except (ValueError, TypeError):
+        return str(exc.reason or "")
+
+
+@contextmanager
+def api_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except VibecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+        raise map_api_error(exc, what) from exc
+
+
+class Kube:
+    """A connected client. Build it with :func:`connect`; share it across threads."""
+
+    def __init__(self, api_client: client.ApiClient):
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
+        self.version = client.VersionApi(api_client)
+
+    # -- plumbing -------------------------------------------------------------
+    def _method(self, verb: str, kind: str):
+        try:
+            group, suffix, namespaced = _KINDS[kind]
+        except KeyError:
+            raise PermanentError(f"kind {kind!r} is not handled by tasks.kube") from None
+        name = f"{verb}_namespaced_{suffix}" if namespaced else f"{verb}_{suffix}"
+        return getattr(getattr(self, group), name), namespaced
+
+    def _call(self, verb: str, kind: str, namespace: str | None, *args: Any, what: str, **kw: Any) -> Any:
+        method, namespaced = self._method(verb, kind)
+        if namespaced:
+            if not namespace:
+                raise PermanentError(f"{what}: {kind} needs a namespace")
+            args = (*args[:1], namespace, *args[1:]) if verb not in ("create", "list") else (namespace, *args)
+        with api_errors(what):
+            result = method(*args, **kw)
+        return self.api_client.sanitize_for_serialization(result) if result is not None else None
+
+    # -- verbs ----------------------------------------------------------------
+    def server_version(self) -> str:
+        with api_errors("get server version"):
+            return self.version.get_code().git_version
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
+        """The object, or ``None`` when it does not exist."""
+        try:
+            return self._call("read", kind, namespace, name, what=f"get {kind} {namespace}/{name}")
+        except NotFound:
+            return None
+
+    def list(self, kind: str, namespace: str | None, selector: str | None = None) -> list[dict]:
+        """One LIST call with a label selector; callers act on the result instead of N GETs."""
+        kw = {"label_selector": selector} if selector else {}
+        res = self._call("list", kind, namespace, what=f"list {kind} in {namespace} ({selector})", **kw)
+        return res.get("items", [])
+
+    def create(self, manifest: dict, exist_ok: bool = True) -> dict:
+        """Create; with ``exist_ok`` a 409 returns the existing object (idempotent create)."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        ns, name = meta.get("namespace"), meta.get("name")
+        try:
+            return self._call("create", kind, ns, manifest, what=f"create {kind} {ns}/{name}")
+        except Conflict:
+            if not exist_ok:
+                raise
+            existing = self.get(kind, ns, name)
+            if existing is None:  # deleted between our create and read: let the caller retry
+                raise
+            return existing
+
+    def replace(self, manifest: dict) -> dict:
+        """Replace guarded by ``metadata.resourceVersion``: a moved version raises ``Conflict``."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        ns, name = meta.get("namespace"), meta["name"]
+        return self._call("replace", kind, ns, name, manifest, what=f"replace {kind} {ns}/{name}")
+
+    def patch(self, kind: str, namespace: str | None, name: str, patch: dict) -> dict:
+        """Strategic-merge patch (JSON merge for dict-only changes such as annotations)."""
+        return self._call("patch", kind, namespace, name, patch, what=f"patch {kind} {namespace}/{name}")
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict) -> dict:
+        with api_errors(f"patch status {kind} {namespace}/{name}"):
+            method, _ = self._method("patch", kind)
+            method = getattr(getattr(self, _KINDS[kind][0]), f"patch_namespaced_{_KINDS[kind][1]}_status")
+            res = method(name, namespace, {"status": status})
+        return self.api_client.sanitize_for_serialization(res)
+
+    def delete(self, kind: str, namespace: str | None, name: str, propagation: str = "Background") -> bool:
+        """Delete; returns ``False`` if it was already gone (idempotent delete)."""
+        try:
+            self._call("delete", kind, namespace, name, what=f"delete {kind} {namespace}/{name}",
+                       body=client.V1DeleteOptions(propagation_policy=propagation))
+            return True
+        except NotFound:
+            return False
+
+    def annotate(self, kind: str, namespace: str, name: str, annotations: dict[str, str | None]) -> dict:
+        """Set (or with ``None`` remove) annotations without touching anything else."""
+        return self.patch(kind, namespace, name, {"metadata": {"annotations": annotations}})
+
+    def scale(self, namespace: str, deployment: str, replicas: int) -> dict:
+        return self.patch("Deployment", namespace, deployment, {"spec": {"replicas": replicas}})
+
+
+_lock = threading.Lock()
+_cache: dict[tuple, Kube] = {}
+
+
+def connect(settings: Settings | None = None) -> Kube:
+    """In-cluster config first (flows running as a Pod), then kubeconfig/context from settings."""
+    s = settings or get_settings()
+    key = (str(s.kubeconfig or ""), s.kube_context or "", s.kube_concurrency)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+        cfg = client.Configuration()
+        try:
+            if s.kubeconfig:
+                raise ConfigException("explicit kubeconfig wins")
+            config.load_incluster_config(client_configuration=cfg)
+        except ConfigException:
+            with api_errors("load kubeconfig"):
+                config.load_kube_config(config_file=str(s.kubeconfig) if s.kubeconfig else None,
+                                        context=s.kube_context, client_configuration=cfg)
+        cfg.connection_pool_maxsize = max(4, s.kube_concurrency)
+        kube = Kube(client.ApiClient(cfg))
+        _cache[key] = kube
+        return kube
+
+
+def reset_connections() -> None:
+    """Forget cached clients (tests switch API servers; settings may change)."""
+    with _lock:
+        _cache.clear()
