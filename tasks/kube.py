@@ -171,7 +171,6 @@ class Kube:
 
     def patch_status(self, kind: str, namespace: str, name: str, status: dict) -> dict:
         with api_errors(f"patch status {kind} {namespace}/{name}"):
-            method, _ = self._method("patch", kind)
             method = getattr(getattr(self, _KINDS[kind][0]), f"patch_namespaced_{_KINDS[kind][1]}_status")
             res = method(name, namespace, {"status": status})
         return self.api_client.sanitize_for_serialization(res)

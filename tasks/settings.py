@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     workspace_size: str = "10Gi"
     extensions_size: str = "2Gi"
     ready_timeout_seconds: float = Field(300, gt=0)
+    ready_poll_seconds: float = Field(2, gt=0)
 
     # Authelia
     authelia_url: str = "https://auth.vibecode.dev"

@@ -1,0 +1,92 @@
+"""Provision one person's code-server workspace (the seed's provision-workspace.sh as a flow).
+
+Orchestration only: names and values come from pure builders, cluster calls go through
+the Helm and Kubernetes adapters. Rerunning with the same input changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.tasks import exponential_backoff
+from pydantic import BaseModel, Field
+
+from tasks import helm, kube
+from tasks.errors import PermanentError, Timeout, retry_if_transient
+from tasks.names import USERNAME_PATTERN, workspace_names
+from tasks.objects import deployment_progress, workspace_values
+from tasks.settings import get_settings
+
+Username = Annotated[str, Field(pattern=USERNAME_PATTERN, max_length=32,
+                                description="Lowercase DNS label; the workspace host is <username>.<domain>")]
+
+# Transient failures only (see tasks.errors); exponential backoff with jitter.
+RETRY = dict(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+             retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient)
+
+
+class ProvisionResult(BaseModel):
+    username: str
+    url: str
+    release: str
+    revision: int
+    changed: bool
+    ready: str
+
+
+@task(name="ensure-namespace", tags=["kube-api"], **RETRY)
+def ensure_namespace(name: str) -> None:
+    kube.connect().create({"apiVersion": "v1", "kind": "Namespace",
+                           "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "vibecode"}}})
+
+
+@task(name="install-workspace-release", tags=["kube-api", "helm"], **RETRY)
+def install_release(username: str, replicas: int) -> helm.ReleaseResult:
+    s = get_settings()
+    names = workspace_names(username)
+    return helm.install_or_upgrade(names.release, s.workspace_chart,
+                                   workspace_values(names, s, replicas), s.namespace, s)
+
+
+@task(name="wait-workspace-available", tags=["kube-api"], **RETRY)
+def wait_available(username: str) -> str:
+    """Poll the Deployment until it is available; bounded by settings.ready_timeout_seconds.
+
+    A timeout is transient (the node may still be pulling the image), so the task's
+    retries extend the wait a bounded number of times; a failed rollout is permanent.
+    """
+    s = get_settings()
+    names = workspace_names(username)
+    client = kube.connect()
+    deadline = time.monotonic() + s.ready_timeout_seconds
+    while True:
+        state, reason = deployment_progress(client.get("Deployment", s.namespace, names.deployment))
+        if state == "ready":
+            return reason
+        if state == "failed":
+            raise PermanentError(f"workspace {username}: rollout failed: {reason}")
+        if time.monotonic() >= deadline:
+            raise Timeout(f"workspace {username} not available after {s.ready_timeout_seconds:.0f}s: {reason}")
+        time.sleep(s.ready_poll_seconds)
+
+
+@flow(name="provision-workspace", log_prints=False)
+def provision_workspace(username: Username, replicas: Annotated[int, Field(ge=0, le=1)] = 1) -> ProvisionResult:
+    """Install or upgrade the user's workspace release and wait until it serves."""
+    names = workspace_names(username)  # validates before anything is created
+    s = get_settings()
+    logger = get_run_logger()
+    ensure_namespace(s.namespace)
+    release = install_release(names.username, replicas)
+    ready = wait_available(names.username)
+    result = ProvisionResult(username=names.username, url=f"https://{names.host(s.domain)}",
+                             release=release.name, revision=release.revision,
+                             changed=release.changed, ready=ready)
+    logger.info("workspace %s: %s (revision %s, %s)", names.username,
+                "changed" if release.changed else "unchanged", release.revision, ready)
+    create_table_artifact(key=f"workspace-{names.username}", table=[result.model_dump()],
+                          description=f"Workspace {names.username}")
+    return result

@@ -1,0 +1,128 @@
+"""Thin, synchronous adapter over pyhelm3 (which drives the real ``helm`` binary).
+
+Like :mod:`tasks.kube`, it maps failures into :mod:`tasks.errors`, and it makes
+install-or-upgrade *idempotent*: plain ``helm upgrade --install`` writes a new revision
+on every call, so we compare the deployed chart version and values first and skip the
+upgrade when nothing would change. A rerun of a flow then really "changes nothing".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyhelm3 import Client
+from pyhelm3 import errors as helm_errors
+
+from tasks.errors import Conflict, Invalid, NotFound, PermanentError, ServerError, VibecodeError
+from tasks.settings import Settings, get_settings
+
+CACHE_BIN = Path.home() / ".cache" / "vibecode" / "bin" / "helm"
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    name: str
+    namespace: str
+    revision: int
+    status: str
+    changed: bool
+
+
+def helm_executable(settings: Settings | None = None) -> str:
+    """settings.helm_binary, else ``helm`` on PATH, else the copy scripts/install_tools.py made."""
+    s = settings or get_settings()
+    if s.helm_binary:
+        return str(s.helm_binary)
+    found = shutil.which("helm")
+    if found:
+        return found
+    if CACHE_BIN.exists():
+        return str(CACHE_BIN)
+    raise PermanentError("helm not found: set VIBECODE_HELM_BINARY, put helm on PATH, "
+                         "or run `python scripts/install_tools.py`")
+
+
+def map_helm_error(exc: BaseException, what: str) -> VibecodeError:
+    text = (getattr(exc, "stderr", b"") or b"").decode(errors="replace").strip() or str(exc)
+    msg = f"{what}: {text.splitlines()[-1] if text else type(exc).__name__}"
+    if isinstance(exc, helm_errors.ConnectionError):
+        return ServerError(msg)
+    if isinstance(exc, (helm_errors.ReleaseNotFoundError, helm_errors.ChartNotFoundError)):
+        return NotFound(msg)
+    if isinstance(exc, (helm_errors.FailedToRenderChartError, helm_errors.InvalidResourceError)):
+        return Invalid(msg)
+    if "another operation" in text and "in progress" in text:
+        return Conflict(msg)  # a concurrent install/upgrade of the same release
+    if isinstance(exc, helm_errors.Error) and ("values don't meet the specifications" in text or "schema" in text):
+        return Invalid(msg)
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return ServerError(msg)
+    return PermanentError(msg)
+
+
+def _client(settings: Settings) -> Client:
+    return Client(executable=helm_executable(settings), kubeconfig=settings.kubeconfig,
+                  kubecontext=settings.kube_context)
+
+
+def _run(coro, what: str):
+    try:
+        return asyncio.run(coro)
+    except VibecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+        raise map_helm_error(exc, what) from exc
+
+
+def install_or_upgrade(release: str, chart: Path, values: dict[str, Any], namespace: str,
+                       settings: Settings | None = None) -> ReleaseResult:
+    """Install or upgrade ``release``; a no-op when chart version and values already match."""
+    s = settings or get_settings()
+
+    async def go() -> ReleaseResult:
+        client = _client(s)
+        loaded = await client.get_chart(chart)
+        try:
+            current = await client.get_current_revision(release, namespace=namespace)
+        except helm_errors.ReleaseNotFoundError:
+            current = None
+        if current is not None and current.status.value == "deployed":
+            meta = await current.chart_metadata()
+            if meta.version == loaded.metadata.version and (await current.values()) == values:
+                return ReleaseResult(release, namespace, current.revision, "deployed", changed=False)
+        rev = await client.install_or_upgrade_release(release, loaded, values, namespace=namespace,
+                                                      create_namespace=False, wait=False)
+        return ReleaseResult(release, namespace, rev.revision, rev.status.value, changed=True)
+
+    return _run(go(), f"helm install-or-upgrade {namespace}/{release}")
+
+
+def uninstall(release: str, namespace: str, settings: Settings | None = None) -> bool:
+    """Uninstall; ``False`` if there was no such release (idempotent)."""
+    s = settings or get_settings()
+
+    async def go() -> bool:
+        try:
+            await _client(s).uninstall_release(release, namespace=namespace)
+            return True
+        except helm_errors.ReleaseNotFoundError:
+            return False
+
+    return _run(go(), f"helm uninstall {namespace}/{release}")
+
+
+def status(release: str, namespace: str, settings: Settings | None = None) -> ReleaseResult | None:
+    s = settings or get_settings()
+
+    async def go() -> ReleaseResult | None:
+        try:
+            rev = await _client(s).get_current_revision(release, namespace=namespace)
+        except helm_errors.ReleaseNotFoundError:
+            return None
+        return ReleaseResult(release, namespace, rev.revision, rev.status.value, changed=False)
+
+    return _run(go(), f"helm status {namespace}/{release}")
