@@ -1,0 +1,122 @@
+"""provision_workspace end to end: real helm, real kube-apiserver, real Prefect server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from flows.workspace import provision_workspace
+from tasks import helm
+from prefect.exceptions import ParameterTypeError
+
+from tasks.errors import Invalid, InvalidInput
+from tasks.settings import get_settings
+from tests.fixtures.kube import mark_deployment_available
+
+pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
+
+
+def _kubelet(kube, ns, name, stop: threading.Event):
+    """Mark the Deployment available as soon as it exists (playing controller + kubelet)."""
+    while not stop.is_set():
+        dep = kube.get("Deployment", ns, name)
+        if dep is not None and (dep.get("status") or {}).get("observedGeneration") != dep["metadata"]["generation"]:
+            mark_deployment_available(kube, ns, name)
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def kubelet(kube, namespace):
+    stop = threading.Event()
+    threads = []
+
+    def start(name):
+        t = threading.Thread(target=_kubelet, args=(kube, namespace, name, stop), daemon=True)
+        t.start()
+        threads.append(t)
+
+    yield start
+    stop.set()
+    for t in threads:
+        t.join(timeout=5)
+
+
+def test_provision_installs_a_restricted_authelia_protected_workspace(kube, namespace, kubelet, monkeypatch):
+    monkeypatch.setenv("VIBECODE_READY_POLL_SECONDS", "0.2")
+    get_settings.cache_clear()
+    kubelet("ws-alice")
+
+    result = provision_workspace("alice")
+
+    assert result.changed is True and result.url == "https://alice.vibecode.dev"
+    assert "1 of 1 replicas available" in result.ready
+
+    dep = kube.get("Deployment", namespace, "ws-alice")
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    (container,) = pod["containers"]
+    assert container["image"] == "codercom/code-server:4.101.2"
+    csc = container["securityContext"]
+    assert csc["allowPrivilegeEscalation"] is False and csc["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+    assert claims == {"ws-alice-workspace", "ws-alice-extensions"}
+
+    svc = kube.get("Service", namespace, "ws-alice")
+    assert svc["spec"]["selector"]["vibecode.dev/user"] == "alice"
+
+    ing = kube.get("Ingress", namespace, "ws-alice")
+    assert ing["spec"]["rules"][0]["host"] == "alice.vibecode.dev"
+    ann = ing["metadata"]["annotations"]
+    assert ann["nginx.ingress.kubernetes.io/auth-url"] == get_settings().authelia_verify_url
+    assert ann["nginx.ingress.kubernetes.io/auth-signin"].startswith("https://auth.vibecode.dev")
+    assert "Remote-User" in ann["nginx.ingress.kubernetes.io/auth-response-headers"]
+
+    pvcs = {p["metadata"]["name"]: p for p in kube.list("PersistentVolumeClaim", namespace, "vibecode.dev/user=alice")}
+    assert set(pvcs) == {"ws-alice-workspace", "ws-alice-extensions"}
+    assert pvcs["ws-alice-workspace"]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert pvcs["ws-alice-workspace"]["metadata"]["labels"]["vibecode.dev/volume"] == "workspace"
+
+    netpol = kube.get("NetworkPolicy", namespace, "ws-alice")
+    assert netpol["spec"]["podSelector"]["matchLabels"]["vibecode.dev/user"] == "alice"
+    assert netpol["spec"]["ingress"][0]["ports"][0]["port"] == 8080
+
+    # A second run with the same input changes nothing: same revision, same objects.
+    rv_before = dep["metadata"]["resourceVersion"]
+    again = provision_workspace("alice")
+    assert again.changed is False and again.revision == result.revision
+    assert kube.get("Deployment", namespace, "ws-alice")["metadata"]["resourceVersion"] == rv_before
+    assert helm.status("ws-alice", namespace).revision == result.revision
+
+
+@pytest.mark.parametrize("bad", ["Alice", "a_b", "../../etc", "x" * 100, "auth", "kube-dns", "аlice"])
+def test_invalid_username_is_refused_before_anything_is_created(kube, namespace, bad):
+    with pytest.raises((InvalidInput, ParameterTypeError)) as err:
+        provision_workspace(bad)
+    assert "username" in str(err.value)
+    assert kube.list("Deployment", namespace) == []
+    assert kube.list("PersistentVolumeClaim", namespace) == []
+    assert kube.list("Secret", namespace) == []  # helm keeps release records in Secrets
+
+
+def test_api_server_rejects_what_a_cluster_rejects(kube, namespace):
+    with pytest.raises(Invalid) as err:
+        kube.create({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": "Not_A_DNS_Name", "namespace": namespace}})
+    assert "Not_A_DNS_Name" in str(err.value)
+    assert kube.list("ConfigMap", namespace, "app=none") == []
+
+
+def test_idempotent_create_and_delete(kube, namespace):
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": namespace},
+          "data": {"a": "1"}}
+    first = kube.create(cm)
+    second = kube.create({**cm, "data": {"a": "2"}})  # 409 -> the existing object
+    assert second["metadata"]["uid"] == first["metadata"]["uid"] and second["data"] == {"a": "1"}
+    assert kube.delete("ConfigMap", namespace, "x") is True
+    assert kube.delete("ConfigMap", namespace, "x") is False  # 404 -> already done
