@@ -1,0 +1,176 @@
+"""The LDAP backend: ``inetOrgPerson`` entries under ``ou=people`` and ``groupOfNames``
+under ``ou=groups`` (what Authelia's ``custom`` LDAP implementation reads by default).
+
+A disabled person keeps their entry (audit) with ``employeeType: disabled`` and a fresh
+random ``userPassword``; Authelia's ``users_filter`` must exclude them, e.g.
+``(&({username_attribute}={input})(objectClass=inetOrgPerson)(!(employeeType=disabled)))``.
+That needs no ``memberOf`` overlay or ppolicy module, so it works on a stock slapd.
+"""
+
+from __future__ import annotations
+
+from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE, Connection, Server
+from ldap3.core.exceptions import (
+    LDAPAttributeOrValueExistsResult,
+    LDAPEntryAlreadyExistsResult,
+    LDAPException,
+    LDAPNoSuchAttributeResult,
+    LDAPNoSuchObjectResult,
+    LDAPObjectClassViolationResult,
+    LDAPSocketOpenError,
+)
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+from ldap3.utils.hashed import hashed
+from ldap3 import HASHED_SALTED_SHA512
+
+from tasks.errors import PermanentError, ServerError
+from tasks.identity import Change, UserSpec, UserState
+from tasks.identity.passwords import random_secret
+from tasks.settings import Settings, get_settings
+
+ATTRS = ["uid", "mail", "displayName", "givenName", "sn", "cn", "employeeType", "employeeNumber"]
+
+
+class LdapBackend:
+    name = "ldap"
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        base = self.settings.ldap_base_dn
+        self.people = f"ou=people,{base}"
+        self.groups_dn = f"ou=groups,{base}"
+
+    # -- plumbing --------------------------------------------------------------------
+    def _connect(self) -> Connection:
+        s = self.settings
+        if s.ldap_password is None:
+            raise PermanentError("VIBECODE_LDAP_PASSWORD is not set")
+        try:
+            conn = Connection(Server(s.ldap_url, connect_timeout=5), user=s.ldap_bind_dn,
+                              password=s.ldap_password.get_secret_value(), raise_exceptions=True,
+                              receive_timeout=10)
+            conn.bind()
+        except LDAPSocketOpenError as exc:
+            raise ServerError(f"LDAP {s.ldap_url} unreachable: {type(exc).__name__}") from None
+        except LDAPException as exc:
+            raise PermanentError(f"LDAP bind as {s.ldap_bind_dn} failed: {type(exc).__name__}") from None
+        self._ensure_ous(conn)
+        return conn
+
+    def _ensure_ous(self, conn: Connection) -> None:
+        for dn in (self.people, self.groups_dn):
+            try:
+                conn.add(dn, "organizationalUnit", {"ou": dn.split(",", 1)[0].split("=", 1)[1]})
+            except LDAPEntryAlreadyExistsResult:
+                pass
+
+    def user_dn(self, username: str) -> str:
+        return f"uid={escape_rdn(username)},{self.people}"
+
+    def _group_dn(self, group: str) -> str:
+        return f"cn={escape_rdn(group)},{self.groups_dn}"
+
+    def _read(self, conn: Connection, username: str) -> UserState | None:
+        try:
+            conn.search(self.user_dn(username), "(objectClass=inetOrgPerson)", BASE, attributes=ATTRS)
+        except LDAPNoSuchObjectResult:
+            return None
+        if not conn.entries:
+            return None
+        e = conn.entries[0].entry_attributes_as_dict
+        return UserState(username=username, email=_one(e, "mail"), displayname=_one(e, "displayName"),
+                         groups=tuple(self._groups_of(conn, self.user_dn(username))),
+                         disabled=_one(e, "employeeType") == "disabled",
+                         extra={"given_name": _one(e, "givenName"), "family_name": _one(e, "sn"),
+                                "employee_id": _one(e, "employeeNumber")})
+
+    def _groups_of(self, conn: Connection, dn: str) -> list[str]:
+        conn.search(self.groups_dn, f"(&(objectClass=groupOfNames)(member={escape_filter_chars(dn)}))",
+                    SUBTREE, attributes=["cn"])
+        return sorted(str(e.cn.value) for e in conn.entries)
+
+    # -- interface -------------------------------------------------------------------
+    def get(self, username: str) -> UserState | None:
+        with self._connect() as conn:
+            return self._read(conn, username)
+
+    def list_users(self) -> dict[str, UserState]:
+        with self._connect() as conn:
+            conn.search(self.people, "(objectClass=inetOrgPerson)", SUBTREE, attributes=["uid"])
+            names = [str(e.uid.value) for e in conn.entries]
+            return {n: self._read(conn, n) for n in names}
+
+    def upsert(self, spec: UserSpec) -> Change:
+        with self._connect() as conn:
+            current = self._read(conn, spec.username)
+            dn = self.user_dn(spec.username)
+            attrs = {"cn": spec.displayname, "displayName": spec.displayname, "givenName": spec.given_name,
+                     "sn": spec.family_name, "mail": spec.email, "employeeType": "active"}
+            if spec.employee_id:
+                attrs["employeeNumber"] = spec.employee_id
+            change: Change = "unchanged"
+            if current is None:
+                try:
+                    conn.add(dn, "inetOrgPerson", {**attrs, "uid": spec.username,
+                                                   "userPassword": hashed(HASHED_SALTED_SHA512, random_secret())})
+                    change = "created"
+                except LDAPEntryAlreadyExistsResult:  # a concurrent run created it: converge below
+                    current = self._read(conn, spec.username)
+            if current is not None:
+                have = {"cn": current.displayname, "displayName": current.displayname,
+                        "givenName": current.extra.get("given_name"), "sn": current.extra.get("family_name"),
+                        "mail": current.email, "employeeType": "disabled" if current.disabled else "active",
+                        "employeeNumber": current.extra.get("employee_id")}
+                diff = {k: [(MODIFY_REPLACE, [v])] for k, v in attrs.items() if have.get(k) != v}
+                if diff:
+                    conn.modify(dn, diff)
+                    change = "enabled" if current.disabled else "updated"
+            groups_changed = self._sync_groups(conn, dn, set(spec.groups),
+                                               set(current.groups) if current else set())
+            if groups_changed and change == "unchanged":
+                change = "updated"
+            return change
+
+    def disable(self, username: str) -> Change:
+        with self._connect() as conn:
+            current = self._read(conn, username)
+            if current is None:
+                return "absent"
+            if current.disabled:
+                return "unchanged"
+            conn.modify(self.user_dn(username), {
+                "employeeType": [(MODIFY_REPLACE, ["disabled"])],
+                "userPassword": [(MODIFY_REPLACE, [hashed(HASHED_SALTED_SHA512, random_secret())])],
+            })
+            return "disabled"
+
+    def _sync_groups(self, conn: Connection, dn: str, wanted: set[str], have: set[str]) -> bool:
+        for group in sorted(wanted - have):
+            gdn = self._group_dn(group)
+            try:
+                conn.modify(gdn, {"member": [(MODIFY_ADD, [dn])]})
+            except LDAPNoSuchObjectResult:
+                try:
+                    conn.add(gdn, "groupOfNames", {"cn": group, "member": [dn]})
+                except LDAPEntryAlreadyExistsResult:  # created concurrently
+                    try:
+                        conn.modify(gdn, {"member": [(MODIFY_ADD, [dn])]})
+                    except LDAPAttributeOrValueExistsResult:
+                        pass
+            except LDAPAttributeOrValueExistsResult:
+                pass
+        for group in sorted(have - wanted):
+            gdn = self._group_dn(group)
+            try:
+                conn.modify(gdn, {"member": [(MODIFY_DELETE, [dn])]})
+            except LDAPNoSuchAttributeResult:
+                pass
+            except LDAPObjectClassViolationResult:  # groupOfNames needs a member: it was the last
+                conn.delete(gdn)
+        return wanted != have
+
+
+def _one(attrs: dict, key: str) -> str:
+    values = attrs.get(key) or []
+    return str(values[0]) if values else ""

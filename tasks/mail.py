@@ -1,0 +1,68 @@
+"""The welcome email, over plain SMTP (settings.smtp_*).
+
+It carries no secret: the person picks a password on Authelia's reset-password page and
+registers a second factor at first login. The Message-ID is derived from the employee
+and the hire event, so a relay that de-duplicates by Message-ID also drops a resend.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate
+
+from tasks.errors import PermanentError, TransientError
+from tasks.settings import Settings, get_settings
+
+
+def reset_password_url(settings: Settings) -> str:
+    return settings.authelia_url.rstrip("/") + "/reset-password/step1"
+
+
+def welcome_message(*, to_email: str, given_name: str, family_name: str, username: str,
+                    workspace_url: str, message_key: str, settings: Settings, returning: bool = False) -> EmailMessage:
+    """Build the email; pure, so its content is tested without a server."""
+    msg = EmailMessage()
+    msg["From"] = settings.mail_sender
+    local, _, domain = to_email.rpartition("@")
+    msg["To"] = Address(display_name=f"{given_name} {family_name}", username=local, domain=domain)
+    msg["Subject"] = f"{'Welcome back' if returning else 'Welcome'} to VibeCode, {given_name}"
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = f"<{message_key}@{settings.domain}>"
+    reset = reset_password_url(settings)
+    msg.set_content(
+        f"Hello {given_name},\n\n"
+        f"your VibeCode account is ready.\n\n"
+        f"  Username:  {username}\n"
+        f"  Workspace: {workspace_url}\n\n"
+        f"1. Choose your password: open {reset} and enter your username.\n"
+        f"   Nobody has been told a password for you, and nobody will ever ask for yours.\n"
+        f"2. Sign in at {workspace_url}. At your first sign-in you will register a second\n"
+        f"   factor, an authenticator app (TOTP) or a security key; it is required.\n\n"
+        f"Your files live in your workspace's persistent volume and are backed up.\n\n"
+        f"-- The VibeCode platform team\n"
+    )
+    return msg
+
+
+def send(msg: EmailMessage, settings: Settings | None = None) -> None:
+    """Deliver one message; 4xx replies and broken connections are transient, 5xx are not."""
+    s = settings or get_settings()
+    try:
+        with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=30) as smtp:
+            if s.smtp_starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if s.smtp_username and s.smtp_password:
+                smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
+            smtp.send_message(msg)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = {code for code, _ in exc.recipients.values()}
+        cls = TransientError if all(400 <= c < 500 for c in codes) else PermanentError
+        raise cls(f"SMTP refused the recipient(s): {sorted(codes)}") from None
+    except smtplib.SMTPResponseException as exc:
+        cls = TransientError if 400 <= exc.smtp_code < 500 else PermanentError
+        raise cls(f"SMTP {s.smtp_host}:{s.smtp_port} answered {exc.smtp_code}") from None
+    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as exc:
+        raise TransientError(f"SMTP {s.smtp_host}:{s.smtp_port} unreachable: {type(exc).__name__}") from None

@@ -1,0 +1,97 @@
+"""Authelia's file backend: the users Secret on a real kube-apiserver, updated by CAS."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+
+import argon2
+import pytest
+import yaml
+
+from tasks.identity import UserSpec, filedb, passwords
+
+ALICE = UserSpec(username="alice", email="alice@example.com", given_name="Alice", family_name="Liddell",
+                 groups=("developers", "users"), employee_id="E1001")
+
+
+def _file(kube, namespace) -> str:
+    secret = kube.get("Secret", namespace, "authelia-users")
+    return base64.b64decode(secret["data"][filedb.USERS_KEY]).decode()
+
+
+# -- pure ------------------------------------------------------------------------------
+def test_upsert_is_a_noop_when_nothing_changed_and_keeps_the_password():
+    doc, change = filedb.apply_upsert({"users": {}}, ALICE, lambda: "HASH1")
+    assert change == "created" and doc["users"]["alice"]["password"] == "HASH1"
+    same, change = filedb.apply_upsert(doc, ALICE, lambda: pytest.fail("no new hash for an update"))
+    assert change == "unchanged" and same is doc
+    moved = UserSpec(**{**ALICE.__dict__, "email": "a.liddell@example.com", "groups": ("users",)})
+    doc2, change = filedb.apply_upsert(doc, moved, lambda: "HASH2")
+    assert change == "updated"
+    assert doc2["users"]["alice"]["email"] == "a.liddell@example.com"
+    assert doc2["users"]["alice"]["groups"] == ["users"] and doc2["users"]["alice"]["password"] == "HASH1"
+
+
+def test_disable_scrambles_and_reenable_keeps_the_entry():
+    doc, _ = filedb.apply_upsert({"users": {}}, ALICE, lambda: "HASH1")
+    off, change = filedb.apply_disable(doc, "alice", lambda: "SCRAMBLED")
+    assert change == "disabled" and off["users"]["alice"]["disabled"] is True
+    assert off["users"]["alice"]["password"] == "SCRAMBLED" and off["users"]["alice"]["groups"] == ["developers", "users"]
+    assert filedb.apply_disable(off, "alice", lambda: "X")[1] == "unchanged"
+    assert filedb.apply_disable(off, "bob", lambda: "X")[1] == "absent"
+    on, change = filedb.apply_upsert(off, ALICE, lambda: pytest.fail("re-enable must not mint a password"))
+    assert change == "enabled" and on["users"]["alice"]["disabled"] is False
+
+
+# -- against the API server -----------------------------------------------------------------
+def test_create_writes_an_authelia_argon2id_hash_and_rolls_authelia(authelia_users, kube, namespace, monkeypatch):
+    minted = []
+    real = passwords.random_secret
+    monkeypatch.setattr(passwords, "random_secret", lambda: minted.append(real()) or minted[-1])
+
+    assert authelia_users.upsert(ALICE) == "created"
+
+    text = _file(kube, namespace)
+    entry = yaml.safe_load(text)["users"]["alice"]
+    assert entry["groups"] == ["developers", "users"] and entry["disabled"] is False
+    assert entry["displayname"] == "Alice Liddell" and entry["email"] == "alice@example.com"
+    assert entry["password"].startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    params = argon2.extract_parameters(entry["password"])
+    assert (params.salt_len, params.hash_len) == (16, 32)
+    assert argon2.PasswordHasher().verify(entry["password"], minted[0])  # the hash verifies...
+    assert minted[0] not in text  # ...and the password itself was never stored
+
+    dep = kube.get("Deployment", namespace, "authelia")
+    assert dep["spec"]["template"]["metadata"]["annotations"][filedb.CHECKSUM_ANNOTATION] == \
+        hashlib.sha256(text.encode()).hexdigest()
+
+    rv = kube.get("Secret", namespace, "authelia-users")["metadata"]["resourceVersion"]
+    assert authelia_users.upsert(ALICE) == "unchanged"
+    assert kube.get("Secret", namespace, "authelia-users")["metadata"]["resourceVersion"] == rv  # no write
+
+
+def test_disable_then_reenable_on_the_secret(authelia_users, kube, namespace):
+    authelia_users.upsert(ALICE)
+    before = yaml.safe_load(_file(kube, namespace))["users"]["alice"]["password"]
+    assert authelia_users.disable("alice") == "disabled"
+    state = authelia_users.get("alice")
+    assert state.disabled is True and state.groups == ("developers", "users")
+    assert state.extra["password"] != before
+    assert authelia_users.disable("alice") == "unchanged"
+    assert authelia_users.upsert(ALICE) == "enabled"
+    assert authelia_users.get("alice").disabled is False
+
+
+def test_fifty_concurrent_writers_lose_nothing_and_duplicate_nothing(authelia_users, kube, namespace):
+    specs = [UserSpec(username=f"user{i:02d}", email=f"user{i:02d}@example.com", given_name="U",
+                      family_name=f"N{i}", groups=("users",), employee_id=f"E{i}") for i in range(50)]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        changes = list(pool.map(authelia_users.upsert, specs))
+    assert changes == ["created"] * 50
+    text = _file(kube, namespace)
+    users = yaml.safe_load(text)["users"]
+    assert sorted(users) == [s.username for s in specs]
+    assert text.count("user07@example.com") == 1
+    assert len({u["password"] for u in users.values()}) == 50
