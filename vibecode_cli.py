@@ -44,6 +44,13 @@ def cmd_provision(args) -> int:
     return 0
 
 
+def cmd_limits(args) -> int:
+    from tasks.limits import ensure_concurrency_limits
+
+    _print(ensure_concurrency_limits())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vibecode", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -55,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("username")
     pr.add_argument("--replicas", type=int, choices=[0, 1], default=1)
     pr.set_defaults(func=cmd_provision)
+    lim = sub.add_parser("limits", help="create or update Prefect tag concurrency limits from settings")
+    lim.set_defaults(func=cmd_limits)
     return p
 
 

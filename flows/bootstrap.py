@@ -15,6 +15,7 @@ from pydantic import Field
 
 from flows.workspace import ProvisionResult, Username, provision_workspace
 from tasks import kind, kube
+from tasks.limits import ensure_concurrency_limits
 from tasks.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,8 @@ def bootstrap_platform(
 ) -> ProvisionResult:
     logger = get_run_logger()
     kubeconfig = Path.home() / ".cache" / "vibecode" / f"kubeconfig-{cluster_name}"
+    limits = task(name="ensure-concurrency-limits")(ensure_concurrency_limits)()
+    logger.info("Prefect tag concurrency limits: %s", limits)
     state = ensure_kind_cluster(cluster_name, kubeconfig)
     logger.info("KIND cluster %s %s; kubeconfig %s", cluster_name, state, kubeconfig)
     os.environ["VIBECODE_KUBECONFIG"] = str(kubeconfig)

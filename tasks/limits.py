@@ -1,0 +1,28 @@
+"""Prefect tag concurrency limits that keep the API server and storage from being flooded.
+
+Tasks carry tags (``kube-api``, ``helm``, ``restic``); these limits cap how many task runs
+with each tag run at once across *all* flow runs on the server, which a per-flow thread
+pool cannot do. Creating a limit that exists updates it, so this is safe to rerun.
+"""
+
+from __future__ import annotations
+
+from prefect.client.orchestration import get_client
+
+from tasks.settings import Settings, get_settings
+
+
+def desired_limits(settings: Settings) -> dict[str, int]:
+    return {
+        "kube-api": settings.kube_concurrency,
+        "helm": max(1, settings.kube_concurrency // 2),  # each helm call is many API requests
+        "restic": settings.backup_concurrency,
+    }
+
+
+def ensure_concurrency_limits(settings: Settings | None = None) -> dict[str, int]:
+    limits = desired_limits(settings or get_settings())
+    with get_client(sync_client=True) as client:
+        for tag, limit in limits.items():
+            client.create_concurrency_limit(tag=tag, concurrency_limit=limit)
+    return limits
