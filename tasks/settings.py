@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     keep_weekly: int = Field(4, ge=0)
     keep_monthly: int = Field(6, ge=0)
     verify_read_data_percent: int = Field(5, ge=0, le=100)
+    backup_secret: str = "vibecode-backup"  # in the workspace namespace: Jobs can only read their own
+    backup_poll_seconds: float = Field(5, gt=0)
+    backup_run_as_user: int = Field(1000, ge=1)  # the workspace's uid, so 0600 files are readable
+    backup_run_as_group: int = Field(1000, ge=1)
+    backup_job_ttl_seconds: int = Field(7 * 86400, ge=0)
+    restic_binary: str = "restic"
 
     # API politeness and metrics
     kube_concurrency: int = Field(10, ge=1, le=100)
