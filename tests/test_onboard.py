@@ -1,0 +1,249 @@
+"""onboard_user end to end: real kube-apiserver + helm, real Prefect server, real SMTP server."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import threading
+import time
+
+import argon2
+import pytest
+import yaml
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.onboarding import claim_username, ensure_identity, onboard_user, run_hr_event
+from tasks import helm
+from tasks.errors import InvalidInput
+from tasks.hr import parse_request
+from tasks.identity import UserSpec, filedb, passwords
+from tasks.identity.ledger import Ledger
+from tasks.settings import get_settings
+from tests.fixtures.kube import mark_deployment_available
+
+pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
+
+HIRE = {"event_id": "evt-2026-0001", "type": "employee.hired", "occurred_at": "2026-11-28T09:00:00Z",
+        "employee": {"employee_id": "E1001", "email": "alice@example.com", "given_name": "Alice",
+                     "family_name": "Liddell", "username": "alice", "department": "engineering",
+                     "groups": ["developers"]}}
+
+
+def event(event_id=None, type_=None, **employee) -> dict:
+    body = copy.deepcopy(HIRE)
+    body["employee"].update(employee)
+    if event_id:
+        body["event_id"] = event_id
+    if type_:
+        body["type"] = type_
+    return body
+
+
+def _kubelet(kube, ns, stop: threading.Event):
+    """Play controller + kubelet for every workspace Deployment in the namespace."""
+    while not stop.is_set():
+        for dep in kube.list("Deployment", ns, "app.kubernetes.io/part-of=vibecode"):
+            status = dep.get("status") or {}
+            if (status.get("observedGeneration") != dep["metadata"]["generation"]
+                    or status.get("replicas", 0) != dep["spec"].get("replicas", 1)):
+                mark_deployment_available(kube, ns, dep["metadata"]["name"])
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def platform(kube, namespace, authelia_users, smtp_inbox, monkeypatch):
+    """Workspace + platform namespace with the users Secret, SMTP inbox, and a kubelet stand-in.
+
+    Also records every random secret the code mints, so tests can prove none leaks.
+    """
+    monkeypatch.setenv("VIBECODE_READY_POLL_SECONDS", "0.2")
+    monkeypatch.setenv("VIBECODE_DEPARTMENT_GROUPS", '{"engineering": ["engineering"]}')
+    get_settings.cache_clear()
+    minted: list[str] = []
+    real = passwords.random_secret
+    monkeypatch.setattr(passwords, "random_secret", lambda: minted.append(real()) or minted[-1])
+    stop = threading.Event()
+    t = threading.Thread(target=_kubelet, args=(kube, namespace, stop), daemon=True)
+    t.start()
+    yield {"ns": namespace, "inbox": smtp_inbox, "minted": minted, "users": authelia_users}
+    stop.set()
+    t.join(timeout=5)
+
+
+def users_file(kube, ns) -> dict:
+    secret = kube.get("Secret", ns, get_settings().authelia_users_secret)
+    return yaml.safe_load(base64.b64decode(secret["data"][filedb.USERS_KEY]))["users"]
+
+
+def test_hire_creates_user_workspace_and_exactly_one_email(platform, kube):
+    ns, inbox = platform["ns"], platform["inbox"]
+
+    result = onboard_user(parse_request(HIRE))
+
+    assert result.username == "alice" and result.url == "https://alice.vibecode.dev" and not result.replay
+    entry = users_file(kube, ns)["alice"]
+    assert entry["groups"] == ["developers", "engineering"] and entry["disabled"] is False
+    assert entry["email"] == "alice@example.com"
+    assert argon2.PasswordHasher().verify(entry["password"], platform["minted"][0])
+    assert helm.status("ws-alice", ns) is not None
+    assert kube.get("Deployment", ns, "ws-alice") is not None
+
+    assert len(inbox.messages) == 1
+    raw = inbox.raw[0].decode()
+    assert "https://alice.vibecode.dev" in raw and "reset-password" in raw
+    assert all(secret not in raw for secret in platform["minted"])
+    assert entry["password"] not in raw and "argon2" not in raw
+
+    rec = Ledger().get("alice")
+    assert rec.state == "active" and rec.seen("evt-2026-0001") and rec.welcome_sent
+
+
+def test_replays_and_duplicate_hires_converge_to_one_of_everything(platform, kube):
+    ns, inbox = platform["ns"], platform["inbox"]
+    onboard_user(parse_request(HIRE))
+    revision = helm.status("ws-alice", ns).revision
+    rv = kube.get("Secret", ns, "authelia-users")["metadata"]["resourceVersion"]
+
+    replay = onboard_user(parse_request(HIRE))  # same event_id
+    again = onboard_user(parse_request(event("evt-2026-0002")))  # same employee hired twice
+
+    assert replay.replay is True
+    assert again.replay is False and again.identity == "unchanged" and again.email == "already sent"
+    assert list(users_file(kube, ns)) == ["alice"]
+    assert kube.get("Secret", ns, "authelia-users")["metadata"]["resourceVersion"] == rv
+    assert helm.status("ws-alice", ns).revision == revision
+    assert len(inbox.messages) == 1
+    assert len(platform["minted"]) == 1  # one password ever minted
+
+
+def test_update_changes_name_email_and_groups_in_place(platform, kube):
+    ns = platform["ns"]
+    onboard_user(parse_request(HIRE))
+    upd = event("evt-2026-0003", "employee.updated", email="a.liddell@example.com", username=None,
+                family_name="Hargreaves", groups=["sre"])
+    result = onboard_user(parse_request(upd))  # username derived from the new email is ignored: E1001 is alice
+    assert result.username == "alice" and result.identity == "updated"
+    entry = users_file(kube, ns)["alice"]
+    assert entry["email"] == "a.liddell@example.com" and entry["displayname"] == "Alice Hargreaves"
+    assert entry["groups"] == ["engineering", "sre"]
+    assert set(users_file(kube, ns)) == {"alice"} and len(platform["inbox"].messages) == 1
+
+
+def test_a_username_held_by_another_employee_is_refused(platform, kube):
+    onboard_user(parse_request(HIRE))
+    with pytest.raises(InvalidInput, match="another employee"):
+        onboard_user(parse_request(event("evt-9", employee_id="E2002", email="alice2@example.com")))
+    assert users_file(kube, platform["ns"])["alice"]["email"] == "alice@example.com"
+
+
+def test_failure_between_identity_and_workspace_then_rerun_completes(platform, kube, monkeypatch):
+    ns, inbox = platform["ns"], platform["inbox"]
+    monkeypatch.setenv("VIBECODE_WORKSPACE_CHART", "/nonexistent/chart")  # the workspace step will fail
+    get_settings.cache_clear()
+
+    state = onboard_user(parse_request(HIRE), return_state=True)
+
+    assert state.is_failed()
+    assert "alice" in users_file(kube, ns)  # identity made...
+    assert helm.status("ws-alice", ns) is None and len(inbox.messages) == 0  # ...workspace and email not
+    rec = Ledger().get("alice")
+    assert rec.state == "onboarding" and rec.last_error and not rec.seen("evt-2026-0001")  # noticed
+
+    monkeypatch.delenv("VIBECODE_WORKSPACE_CHART")
+    get_settings.cache_clear()
+    result = onboard_user(parse_request(HIRE))  # the rerun resumes
+
+    assert result.identity == "unchanged" and result.email.startswith("sent")
+    assert list(users_file(kube, ns)) == ["alice"] and helm.status("ws-alice", ns) is not None
+    assert len(inbox.messages) == 1
+    rec = Ledger().get("alice")
+    assert rec.state == "active" and rec.last_error == ""
+
+
+def test_fifty_concurrent_hires_lose_and_duplicate_nothing(platform, kube):
+    requests = [parse_request(event(f"evt-{i}", employee_id=f"E{i:04d}", username=f"hire{i:02d}",
+                                    email=f"hire{i:02d}@example.com")) for i in range(50)]
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=50))
+    def hire_identities(reqs):
+        claims = claim_username.map(reqs)
+        specs = [UserSpec(username=r.username, email=r.employee.email, given_name=r.employee.given_name,
+                          family_name=r.employee.family_name, groups=("users",), employee_id=r.employee.employee_id)
+                 for r in reqs]
+        return ensure_identity.map(specs, wait_for=[claims]).result()
+
+    assert hire_identities(requests) == ["created"] * 50
+    users = users_file(kube, platform["ns"])
+    assert sorted(users) == sorted(r.username for r in requests)
+    assert len({u["password"] for u in users.values()}) == 50
+    assert len(Ledger().all()) == 50
+
+
+def test_a_few_full_onboardings_run_concurrently(platform, kube):
+    bodies = [event(f"evt-c{i}", employee_id=f"C{i}", username=f"conc{i}", email=f"conc{i}@example.com")
+              for i in range(3)]
+    errors: list[BaseException] = []
+
+    def run(body):
+        try:
+            run_hr_event(body)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors
+    assert sorted(users_file(kube, platform["ns"])) == ["conc0", "conc1", "conc2"]
+    assert sorted(m["To"].addresses[0].username for m in platform["inbox"].messages) == ["conc0", "conc1", "conc2"]
+    assert all(helm.status(f"ws-conc{i}", platform["ns"]) for i in range(3))
+
+
+HOSTILE = [{"username": "../../etc/passwd"}, {"username": "alice;rm -rf /"}, {"username": "аlice"},
+           {"username": "x" * 10_000}, {"username": "admin"}, {"username": "kube-proxy"},
+           {"username": None, "email": "$(reboot)@example.com"}, {"username": None, "email": "www@example.com"},
+           {"email": "alice@example.com\r\nBcc: everyone@example.com"}, {"given_name": "<script>"}]
+
+
+@pytest.mark.parametrize("patch", HOSTILE)
+def test_hostile_requests_are_refused_and_create_nothing(platform, kube, patch):
+    ns = platform["ns"]
+    with pytest.raises(InvalidInput) as exc:
+        run_hr_event(event(**patch))
+    assert exc.value.field.startswith("employee.")
+    assert users_file(kube, ns) == {} and Ledger().all() == []
+    assert kube.list("Deployment", ns, "app.kubernetes.io/part-of=vibecode") == []
+    assert platform["inbox"].messages == []
+
+
+def test_the_flow_itself_refuses_an_invalid_parameter(platform, kube):
+    state = onboard_user(event(username="../../etc"), return_state=True)
+    assert state.is_failed()
+    assert users_file(kube, platform["ns"]) == {} and Ledger().all() == []
+
+
+def test_no_secret_reaches_logs_artifacts_or_parameters(platform, kube):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+    state = onboard_user(parse_request(HIRE), return_state=True)
+    assert state.is_completed()
+    run_id = state.state_details.flow_run_id
+    secrets_ = [*platform["minted"], users_file(kube, platform["ns"])["alice"]["password"]]
+    assert platform["minted"]
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id={"any_": [run_id]}))  # provision_workspace subflow, if filterable
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts()
+    haystack = "\n".join([str(run.parameters), *(str(c.parameters) for c in children),
+                          *(log.message for log in logs),
+                          *(str(a.data) + str(a.description) for a in artifacts)])
+    assert "onboarded alice" in haystack and "onboard" in str([a.key for a in artifacts])
+    for secret in secrets_:
+        assert secret not in haystack
