@@ -109,20 +109,22 @@ class Kube:
         self.version = client.VersionApi(api_client)
 
     # -- plumbing -------------------------------------------------------------
-    def _method(self, verb: str, kind: str):
+    def _method(self, verb: str, kind: str, subresource: str = ""):
         try:
             group, suffix, namespaced = _KINDS[kind]
         except KeyError:
             raise PermanentError(f"kind {kind!r} is not handled by tasks.kube") from None
         name = f"{verb}_namespaced_{suffix}" if namespaced else f"{verb}_{suffix}"
-        return getattr(getattr(self, group), name), namespaced
+        return getattr(getattr(self, group), name + subresource), namespaced
 
-    def _call(self, verb: str, kind: str, namespace: str | None, *args: Any, what: str, **kw: Any) -> Any:
-        method, namespaced = self._method(verb, kind)
-        if namespaced:
-            if not namespace:
-                raise PermanentError(f"{what}: {kind} needs a namespace")
-            args = (*args[:1], namespace, *args[1:]) if verb not in ("create", "list") else (namespace, *args)
+    def _call(self, verb: str, kind: str, namespace: str | None, *, what: str, name: str | None = None,
+              body: Any = None, subresource: str = "", **kw: Any) -> Any:
+        """Call ``<verb>[_namespaced]_<kind>``; the client's positional order is always
+        (name, namespace, body), each present only where the verb takes it."""
+        method, namespaced = self._method(verb, kind, subresource)
+        if namespaced and not namespace:
+            raise PermanentError(f"{what}: {kind} needs a namespace")
+        args = [a for a in (name, namespace if namespaced else None, body) if a is not None]
         with api_errors(what):
             result = method(*args, **kw)
         return self.api_client.sanitize_for_serialization(result) if result is not None else None
@@ -135,7 +137,7 @@ class Kube:
     def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
         """The object, or ``None`` when it does not exist."""
         try:
-            return self._call("read", kind, namespace, name, what=f"get {kind} {namespace}/{name}")
+            return self._call("read", kind, namespace, name=name, what=f"get {kind} {namespace}/{name}")
         except NotFound:
             return None
 
@@ -150,7 +152,7 @@ class Kube:
         kind, meta = manifest["kind"], manifest["metadata"]
         ns, name = meta.get("namespace"), meta.get("name")
         try:
-            return self._call("create", kind, ns, manifest, what=f"create {kind} {ns}/{name}")
+            return self._call("create", kind, ns, body=manifest, what=f"create {kind} {ns}/{name}")
         except Conflict:
             if not exist_ok:
                 raise
@@ -163,23 +165,22 @@ class Kube:
         """Replace guarded by ``metadata.resourceVersion``: a moved version raises ``Conflict``."""
         kind, meta = manifest["kind"], manifest["metadata"]
         ns, name = meta.get("namespace"), meta["name"]
-        return self._call("replace", kind, ns, name, manifest, what=f"replace {kind} {ns}/{name}")
+        return self._call("replace", kind, ns, name=name, body=manifest, what=f"replace {kind} {ns}/{name}")
 
     def patch(self, kind: str, namespace: str | None, name: str, patch: dict) -> dict:
         """Strategic-merge patch (JSON merge for dict-only changes such as annotations)."""
-        return self._call("patch", kind, namespace, name, patch, what=f"patch {kind} {namespace}/{name}")
+        return self._call("patch", kind, namespace, name=name, body=patch, what=f"patch {kind} {namespace}/{name}")
 
     def patch_status(self, kind: str, namespace: str, name: str, status: dict) -> dict:
-        with api_errors(f"patch status {kind} {namespace}/{name}"):
-            method = getattr(getattr(self, _KINDS[kind][0]), f"patch_namespaced_{_KINDS[kind][1]}_status")
-            res = method(name, namespace, {"status": status})
-        return self.api_client.sanitize_for_serialization(res)
+        """Write the status subresource: what a controller or kubelet does (tests play them)."""
+        return self._call("patch", kind, namespace, name=name, body={"status": status}, subresource="_status",
+                          what=f"patch status {kind} {namespace}/{name}")
 
     def delete(self, kind: str, namespace: str | None, name: str, propagation: str = "Background") -> bool:
         """Delete; returns ``False`` if it was already gone (idempotent delete)."""
         try:
-            self._call("delete", kind, namespace, name, what=f"delete {kind} {namespace}/{name}",
-                       body=client.V1DeleteOptions(propagation_policy=propagation))
+            self._call("delete", kind, namespace, name=name, what=f"delete {kind} {namespace}/{name}",
+                       propagation_policy=propagation)
             return True
         except NotFound:
             return False
