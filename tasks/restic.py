@@ -82,8 +82,8 @@ class Snapshot:
         # restic writes nanoseconds; Python keeps microseconds
         head, _, frac = t.partition(".")
         if frac:
-            digits = "".join(c for c in frac if c.isdigit())
-            t = f"{head}.{digits[:6]}{frac[len(digits):]}"
+            n = len(frac) - len(frac.lstrip("0123456789"))
+            t = f"{head}.{frac[:min(n, 6)]}{frac[n:]}"
         return cls(id=d["id"], time=datetime.fromisoformat(t.replace("Z", "+00:00")),
                    tags=tuple(d.get("tags") or ()), hostname=d.get("hostname", ""), paths=tuple(d.get("paths") or ()))
 

@@ -1,0 +1,169 @@
+"""Pure parts of backups: Job manifests, outcomes, annotations; manifests accepted by a real API server."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tasks.backup_jobs import backup_job, backup_secret, job_state, restore_job, restore_pvc, workspace_nodes
+from tasks.backup_status import (
+    LAST_BACKUP_OUTCOME,
+    LAST_BACKUP_REASON,
+    LAST_BACKUP_SNAPSHOT,
+    LAST_BACKUP_TIME,
+    LAST_BACKUP_VERIFIED,
+    Outcome,
+    WorkspaceResult,
+    annotations,
+    classify,
+    has_verified_backup,
+    run_outcome,
+)
+from tasks.errors import NotFound, PermanentError, ServerError, TransientError
+from tasks.names import workspace_names
+from tasks.restic import Snapshot, backup_args, classify_failure
+from tasks.settings import Settings
+
+NOW = datetime(2026, 11, 28, 2, 30, tzinfo=timezone.utc)
+SECRETS = dict(restic_password="pw-for-tests-only", s3_access_key_id="id-for-tests-only",
+               s3_secret_access_key="key-for-tests-only")
+
+
+def test_backup_job_mounts_read_only_pins_the_node_and_holds_no_secret():
+    s = Settings(**SECRETS)
+    job = backup_job(workspace_names("alice"), s, "abcd1234", node="node-7")
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == s.restic_image and ":" in c["image"]
+    assert c["command"] + c["args"] == ["restic", *backup_args("alice", "abcd1234")]
+    assert {"nightly", "alice"} <= set(c["args"][i + 1] for i, a in enumerate(c["args"]) if a == "--tag")
+    data = next(v for v in pod["volumes"] if v["name"] == "data")
+    assert data["persistentVolumeClaim"] == {"claimName": "ws-alice-workspace", "readOnly": True}
+    assert next(m for m in c["volumeMounts"] if m["name"] == "data")["readOnly"] is True
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-7"]}]}]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    assert set(refs) == {"RESTIC_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert all(r["name"] == s.backup_secret for r in refs.values())
+    text = json.dumps(job)
+    assert not any(v in text for v in SECRETS.values())
+    # Pod Security "restricted"
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == int(s.backup_timeout_seconds)
+
+
+def test_stopped_workspace_is_not_pinned_and_restore_mounts_read_write():
+    s = Settings(**SECRETS)
+    assert "affinity" not in backup_job(workspace_names("bob"), s, "r1")["spec"]["template"]["spec"]
+    job = restore_job(workspace_names("bob"), s, "r1", "ws-bob-restore-r1", "latest")
+    pod = job["spec"]["template"]["spec"]
+    data = next(v for v in pod["volumes"] if v["name"] == "data")
+    assert data["persistentVolumeClaim"] == {"claimName": "ws-bob-restore-r1", "readOnly": False}
+    assert pod["containers"][0]["args"][:2] == ["restore", "latest"]
+
+
+def test_workspace_nodes_only_for_pods_that_hold_the_volume():
+    pods = [
+        {"metadata": {"labels": {"vibecode.dev/user": "alice"}}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}},
+        {"metadata": {"labels": {"vibecode.dev/user": "bob"}}, "spec": {"nodeName": "n2"}, "status": {"phase": "Succeeded"}},
+        {"metadata": {"labels": {"vibecode.dev/user": "carol"}}, "spec": {}, "status": {"phase": "Pending"}},
+    ]
+    assert workspace_nodes(pods) == {"alice": "n1"}
+
+
+def test_backup_secret_only_from_complete_settings():
+    assert backup_secret(Settings(restic_password="x"), "ns") is None
+    secret = backup_secret(Settings(**SECRETS), "ns")
+    assert secret["stringData"]["RESTIC_PASSWORD"] == SECRETS["restic_password"]
+
+
+@pytest.mark.parametrize("job,expected", [
+    (None, "failed"),
+    ({"status": {"active": 1}}, "running"),
+    ({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}, "succeeded"),
+    ({"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}}, "failed"),
+])
+def test_job_state(job, expected):
+    assert job_state(job)[0] == expected
+
+
+def test_outcomes_follow_velero():
+    assert classify("succeeded", "", "s1", None, True)[0] is Outcome.COMPLETED
+    out, why = classify("failed", "exit 3", "s1", None, True)
+    assert out is Outcome.PARTIALLY_FAILED and "some files" in why
+    assert classify("failed", "volume did not attach", None, None, None) == (
+        Outcome.FAILED, "backup failed: volume did not attach")
+    out, why = classify("succeeded", "", "s1", None, False, "pack abc: hash mismatch")
+    assert out is Outcome.FAILED and "verification failed" in why
+    assert classify("succeeded", "", "s1", "lock held", True)[0] is Outcome.PARTIALLY_FAILED
+    C, P, F = Outcome.COMPLETED, Outcome.PARTIALLY_FAILED, Outcome.FAILED
+    assert run_outcome([C, C]) is C and run_outcome([F, F]) is F
+    assert run_outcome([C, F]) is P and run_outcome([C, P]) is P and run_outcome([]) is C
+
+
+def _pvc(ann):
+    return {"metadata": {"name": "ws-alice-workspace", "annotations": ann}}
+
+
+def test_annotations_round_trip_into_has_verified_backup():
+    good = WorkspaceResult(username="alice", pvc="p", outcome=Outcome.COMPLETED, snapshot_id="a" * 64, verified=True)
+    ann = annotations(good, NOW)
+    assert ann[LAST_BACKUP_TIME] == "2026-11-28T02:30:00Z" and ann[LAST_BACKUP_REASON] is None
+    assert ann[LAST_BACKUP_SNAPSHOT] == "a" * 64
+    assert has_verified_backup(_pvc(ann), NOW + timedelta(hours=1))
+    assert has_verified_backup(_pvc(ann), NOW + timedelta(days=2), max_age=timedelta(days=1)) is False
+
+    bad = WorkspaceResult(username="alice", pvc="p", outcome=Outcome.FAILED, reason="verification failed")
+    after = {**ann, **{k: v for k, v in annotations(bad, NOW).items() if v is not None}}
+    assert LAST_BACKUP_SNAPSHOT not in annotations(bad, NOW)  # the last good id stays
+    assert after[LAST_BACKUP_OUTCOME] == "Failed" and after[LAST_BACKUP_VERIFIED] == "false"
+    assert has_verified_backup(_pvc(after), NOW) is False
+
+
+@pytest.mark.parametrize("ann", [
+    {},
+    {LAST_BACKUP_OUTCOME: "Completed", LAST_BACKUP_VERIFIED: "true", LAST_BACKUP_SNAPSHOT: "x"},  # no time
+    {LAST_BACKUP_OUTCOME: "Completed", LAST_BACKUP_VERIFIED: "false", LAST_BACKUP_SNAPSHOT: "x",
+     LAST_BACKUP_TIME: "2026-11-28T00:00:00Z"},
+    {LAST_BACKUP_OUTCOME: "PartiallyFailed", LAST_BACKUP_VERIFIED: "true", LAST_BACKUP_SNAPSHOT: "x",
+     LAST_BACKUP_TIME: "2026-11-28T00:00:00Z"},
+    {LAST_BACKUP_OUTCOME: "Completed", LAST_BACKUP_VERIFIED: "true", LAST_BACKUP_SNAPSHOT: "x",
+     LAST_BACKUP_TIME: "yesterday"},
+])
+def test_has_verified_backup_refuses_anything_incomplete(ann):
+    assert has_verified_backup(_pvc(ann), NOW) is False
+
+
+def test_restic_errors_map_to_the_taxonomy():
+    assert isinstance(classify_failure("Fatal: unable to open config file\nIs there a repository at the following location?", "x"), NotFound)
+    assert isinstance(classify_failure("Fatal: wrong password or no key found", "x"), PermanentError)
+    assert isinstance(classify_failure("repository is already locked by PID 1", "x"), TransientError)
+    assert isinstance(classify_failure("dial tcp 127.0.0.1:9: connect: connection refused", "x"), ServerError)
+
+
+def test_snapshot_times_keep_their_instant():
+    snap = Snapshot.from_json({"id": "f" * 64, "time": "2026-11-28T01:39:01.113340417+01:00", "tags": ["nightly"]})
+    assert snap.time == datetime(2026, 11, 28, 0, 39, 1, 113340, tzinfo=timezone.utc)
+    assert snap.good and snap.short_id == "ffffffff"
+
+
+def test_manifests_are_valid_in_a_real_api_server(kube, namespace, monkeypatch):
+    s = Settings(namespace=namespace, **SECRETS)
+    names = workspace_names("alice")
+    kube.create(backup_secret(s, namespace))
+    created = kube.create(backup_job(names, s, "abcd1234", node="node-1"), exist_ok=False)
+    # defaulting happened, our read-only mount and secret references survived validation
+    pod = created["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
+    assert created["spec"]["template"]["metadata"]["labels"]["job-name"] == "ws-alice-backup-abcd1234"
+    source = {"metadata": {"namespace": namespace}, "spec": {"resources": {"requests": {"storage": "10Gi"}}}}
+    pvc = kube.create(restore_pvc(names, source, "abcd1234"), exist_ok=False)
+    assert pvc["metadata"]["labels"]["vibecode.dev/volume"] == "restore"
+    kube.create(restore_job(names, s, "abcd1234", pvc["metadata"]["name"], "latest"), exist_ok=False)
+    assert {j["metadata"]["name"] for j in kube.list("Job", namespace)} == {
+        "ws-alice-backup-abcd1234", "ws-alice-restore-abcd1234"}
