@@ -87,14 +87,14 @@ def rfc3339(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def annotations(result: WorkspaceResult, now: datetime) -> dict[str, str | None]:
+def annotations(result: WorkspaceResult, now: datetime) -> dict[str, str]:
     """The patch for the PVC. The snapshot key moves only on success ("the last good one");
-    ``None`` removes a stale reason."""
-    ann: dict[str, str | None] = {
+    an empty reason clears a stale one."""
+    ann: dict[str, str] = {
         LAST_BACKUP_TIME: rfc3339(now),
         LAST_BACKUP_OUTCOME: result.outcome.value,
         LAST_BACKUP_VERIFIED: "true" if result.verified else "false",
-        LAST_BACKUP_REASON: result.reason[:256] if result.outcome is not Outcome.COMPLETED else None,
+        LAST_BACKUP_REASON: result.reason[:256] if result.outcome is not Outcome.COMPLETED else "",
     }
     if result.outcome is Outcome.COMPLETED and result.snapshot_id:
         ann[LAST_BACKUP_SNAPSHOT] = result.snapshot_id

@@ -113,7 +113,7 @@ def _pvc(ann):
 def test_annotations_round_trip_into_has_verified_backup():
     good = WorkspaceResult(username="alice", pvc="p", outcome=Outcome.COMPLETED, snapshot_id="a" * 64, verified=True)
     ann = annotations(good, NOW)
-    assert ann[LAST_BACKUP_TIME] == "2026-11-28T02:30:00Z" and ann[LAST_BACKUP_REASON] is None
+    assert ann[LAST_BACKUP_TIME] == "2026-11-28T02:30:00Z" and ann[LAST_BACKUP_REASON] == ""
     assert ann[LAST_BACKUP_SNAPSHOT] == "a" * 64
     assert has_verified_backup(_pvc(ann), NOW + timedelta(hours=1))
     assert has_verified_backup(_pvc(ann), NOW + timedelta(days=2), max_age=timedelta(days=1)) is False

@@ -1,0 +1,333 @@
+"""Nightly workspace backups with restic, and restores. Orchestration only.
+
+Decisions live in pure modules (:mod:`tasks.retention`, :mod:`tasks.backup_status`,
+:mod:`tasks.backup_jobs`); restic commands in :mod:`tasks.restic`. Each workspace is one
+task that never raises, so one person's failure cannot stop the others; its steps are
+nested tasks that retry only transient errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import queue
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+from pydantic import BaseModel, Field
+
+from tasks import kube
+from tasks.backup_jobs import (
+    WORKSPACE_POD_SELECTOR,
+    backup_job,
+    backup_secret,
+    job_name,
+    job_state,
+    restore_job,
+    restore_pvc,
+    workspace_nodes,
+)
+from tasks.backup_status import (
+    BackupReport,
+    Outcome,
+    WorkspaceResult,
+    annotations,
+    classify,
+    run_outcome,
+)
+from tasks.errors import InvalidInput, PermanentError, VibecodeError, retry_if_transient
+from tasks.names import USERNAME_PATTERN, WORKSPACE_PVC_SELECTOR, validate_username, workspace_names
+from tasks.restic import PARTIAL_TAG, Restic, run_tag
+from tasks.retention import KeepPolicy, plan_retention
+from tasks.settings import get_settings
+
+Username = Annotated[str, Field(pattern=USERNAME_PATTERN, max_length=32)]
+RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+             retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient)
+SNAPSHOT_RE = re.compile(r"^(latest|[0-9a-f]{8,64})$")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _run_id() -> str:
+    from prefect.runtime import flow_run
+
+    rid = flow_run.id or uuid.uuid4().hex
+    return str(rid).replace("-", "")[:8]
+
+
+def _restic(username: str) -> Restic:
+    """restic for one repository, with the secrets the Jobs get (one source of truth)."""
+    s = get_settings()
+    secret = kube.connect().get("Secret", s.namespace, s.backup_secret)
+    if secret is None:
+        raise PermanentError(f"Secret {s.namespace}/{s.backup_secret} does not exist")
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    return Restic.for_workspace(s, username, data)
+
+
+# -- steps --------------------------------------------------------------------------
+@task(name="ensure-backup-secret", tags=["kube-api"], **RETRY)
+def ensure_backup_secret() -> None:
+    s = get_settings()
+    manifest = backup_secret(s, s.namespace)
+    if manifest is None:
+        return
+    client = kube.connect()
+    existing = client.create(manifest)
+    want = {k: base64.b64encode(v.encode()).decode() for k, v in manifest["stringData"].items()}
+    if existing.get("data") != want:
+        client.patch("Secret", s.namespace, s.backup_secret, {"data": want})
+
+
+@task(name="list-workspace-volumes", tags=["kube-api"], **RETRY)
+def list_workspace_volumes() -> dict[str, str]:
+    """username -> PVC name, from one LIST by label."""
+    s = get_settings()
+    found = {}
+    for pvc in kube.connect().list("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR):
+        user = (pvc["metadata"].get("labels") or {}).get("vibecode.dev/user", "")
+        found[user] = pvc["metadata"]["name"]
+    return found
+
+
+@task(name="find-workspace-nodes", tags=["kube-api"], **RETRY)
+def find_workspace_nodes() -> dict[str, str]:
+    s = get_settings()
+    return workspace_nodes(kube.connect().list("Pod", s.namespace, WORKSPACE_POD_SELECTOR))
+
+
+@task(name="ensure-repository", **RETRY)
+def ensure_repository(username: str) -> None:
+    _restic(username).ensure_init()
+
+
+@task(name="start-backup-job", tags=["kube-api"], **RETRY)
+def start_backup_job(username: str, run_id: str, node: str | None) -> str:
+    job = backup_job(workspace_names(username), get_settings(), run_id, node)
+    kube.connect().create(job)  # idempotent: a retried task finds its own Job
+    return job["metadata"]["name"]
+
+
+@task(name="wait-for-job", tags=["kube-api"], **RETRY)
+def wait_for_job(name: str) -> tuple[str, str]:
+    """Poll with growing intervals (short Jobs finish fast, long ones cost few requests),
+    bounded by the Job's own deadline plus a grace period; then give up and delete it."""
+    s = get_settings()
+    client = kube.connect()
+    deadline = time.monotonic() + s.backup_timeout_seconds + 60
+    interval = 0.2
+    while True:
+        state, reason = job_state(client.get("Job", s.namespace, name))
+        if state != "running":
+            return state, reason
+        if time.monotonic() >= deadline:
+            client.delete("Job", s.namespace, name)
+            return "failed", f"timed out after {s.backup_timeout_seconds:.0f}s"
+        time.sleep(interval)
+        interval = min(interval * 1.5, s.backup_poll_seconds)
+
+
+@task(name="find-run-snapshot", **RETRY)
+def find_run_snapshot(username: str, run_id: str, partial: bool) -> str | None:
+    """The snapshot this run's Job saved, if any; marked partial when the Job failed."""
+    restic = _restic(username)
+    mine = [snap.id for snap in restic.snapshots() if run_tag(run_id) in snap.tags]
+    if partial:
+        restic.add_tag(mine, PARTIAL_TAG)
+    return mine[-1] if mine else None
+
+
+@task(name="apply-retention", **RETRY)
+def apply_retention(username: str) -> list[str]:
+    restic = _restic(username)
+    plan = plan_retention(restic.snapshots(), KeepPolicy.from_settings(get_settings()), _now())
+    restic.forget(plan.forget, prune=True)
+    return plan.forget
+
+
+@task(name="verify-repository", **RETRY)
+def verify_repository(username: str) -> tuple[bool, str]:
+    return _restic(username).check(get_settings().verify_read_data_percent)
+
+
+@task(name="annotate-volume", tags=["kube-api"], **RETRY)
+def annotate_volume(pvc: str, ann: dict[str, str | None]) -> None:
+    kube.connect().annotate("PersistentVolumeClaim", get_settings().namespace, pvc, ann)
+
+
+@task(name="backup-workspace", task_run_name="backup-{username}")
+def backup_workspace(username: str, pvc: str, node: str | None, run_id: str) -> WorkspaceResult:
+    """Back up, expire, verify, annotate one workspace. Never raises: a failure is a result."""
+    started = time.monotonic()
+    job, snapshot, retention_error, check, error = ("failed", "not started"), None, None, (None, ""), None
+    try:
+        ensure_repository(username)
+        job = wait_for_job(start_backup_job(username, run_id, node))
+        snapshot = find_run_snapshot(username, run_id, partial=job[0] == "failed")
+        if snapshot:
+            try:
+                apply_retention(username)
+            except VibecodeError as exc:
+                retention_error = str(exc)
+            check = verify_repository(username)
+    except Exception as exc:  # noqa: BLE001 - turned into this workspace's outcome
+        error = str(exc) or type(exc).__name__
+    if error and snapshot is None:
+        outcome, reason = Outcome.FAILED, f"backup failed: {error}"
+    else:
+        outcome, reason = classify(job[0], job[1], snapshot, retention_error, check[0], check[1])
+        reason = f"{reason}; {error}" if error else reason
+    result = WorkspaceResult(username=username, pvc=pvc, outcome=outcome, snapshot_id=snapshot,
+                             verified=check[0] is True, reason=reason,
+                             duration_seconds=time.monotonic() - started)
+    try:
+        annotate_volume(pvc, annotations(result, _now()))
+    except Exception as exc:  # noqa: BLE001
+        result.reason = f"{result.reason}; could not annotate the volume: {exc}".lstrip("; ")
+    return result
+
+
+def _bounded(submit, items: list[tuple], limit: int) -> list:
+    """Keep at most ``limit`` submissions in flight, starting the next as one finishes."""
+    done: queue.Queue = queue.Queue()
+    waiting, in_flight, results = list(reversed(items)), {}, []
+    while waiting or in_flight:
+        while waiting and len(in_flight) < limit:
+            item = waiting.pop()
+            future = submit(*item)
+            in_flight[future] = item
+            future.add_done_callback(done.put)
+        future = done.get()
+        item = in_flight.pop(future)
+        results.append((item, future))
+    return results
+
+
+# -- flows --------------------------------------------------------------------------
+@flow(name="backup-workspaces", task_runner=ThreadPoolTaskRunner(max_workers=64))
+def backup_workspaces(usernames: list[Username] | None = None) -> BackupReport:
+    """Back up the named workspaces, or every workspace volume when none are named."""
+    wanted = sorted({validate_username(u, "usernames") for u in usernames or []})
+    s = get_settings()
+    logger = get_run_logger()
+    started, run_id = _now(), _run_id()
+
+    ensure_backup_secret()
+    volumes = list_workspace_volumes()
+    nodes = find_workspace_nodes()
+    results: list[WorkspaceResult] = []
+    targets = []
+    for user in wanted or sorted(volumes):
+        pvc = volumes.get(user)
+        try:
+            validate_username(user)
+        except InvalidInput as exc:
+            results.append(WorkspaceResult(username=user or "?", pvc=pvc or "", outcome=Outcome.FAILED,
+                                           reason=f"volume has no valid vibecode.dev/user label: {exc}"))
+            continue
+        if pvc is None:
+            results.append(WorkspaceResult(username=user, pvc="", outcome=Outcome.FAILED,
+                                           reason="no workspace volume found"))
+            continue
+        targets.append((user, pvc, nodes.get(user), run_id))
+
+    for (user, pvc, *_), future in _bounded(backup_workspace.submit, targets, s.backup_concurrency):
+        try:
+            results.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - a crashed task is this workspace's failure
+            results.append(WorkspaceResult(username=user, pvc=pvc, outcome=Outcome.FAILED, reason=str(exc)))
+
+    results.sort(key=lambda r: r.username)
+    report = BackupReport(outcome=run_outcome([r.outcome for r in results]), started=started,
+                          finished=_now(), workspaces=results)
+    for r in results:
+        log = logger.info if r.outcome is Outcome.COMPLETED else logger.warning
+        log("backup %s: %s %s", r.username, r.outcome.value, r.reason)
+    create_table_artifact(key="workspace-backups", table=report.table(),
+                          description=f"Backup run {run_id}: {report.outcome.value}")
+    return report
+
+
+class RestoreResult(BaseModel):
+    username: str
+    snapshot_id: str
+    pvc: str
+    target: str
+    outcome: Outcome
+    reason: str = ""
+
+
+@task(name="check-restore-target", tags=["kube-api"], **RETRY)
+def check_restore_target(username: str, target: str) -> dict | None:
+    """The workspace PVC (None if gone). In place only when nothing can be writing to it."""
+    s = get_settings()
+    names = workspace_names(username)
+    client = kube.connect()
+    pvc = client.get("PersistentVolumeClaim", s.namespace, names.workspace_pvc)
+    if target == "in-place":
+        if pvc is None:
+            raise PermanentError(f"{names.workspace_pvc} does not exist; restore into a new volume")
+        dep = client.get("Deployment", s.namespace, names.deployment)
+        if dep is not None and (dep["spec"].get("replicas", 1) or 0) > 0:
+            raise PermanentError(f"refusing to overwrite running workspace {username}: scale it to zero first")
+        if workspace_nodes(client.list("Pod", s.namespace, f"vibecode.dev/user={username}")):
+            raise PermanentError(f"refusing to overwrite workspace {username}: its pod is still running")
+    return pvc
+
+
+@task(name="resolve-snapshot", **RETRY)
+def resolve_snapshot(username: str, snapshot: str) -> str:
+    snaps = [x for x in _restic(username).snapshots() if x.hostname == username]
+    match = snaps[-1:] if snapshot == "latest" else [x for x in snaps if x.id.startswith(snapshot)]
+    if not match:
+        raise PermanentError(f"no snapshot {snapshot!r} for {username}")
+    return match[0].id
+
+
+@task(name="start-restore-job", tags=["kube-api"], **RETRY)
+def start_restore_job(username: str, run_id: str, pvc: dict | None, new_volume: bool, snapshot: str) -> str:
+    s = get_settings()
+    names = workspace_names(username)
+    client = kube.connect()
+    claim = names.workspace_pvc
+    if new_volume:
+        source = pvc or {"metadata": {"namespace": s.namespace},
+                         "spec": {"resources": {"requests": {"storage": s.workspace_size}},
+                                  **({"storageClassName": s.storage_class} if s.storage_class else {})}}
+        claim = client.create(restore_pvc(names, source, run_id))["metadata"]["name"]
+    client.create(restore_job(names, s, run_id, claim, snapshot))
+    return claim
+
+
+@flow(name="restore-workspace")
+def restore_workspace(username: Username, snapshot: str = "latest",
+                      target: Literal["new-pvc", "in-place"] = "new-pvc") -> RestoreResult:
+    """Restore a snapshot into a new PVC (default) or, when the workspace is scaled to zero,
+    into its own volume. restic 0.14 restores over existing files but does not delete files
+    that are not in the snapshot."""
+    names = workspace_names(username)
+    if not SNAPSHOT_RE.match(snapshot or ""):
+        raise InvalidInput("snapshot", "must be 'latest' or a restic snapshot id (hex)")
+    run_id = _run_id()
+    pvc = check_restore_target(names.username, target)
+    ensure_backup_secret()
+    snapshot_id = resolve_snapshot(names.username, snapshot)
+    claim = start_restore_job(names.username, run_id, pvc, target == "new-pvc", snapshot_id)
+    state, reason = wait_for_job(job_name(names, "restore", run_id))
+    ok = state == "succeeded"
+    result = RestoreResult(username=names.username, snapshot_id=snapshot_id, pvc=claim, target=target,
+                           outcome=Outcome.COMPLETED if ok else Outcome.FAILED, reason="" if ok else reason)
+    create_table_artifact(key="workspace-restore", table=[result.model_dump(mode="json")],
+                          description=f"Restore of {names.username}")
+    if not ok:
+        raise PermanentError(f"restore of {names.username} failed: {reason}")
+    return result
