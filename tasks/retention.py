@@ -26,10 +26,12 @@ class KeepPolicy:
     weekly: int = 4
     monthly: int = 6
     timezone: str = "UTC"  # a "day" is a day where the people live, as for the 02:00 schedule
+    last: int = 0
 
     @classmethod
     def from_settings(cls, s) -> "KeepPolicy":
-        return cls(daily=s.keep_daily, weekly=s.keep_weekly, monthly=s.keep_monthly, timezone=s.backup_timezone)
+        return cls(daily=s.keep_daily, weekly=s.keep_weekly, monthly=s.keep_monthly, timezone=s.backup_timezone,
+                   last=s.keep_last)
 
 
 @dataclass
@@ -39,9 +41,10 @@ class RetentionPlan:
     newest_good: str | None = None
 
 
-def _buckets(t: datetime):
+def _buckets(t: datetime, snap: Snapshot):
     iso = t.isocalendar()
-    return {"daily": (t.year, t.month, t.day), "weekly": (iso.year, iso.week), "monthly": (t.year, t.month)}
+    return {"last": snap.id, "daily": (t.year, t.month, t.day), "weekly": (iso.year, iso.week),
+            "monthly": (t.year, t.month)}
 
 
 def plan_retention(snapshots: list[Snapshot], policy: KeepPolicy, now: datetime) -> RetentionPlan:
@@ -57,11 +60,11 @@ def plan_retention(snapshots: list[Snapshot], policy: KeepPolicy, now: datetime)
         plan.keep[s.id] = ["dated in the future"]
     past = sorted((s for s in snapshots if s.time <= now), key=lambda s: s.time, reverse=True)
 
-    remaining = {"daily": policy.daily, "weekly": policy.weekly, "monthly": policy.monthly}
-    last: dict[str, tuple | None] = dict.fromkeys(remaining)
+    remaining = {"last": policy.last, "daily": policy.daily, "weekly": policy.weekly, "monthly": policy.monthly}
+    last: dict[str, object] = dict.fromkeys(remaining)
     for snap in past:
         reasons = []
-        for rule, bucket in _buckets(snap.time.astimezone(tz)).items():
+        for rule, bucket in _buckets(snap.time.astimezone(tz), snap).items():
             if remaining[rule] > 0 and bucket != last[rule]:
                 last[rule] = bucket
                 remaining[rule] -= 1

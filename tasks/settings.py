@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     backup_timezone: str = "UTC"
     backup_concurrency: int = Field(4, ge=1, le=64)
     backup_timeout_seconds: float = Field(3600, gt=0)
+    keep_last: int = Field(0, ge=0)  # restic --keep-last: extra same-day runs (manual backups)
     keep_daily: int = Field(7, ge=0)
     keep_weekly: int = Field(4, ge=0)
     keep_monthly: int = Field(6, ge=0)

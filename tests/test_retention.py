@@ -61,6 +61,12 @@ def test_newest_good_survives_a_policy_that_keeps_nothing():
     assert list(plan.keep) == [snaps[-1].id] and len(plan.forget) == 4
 
 
+def test_keep_last_keeps_several_runs_of_one_day():
+    snaps = [Snapshot(f"s{h}", datetime(2026, 11, 27, h, tzinfo=timezone.utc)) for h in (1, 2, 3)]
+    assert set(plan_retention(snaps, KeepPolicy(7, 4, 6), NOW).keep) == {"s3"}
+    assert set(plan_retention(snaps, KeepPolicy(7, 4, 6, last=2), NOW).keep) == {"s2", "s3"}
+
+
 def test_snapshots_dated_in_the_future_are_kept_and_not_counted():
     snaps = [night(d) for d in nights()] + [night(date(2027, 1, 1))]
     plan = plan_retention(snaps, KeepPolicy(7, 4, 6), NOW)
@@ -88,9 +94,10 @@ def test_same_decisions_as_restic_forget(tmp_path, monkeypatch):
     for off in offsets:
         t = start + timedelta(days=off)
         repo.run(["backup", ".", "--host", "alice", "--time", t.strftime("%Y-%m-%d %H:%M:%S")], cwd=tmp_path / "src")
-    out = repo.run(["forget", "--dry-run", "--json", "--keep-daily", "3", "--keep-weekly", "2",
-                    "--keep-monthly", "2"]).stdout
-    restic_keep = {s["id"] for group in json.loads(out) for s in group["keep"]}
-    ours = plan_retention(repo.snapshots(), KeepPolicy(3, 2, 2), NOW)
-    assert set(ours.keep) == restic_keep
-    assert 0 < len(restic_keep) < len(offsets)
+    for last, daily, weekly, monthly in [(0, 3, 2, 2), (2, 1, 1, 3)]:
+        out = repo.run(["forget", "--dry-run", "--json", "--keep-last", str(last), "--keep-daily", str(daily),
+                        "--keep-weekly", str(weekly), "--keep-monthly", str(monthly)]).stdout
+        restic_keep = {s["id"] for group in json.loads(out) for s in group["keep"]}
+        ours = plan_retention(repo.snapshots(), KeepPolicy(daily, weekly, monthly, last=last), NOW)
+        assert set(ours.keep) == restic_keep
+        assert 0 < len(restic_keep) < len(offsets)
