@@ -258,9 +258,16 @@ def onboard_user(request: HRRequest) -> OnboardResult:
             rows["identity"] = ensure_identity(spec)
             if returning:
                 rows["wake"] = scale_workspace(username, 1)
+            if rec.state == "purged":  # volumes were deleted after retention: data is in the backups
+                rows["data"] = (f"previous volumes were deleted; restore with restore_workspace("
+                                f"'{username}', snapshot='latest', target='in-place') after scaling to 0")
             ws = provision_workspace(username)
             rows["workspace"] = f"{ws.release} revision {ws.revision} ({'changed' if ws.changed else 'unchanged'})"
             rows["email"] = send_welcome(request, username, url, returning)
+            if s.totp_preprovision:  # never silently ignored: see the onboarding issue's report
+                rows["totp"] = "not pre-provisioned (not implemented yet); registered at first login"
+                logger.warning("totp_preprovision is set but not implemented; %s registers TOTP at first login",
+                               username)
         record_event(username, request.event_id, "active" if request.type == "employee.hired" else None)
     except BaseException as exc:
         _note_failure(username, exc)
