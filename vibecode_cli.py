@@ -51,6 +51,37 @@ def cmd_limits(args) -> int:
     return 0
 
 
+def _read_event(path: str) -> object:
+    """An HR event as JSON from a file or ``-`` (stdin). Bounded: a real event is < 4 kB."""
+    raw = sys.stdin.read(65_537) if path == "-" else open(path, encoding="utf-8").read(65_537)
+    if len(raw) > 65_536:
+        raise InvalidInput("event", "is larger than 64 KiB")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput("event", f"is not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _hr_command(args, allowed: tuple[str, ...]) -> int:
+    from flows.onboarding import run_hr_event
+    from tasks.hr import parse_request
+
+    request = parse_request(_read_event(args.event))  # validates before any flow runs
+    if request.type not in allowed:
+        raise InvalidInput("type", f"{request.type!r} does not belong to `vibecode {args.command}` "
+                                   f"(expected {' or '.join(allowed)})")
+    _print(run_hr_event(request.model_dump(mode="json")))
+    return 0
+
+
+def cmd_onboard(args) -> int:
+    return _hr_command(args, ("employee.hired", "employee.updated"))
+
+
+def cmd_offboard(args) -> int:
+    return _hr_command(args, ("employee.terminated",))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vibecode", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -62,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("username")
     pr.add_argument("--replicas", type=int, choices=[0, 1], default=1)
     pr.set_defaults(func=cmd_provision)
+    for name, func, what in (("onboard", cmd_onboard, "employee.hired or employee.updated"),
+                             ("offboard", cmd_offboard, "employee.terminated")):
+        hr = sub.add_parser(name, help=f"run an HR event ({what}) from a JSON file")
+        hr.add_argument("event", help="path to the event JSON (the HR API's body), or - for stdin")
+        hr.set_defaults(func=func)
     lim = sub.add_parser("limits", help="create or update Prefect tag concurrency limits from settings")
     lim.set_defaults(func=cmd_limits)
     return p

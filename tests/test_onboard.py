@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import threading
 import time
 
@@ -251,3 +252,22 @@ def test_no_secret_reaches_logs_artifacts_or_parameters(platform, kube):
     assert "onboarded alice" in haystack and "onboard-alice" in [a.key for a in artifacts]
     for secret in secrets_:
         assert secret not in haystack
+
+
+def test_cli_onboard_and_offboard_run_the_flows(platform, kube, tmp_path, capsys):
+    from vibecode_cli import main as cli
+
+    hire = tmp_path / "hire.json"
+    hire.write_text(json.dumps(HIRE))
+    assert cli(["onboard", str(hire)]) == 0
+    assert json.loads(capsys.readouterr().out)["url"] == "https://alice.vibecode.dev"
+    assert users_file(kube, platform["ns"])["alice"]["disabled"] is False
+
+    assert cli(["offboard", str(hire)]) == 2  # a hire is not an offboarding: refused, nothing changed
+    assert "type" in capsys.readouterr().err
+    assert users_file(kube, platform["ns"])["alice"]["disabled"] is False
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert cli(["onboard", str(bad)]) == 2
+    assert "event: is not JSON" in capsys.readouterr().err
