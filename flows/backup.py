@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from tasks import kube
 from tasks.backup_jobs import (
+    RUN_LABEL,
     WORKSPACE_POD_SELECTOR,
     backup_job,
     backup_secret,
@@ -41,10 +42,12 @@ from tasks.backup_status import (
     classify,
     run_outcome,
 )
-from tasks.errors import InvalidInput, PermanentError, VibecodeError, retry_if_transient
+from tasks.errors import InvalidInput, PermanentError, retry_if_transient
 from tasks.names import USERNAME_PATTERN, WORKSPACE_PVC_SELECTOR, validate_username, workspace_names
-from tasks.restic import PARTIAL_TAG, Restic, run_tag
-from tasks.retention import KeepPolicy, plan_retention
+from tasks.backup_repo import AfterBackup, open_repository, record_and_expire
+from tasks.backup_wait import close_waiter, waiter_for
+from tasks.restic import Restic
+from tasks.retention import KeepPolicy
 from tasks.settings import get_settings
 
 Username = Annotated[str, Field(pattern=USERNAME_PATTERN, max_length=32)]
@@ -65,13 +68,7 @@ def _run_id() -> str:
 
 
 def _restic(username: str) -> Restic:
-    """restic for one repository, with the secrets the Jobs get (one source of truth)."""
-    s = get_settings()
-    secret = kube.connect().get("Secret", s.namespace, s.backup_secret)
-    if secret is None:
-        raise PermanentError(f"Secret {s.namespace}/{s.backup_secret} does not exist")
-    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-    return Restic.for_workspace(s, username, data)
+    return open_repository(username)
 
 
 # -- steps --------------------------------------------------------------------------
@@ -118,40 +115,24 @@ def start_backup_job(username: str, run_id: str, node: str | None) -> str:
 
 
 @task(name="wait-for-job", tags=["kube-api"], **RETRY)
-def wait_for_job(name: str) -> tuple[str, str]:
-    """Poll with growing intervals (short Jobs finish fast, long ones cost few requests),
-    bounded by the Job's own deadline plus a grace period; then give up and delete it."""
+def wait_for_job(name: str, run_id: str) -> tuple[str, str]:
+    """Wait on the run's shared Job poller, bounded by the Job's own deadline plus a grace
+    period; past that, delete the Job and call it failed."""
     s = get_settings()
     client = kube.connect()
-    deadline = time.monotonic() + s.backup_timeout_seconds + 60
-    interval = 0.2
-    while True:
-        state, reason = job_state(client.get("Job", s.namespace, name))
-        if state != "running":
-            return state, reason
-        if time.monotonic() >= deadline:
-            client.delete("Job", s.namespace, name)
-            return "failed", f"timed out after {s.backup_timeout_seconds:.0f}s"
-        time.sleep(interval)
-        interval = min(interval * 1.5, s.backup_poll_seconds)
+    waiter = waiter_for(run_id, lambda: client.list("Job", s.namespace, f"{RUN_LABEL}={run_id}"),
+                        s.backup_poll_seconds)
+    state, reason = waiter.wait(name, s.backup_timeout_seconds + 60)
+    if state == "running":
+        client.delete("Job", s.namespace, name)
+        return "failed", f"timed out after {s.backup_timeout_seconds:.0f}s"
+    return state, reason
 
 
-@task(name="find-run-snapshot", **RETRY)
-def find_run_snapshot(username: str, run_id: str, partial: bool) -> str | None:
-    """The snapshot this run's Job saved, if any; marked partial when the Job failed."""
-    restic = _restic(username)
-    mine = [snap.id for snap in restic.snapshots() if run_tag(run_id) in snap.tags]
-    if partial:
-        restic.add_tag(mine, PARTIAL_TAG)
-    return mine[-1] if mine else None
-
-
-@task(name="apply-retention", **RETRY)
-def apply_retention(username: str) -> list[str]:
-    restic = _restic(username)
-    plan = plan_retention(restic.snapshots(), KeepPolicy.from_settings(get_settings()), _now())
-    restic.forget(plan.forget, prune=True)
-    return plan.forget
+@task(name="record-and-expire", **RETRY)
+def record_and_expire_task(username: str, run_id: str, job_failed: bool) -> AfterBackup:
+    return record_and_expire(_restic(username), run_id, job_failed,
+                             KeepPolicy.from_settings(get_settings()), _now())
 
 
 @task(name="verify-repository", **RETRY)
@@ -171,13 +152,10 @@ def backup_workspace(username: str, pvc: str, node: str | None, run_id: str) -> 
     job, snapshot, retention_error, check, error = ("failed", "not started"), None, None, (None, ""), None
     try:
         ensure_repository(username)
-        job = wait_for_job(start_backup_job(username, run_id, node))
-        snapshot = find_run_snapshot(username, run_id, partial=job[0] == "failed")
+        job = wait_for_job(start_backup_job(username, run_id, node), run_id)
+        after = record_and_expire_task(username, run_id, job_failed=job[0] == "failed")
+        snapshot, retention_error = after.snapshot_id, after.retention_error
         if snapshot:
-            try:
-                apply_retention(username)
-            except VibecodeError as exc:
-                retention_error = str(exc)
             check = verify_repository(username)
     except Exception as exc:  # noqa: BLE001 - turned into this workspace's outcome
         error = str(exc) or type(exc).__name__
@@ -240,11 +218,14 @@ def backup_workspaces(usernames: list[Username] | None = None) -> BackupReport:
             continue
         targets.append((user, pvc, nodes.get(user), run_id))
 
-    for (user, pvc, *_), future in _bounded(backup_workspace.submit, targets, s.backup_concurrency):
-        try:
-            results.append(future.result())
-        except Exception as exc:  # noqa: BLE001 - a crashed task is this workspace's failure
-            results.append(WorkspaceResult(username=user, pvc=pvc, outcome=Outcome.FAILED, reason=str(exc)))
+    try:
+        for (user, pvc, *_), future in _bounded(backup_workspace.submit, targets, s.backup_concurrency):
+            try:
+                results.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - a crashed task is this workspace's failure
+                results.append(WorkspaceResult(username=user, pvc=pvc, outcome=Outcome.FAILED, reason=str(exc)))
+    finally:
+        close_waiter(run_id)
 
     results.sort(key=lambda r: r.username)
     report = BackupReport(outcome=run_outcome([r.outcome for r in results]), started=started,
@@ -280,7 +261,7 @@ def check_restore_target(username: str, target: str) -> dict | None:
         if dep is not None and (dep["spec"].get("replicas", 1) or 0) > 0:
             raise PermanentError(f"refusing to overwrite running workspace {username}: scale it to zero first")
         if workspace_nodes(client.list("Pod", s.namespace, f"vibecode.dev/user={username}")):
-            raise PermanentError(f"refusing to overwrite workspace {username}: its pod is still running")
+            raise PermanentError(f"refusing to overwrite workspace {username}: a pod still uses its volume")
     return pvc
 
 
@@ -322,7 +303,10 @@ def restore_workspace(username: Username, snapshot: str = "latest",
     ensure_backup_secret()
     snapshot_id = resolve_snapshot(names.username, snapshot)
     claim = start_restore_job(names.username, run_id, pvc, target == "new-pvc", snapshot_id)
-    state, reason = wait_for_job(job_name(names, "restore", run_id))
+    try:
+        state, reason = wait_for_job(job_name(names, "restore", run_id), run_id)
+    finally:
+        close_waiter(run_id)
     ok = state == "succeeded"
     result = RestoreResult(username=names.username, snapshot_id=snapshot_id, pvc=claim, target=target,
                            outcome=Outcome.COMPLETED if ok else Outcome.FAILED, reason="" if ok else reason)

@@ -94,6 +94,15 @@ def test_one_failure_leaves_the_run_partially_failed_and_the_others_completed(
     assert backup_settings.s3_secret_access_key.get_secret_value() not in stored
     assert 1 <= job_kubelet.peak <= 2
 
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_latest_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["workspace-backups"])))
+    rows = artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
+    assert {r["workspace"]: r["outcome"] for r in rows} == {"alice": "Completed", "bob": "Failed", "carol": "Completed"}
+
 
 def test_a_corrupted_pack_is_caught_by_verification_and_reported_failed(
         kube, namespace, backup_settings, job_kubelet, tmp_path, monkeypatch):

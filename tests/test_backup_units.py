@@ -167,3 +167,32 @@ def test_manifests_are_valid_in_a_real_api_server(kube, namespace, monkeypatch):
     kube.create(restore_job(names, s, "abcd1234", pvc["metadata"]["name"], "latest"), exist_ok=False)
     assert {j["metadata"]["name"] for j in kube.list("Job", namespace)} == {
         "ws-alice-backup-abcd1234", "ws-alice-restore-abcd1234"}
+
+
+def test_one_poller_serves_every_waiter_and_timeouts_stay_running():
+    import threading
+    import time
+
+    from tasks.backup_wait import JobWaiter
+
+    calls, t0 = [], time.monotonic()
+
+    def list_jobs():
+        calls.append(1)
+        done = time.monotonic() - t0 > 0.3
+        cond = [{"type": "Complete", "status": "True"}] if done else []
+        return [{"metadata": {"name": f"j{i}"}, "status": {"conditions": cond}} for i in range(8)] + [
+            {"metadata": {"name": "stuck"}, "status": {"active": 1}}]
+
+    waiter = JobWaiter(list_jobs, interval=0.05)
+    results = {}
+    threads = [threading.Thread(target=lambda n=f"j{i}": results.__setitem__(n, waiter.wait(n, 5))) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(results.values()) == {("succeeded", "Complete")}
+    assert len(calls) < 8 * 6  # one LIST per interval for all eight, not one per waiter
+    assert waiter.wait("stuck", 0.2)[0] == "running"
+    assert waiter.wait("never-created", 1)[0] == "failed"
+    waiter.close()
