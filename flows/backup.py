@@ -102,15 +102,13 @@ def find_workspace_nodes() -> dict[str, str]:
     return workspace_nodes(kube.connect().list("Pod", s.namespace, WORKSPACE_POD_SELECTOR))
 
 
-@task(name="ensure-repository", **RETRY)
-def ensure_repository(username: str) -> None:
-    _restic(username).ensure_init()
-
-
 @task(name="start-backup-job", tags=["kube-api"], **RETRY)
 def start_backup_job(username: str, run_id: str, node: str | None) -> str:
+    """Create the repository on its first night, then the Job (idempotent: a retried task
+    finds its own Job)."""
+    _restic(username).ensure_init()
     job = backup_job(workspace_names(username), get_settings(), run_id, node)
-    kube.connect().create(job)  # idempotent: a retried task finds its own Job
+    kube.connect().create(job)
     return job["metadata"]["name"]
 
 
@@ -129,15 +127,16 @@ def wait_for_job(name: str, run_id: str) -> tuple[str, str]:
     return state, reason
 
 
-@task(name="record-and-expire", **RETRY)
-def record_and_expire_task(username: str, run_id: str, job_failed: bool) -> AfterBackup:
-    return record_and_expire(_restic(username), run_id, job_failed,
-                             KeepPolicy.from_settings(get_settings()), _now())
-
-
-@task(name="verify-repository", **RETRY)
-def verify_repository(username: str) -> tuple[bool, str]:
-    return _restic(username).check(get_settings().verify_read_data_percent)
+@task(name="record-expire-verify", **RETRY)
+def record_expire_verify(username: str, run_id: str, job_failed: bool) -> tuple[AfterBackup, bool | None, str]:
+    """Find the run's snapshot, apply retention, then ``restic check`` what is left.
+    One task: every step is idempotent, and fewer task runs keep Prefect's overhead small."""
+    restic = _restic(username)
+    after = record_and_expire(restic, run_id, job_failed, KeepPolicy.from_settings(get_settings()), _now())
+    if after.snapshot_id is None:
+        return after, None, ""
+    ok, detail = restic.check(get_settings().verify_read_data_percent)
+    return after, ok, detail
 
 
 @task(name="annotate-volume", tags=["kube-api"], **RETRY)
@@ -151,12 +150,9 @@ def backup_workspace(username: str, pvc: str, node: str | None, run_id: str) -> 
     started = time.monotonic()
     job, snapshot, retention_error, check, error = ("failed", "not started"), None, None, (None, ""), None
     try:
-        ensure_repository(username)
         job = wait_for_job(start_backup_job(username, run_id, node), run_id)
-        after = record_and_expire_task(username, run_id, job_failed=job[0] == "failed")
-        snapshot, retention_error = after.snapshot_id, after.retention_error
-        if snapshot:
-            check = verify_repository(username)
+        after, ok, detail = record_expire_verify(username, run_id, job_failed=job[0] == "failed")
+        snapshot, retention_error, check = after.snapshot_id, after.retention_error, (ok, detail)
     except Exception as exc:  # noqa: BLE001 - turned into this workspace's outcome
         error = str(exc) or type(exc).__name__
     if error and snapshot is None:
