@@ -23,3 +23,11 @@ def test_every_entrypoint_is_a_prefect_flow():
 
 def test_bootstrap_never_overlaps():
     assert _deployments()["bootstrap-platform"]["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+
+
+def test_scheduled_deployments():
+    deps = _deployments()
+    assert deps["backup-workspaces"]["schedules"][0]["cron"] == "0 2 * * *"
+    assert deps["backup-workspaces"]["concurrency_limit"]["collision_strategy"] == "CANCEL_NEW"
+    assert deps["purge-offboarded"]["schedules"][0]["cron"] == "0 4 * * *"
+    assert {"onboard-user", "offboard-user", "restore-workspace", "provision-workspace"} <= set(deps)
