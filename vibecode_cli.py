@@ -82,6 +82,60 @@ def cmd_offboard(args) -> int:
     return _hr_command(args, ("employee.terminated",))
 
 
+def _print_qr(data: str) -> None:
+    """An ASCII QR code, only if the optional ``qrcode`` package is installed."""
+    try:
+        import qrcode
+    except ImportError:
+        print("(install the `qrcode` package to also get a QR code here)")
+        return
+    qr = qrcode.QRCode(border=2)
+    qr.add_data(data)
+    qr.make(fit=True)
+    qr.print_ascii(out=sys.stdout, invert=True)
+
+
+def cmd_totp_handoff(args) -> int:
+    """Print a pre-provisioned TOTP setup to the administrator's terminal, once, then delete it."""
+    import base64
+    from datetime import datetime, timezone
+
+    from tasks import totp
+    from tasks.backup_jobs import job_state
+    from tasks.kube import connect
+    from tasks.names import validate_username
+    from tasks.settings import get_settings
+
+    username = validate_username(args.username)
+    s = get_settings()
+    kube = connect(s)
+    ns, name = s.platform_namespace, totp.handoff_name(username)
+    secret = kube.get("Secret", ns, name)
+    if secret is None:
+        print(f"vibecode totp-handoff: nothing to hand off for {username} (already handed off, expired, "
+              f"or never pre-provisioned)", file=sys.stderr)
+        return 1
+    state, reason = job_state(kube.get("Job", ns, name))
+    if state != "succeeded":
+        print(f"vibecode totp-handoff: Authelia has not registered {username}'s TOTP yet (Job {ns}/{name}: "
+              f"{state}, {reason}); nothing handed off", file=sys.stderr)
+        return 1
+    if totp.is_expired(secret, datetime.now(timezone.utc)):
+        kube.delete("Secret", ns, name)
+        print(f"vibecode totp-handoff: {username}'s hand-off expired and was deleted; nothing handed off",
+              file=sys.stderr)
+        return 1
+    value = base64.b64decode((secret.get("data") or {})[totp.SECRET_KEY]).decode("ascii")
+    issuer = (secret["metadata"].get("annotations") or {}).get(totp.ISSUER_ANNOTATION) or s.totp_issuer
+    uri = totp.otpauth_uri(username, value, issuer)
+    print(f"TOTP setup for {username} (issuer {issuer}): scan or enter it in their authenticator app,")
+    print("in person. It is shown once: the hand-off Secret is deleted now.\n")
+    print(uri)
+    _print_qr(uri)
+    kube.delete("Secret", ns, name)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vibecode", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -98,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
         hr = sub.add_parser(name, help=f"run an HR event ({what}) from a JSON file")
         hr.add_argument("event", help="path to the event JSON (the HR API's body), or - for stdin")
         hr.set_defaults(func=func)
+    th = sub.add_parser("totp-handoff", help="show a pre-provisioned TOTP setup once (to hand over in "
+                                             "person), then delete it; exit 1 if there is nothing to hand off")
+    th.add_argument("username")
+    th.set_defaults(func=cmd_totp_handoff)
     lim = sub.add_parser("limits", help="create or update Prefect tag concurrency limits from settings")
     lim.set_defaults(func=cmd_limits)
     return p

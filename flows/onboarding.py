@@ -9,14 +9,26 @@ where the last run stopped (nothing is rolled back: a half-made user has an unus
 password and no email, the ledger says ``onboarding`` with ``last_error``, and the run is
 Failed, so it is noticed and the rerun completes it).
 
-Secrets: the only ones are the throw-away password (hashed inside
-:mod:`tasks.identity`, never returned) and SMTP/LDAP credentials from settings. No task
-takes or returns one, so none reaches a parameter, a result, a log line or an artifact.
+Secrets: the throw-away password (hashed inside :mod:`tasks.identity`, never returned),
+SMTP/LDAP credentials from settings and, with ``totp_preprovision``, the TOTP secret. No
+task takes or returns one, so none reaches a parameter, a result, a log line or an artifact.
+
+TOTP pre-provisioning (optional, setting ``totp_preprovision``; the delivery is described
+in :mod:`tasks.totp`): after the welcome email, ``preprovision-totp`` mints the secret
+inside the task, writes it into the short-lived hand-off Secret ``vibecode-totp-<user>``
+in the platform namespace, and runs a Job with the Authelia CLI (``authelia storage user
+totp generate``) that reads it only through ``secretKeyRef``. The administrator hands it
+over in person with ``vibecode totp-handoff <user>`` (one-time: the Secret is deleted);
+``purge_offboarded`` deletes hand-off Secrets past ``vibecode.dev/expires-at``. The
+completed Job is the record that TOTP is done, so a rerun mints nothing; a failed Job
+deletes the hand-off Secret and fails the run (everything before it stays done, the event
+is not recorded), and the rerun replaces the Job and retries with a fresh secret.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+import time
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger, task
@@ -27,8 +39,9 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
 from flows.workspace import provision_workspace
-from tasks import helm, mail
-from tasks.errors import BackupRequired, PermanentError, TransientError, retry_if_transient
+from tasks import helm, mail, totp
+from tasks.backup_jobs import job_state
+from tasks.errors import BackupRequired, PermanentError, Timeout, TransientError, retry_if_transient
 from tasks.hr import HRRequest, effective_groups, parse_request
 from tasks.identity import UserSpec, get_backend
 from tasks.identity.ledger import Ledger, Record
@@ -44,6 +57,8 @@ RETRY = dict(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=1
 # vibecode-users-db 4`): the CAS loop is correct without it, the limit just saves retries.
 USERS_DB_TAG = "vibecode-users-db"
 WELCOME_CLAIM_SECONDS = 120
+TOTP_WAIT_GRACE_SECONDS = 30  # past activeDeadlineSeconds, time for the job controller to say Failed
+TOTP_MAX_POLL_SECONDS = 10
 
 
 def _now() -> datetime:
@@ -156,6 +171,71 @@ def send_welcome(request: HRRequest, username: str, url: str, returning: bool) -
     return f"sent to {emp.email}"
 
 
+def _wait_for_job(kube, ns: str, name: str, timeout: float, first_poll: float) -> tuple[str, str]:
+    """Poll one Job (GET, interval growing 1.5x up to TOTP_MAX_POLL_SECONDS) until it ends or
+    ``timeout`` passes; returns ``job_state``'s (succeeded | failed, reason) or raises Timeout."""
+    deadline = time.monotonic() + timeout
+    interval = first_poll
+    while True:
+        state, reason = job_state(kube.get("Job", ns, name))
+        if state != "running":
+            return state, reason
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout(f"Job {ns}/{name} still running after {timeout:.0f} s ({reason})")
+        time.sleep(min(interval, left))
+        interval = min(interval * 1.5, TOTP_MAX_POLL_SECONDS)
+
+
+@task(name="preprovision-totp", tags=["kube-api"], retries=2,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
+      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+def preprovision_totp(username: str) -> str:
+    """Register a TOTP secret with Authelia through a Job; the secret lives only in the
+    hand-off Secret. Converges: a completed Job means done, a running one is waited for,
+    a failed one (from an earlier run) is replaced along with a fresh secret."""
+    s = get_settings()
+    kube = connect(s)
+    ns, name = s.platform_namespace, totp.handoff_name(username)
+    job = kube.get("Job", ns, name)
+    state, _ = job_state(job) if job is not None else ("absent", "")
+    if state == "succeeded":
+        return f"already pre-provisioned (Job {name} complete)"
+    if state == "failed":  # an earlier run's failure, kept for its logs: retry from scratch
+        kube.delete("Job", ns, name)
+        kube.delete("Secret", ns, name)
+    if state != "running":
+        if kube.get("Secret", ns, s.authelia_config_secret) is None:
+            raise PermanentError(f"the Authelia configuration Secret {ns}/{s.authelia_config_secret} does not "
+                                 f"exist (setting authelia_config_secret); TOTP not pre-provisioned")
+        existing = kube.get("Secret", ns, name)
+        if existing is not None and totp.is_expired(existing, _now()):
+            kube.delete("Secret", ns, name)
+            existing = None
+        if existing is None:  # a concurrent run's Secret wins the create; its Job reads whichever exists
+            kube.create(totp.handoff_secret(username, totp.mint_secret(), s, _now()))
+        kube.create(totp.provision_job(username, s))
+    state, reason = _wait_for_job(kube, ns, name, s.totp_job_timeout_seconds + TOTP_WAIT_GRACE_SECONDS,
+                                  s.totp_poll_seconds)
+    if state != "succeeded":
+        kube.delete("Secret", ns, name)  # no orphaned secret: Authelia never got it
+        raise PermanentError(f"TOTP pre-provisioning for {username} failed: Job {ns}/{name}: {reason}. "
+                             f"The hand-off Secret was deleted; rerun the event to retry.")
+    secret = kube.get("Secret", ns, name)
+    expiry = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(totp.EXPIRES_AT, "?")
+    return (f"pre-provisioned (Job {name} complete); an administrator hands it over with "
+            f"`vibecode totp-handoff {username}` before {expiry}")
+
+
+@task(name="expire-totp-handoffs", tags=["kube-api"], **RETRY)
+def expire_totp_handoffs(now: datetime) -> list[str]:
+    """Delete hand-off Secrets nobody collected before ``vibecode.dev/expires-at`` (one LIST)."""
+    s = get_settings()
+    kube = connect(s)
+    found = kube.list("Secret", s.platform_namespace, totp.HANDOFF_SELECTOR)
+    return [n for n in totp.expired_handoffs(found, now) if kube.delete("Secret", s.platform_namespace, n)]
+
+
 @task(name="record-event", tags=["kube-api"], **RETRY)
 def record_event(username: str, event_id: str, state: str | None = None) -> Record:
     """Last step: only a run that did everything marks its event done."""
@@ -264,10 +344,8 @@ def onboard_user(request: HRRequest) -> OnboardResult:
             ws = provision_workspace(username)
             rows["workspace"] = f"{ws.release} revision {ws.revision} ({'changed' if ws.changed else 'unchanged'})"
             rows["email"] = send_welcome(request, username, url, returning)
-            if s.totp_preprovision:  # never silently ignored: see the onboarding issue's report
-                rows["totp"] = "not pre-provisioned (not implemented yet); registered at first login"
-                logger.warning("totp_preprovision is set but not implemented; %s registers TOTP at first login",
-                               username)
+            if s.totp_preprovision:
+                rows["totp"] = preprovision_totp(username)
         record_event(username, request.event_id, "active" if request.type == "employee.hired" else None)
     except BaseException as exc:
         _note_failure(username, exc)
@@ -314,7 +392,8 @@ def offboard_user(request: HRRequest, now: datetime | None = None) -> OffboardRe
 
 @flow(name="purge-offboarded")
 def purge_offboarded(now: datetime | None = None) -> dict[str, str]:
-    """Scheduled (daily): delete departed people's workspaces once retention and a verified backup allow."""
+    """Scheduled (daily): delete departed people's workspaces once retention and a verified backup allow,
+    and TOTP hand-off Secrets nobody collected before they expired."""
     now = now or _now()
     out: dict[str, str] = {}
     for rec in Ledger().all(state="terminated"):
@@ -323,6 +402,9 @@ def purge_offboarded(now: datetime | None = None) -> dict[str, str]:
             out[rec.username] = delete_workspace(rec.username, now)
         else:
             out[rec.username] = f"{decision.action}: {decision.reason}"
+    expired = expire_totp_handoffs(now)
+    if expired:  # the key cannot be a username
+        out["(expired TOTP hand-offs)"] = f"deleted: {', '.join(expired)}"
     _artifact("purge-offboarded", out, "Offboarded workspaces judged for deletion")
     return out
 

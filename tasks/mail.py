@@ -1,7 +1,8 @@
 """The welcome email, over plain SMTP (settings.smtp_*).
 
 It carries no secret: the person picks a password on Authelia's reset-password page and
-registers a second factor at first login. The Message-ID is derived from the employee
+registers a second factor at first login, or, with ``totp_preprovision``, is told that an
+administrator will hand over the authenticator setup in person (:mod:`tasks.totp`). The Message-ID is derived from the employee
 and the hire event, so a relay that de-duplicates by Message-ID also drops a resend.
 """
 
@@ -32,6 +33,13 @@ def welcome_message(*, to_email: str, given_name: str, family_name: str, usernam
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = f"<{message_key}@{settings.domain}>"
     reset = reset_password_url(settings)
+    if settings.totp_preprovision:  # the secret itself never travels by email
+        second_factor = (f"2. Your second factor, an authenticator app (TOTP), is already set up for you:\n"
+                         f"   an administrator will hand you your authenticator setup in person.\n"
+                         f"   Then sign in at {workspace_url}; the second factor is required.\n\n")
+    else:
+        second_factor = (f"2. Sign in at {workspace_url}. At your first sign-in you will register a second\n"
+                         f"   factor, an authenticator app (TOTP) or a security key; it is required.\n\n")
     msg.set_content(
         f"Hello {given_name},\n\n"
         f"your VibeCode account is ready.\n\n"
@@ -39,8 +47,7 @@ def welcome_message(*, to_email: str, given_name: str, family_name: str, usernam
         f"  Workspace: {workspace_url}\n\n"
         f"1. Choose your password: open {reset} and enter your username.\n"
         f"   Nobody has been told a password for you, and nobody will ever ask for yours.\n"
-        f"2. Sign in at {workspace_url}. At your first sign-in you will register a second\n"
-        f"   factor, an authenticator app (TOTP) or a security key; it is required.\n\n"
+        f"{second_factor}"
         f"Your files live in your workspace's persistent volume and are backed up.\n\n"
         f"-- The VibeCode platform team\n"
     )

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     ldap_bind_dn: str = "cn=admin,dc=vibecode,dc=dev"
     ldap_password: SecretStr | None = None
     totp_preprovision: bool = False
+    totp_issuer: str = "VibeCode"
+    totp_handoff_hours: float = Field(72, gt=0)  # the hand-off Secret's life; purge deletes it after
+    totp_job_timeout_seconds: float = Field(300, gt=0)  # the Job's activeDeadlineSeconds and our wait
+    totp_poll_seconds: float = Field(1, gt=0)  # first poll interval; it grows to 10 s
+    authelia_image: str = "authelia/authelia:4.39.4"
+    authelia_config_secret: str = "authelia-config"  # holds configuration.yml, mounted at /config
 
     # Mail
     smtp_host: str = "127.0.0.1"

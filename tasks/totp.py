@@ -1,0 +1,184 @@
+"""Pure builders and decisions for optional TOTP pre-provisioning (setting ``totp_preprovision``).
+
+Delivery, as the team decided it:
+
+1. The flow mints the TOTP secret itself with :mod:`secrets`, at Authelia's defaults
+   (32 random bytes, base32 without padding, SHA1, 6 digits, period 30; the issuer is
+   the setting ``totp_issuer``).
+2. It writes the secret into a short-lived Secret ``vibecode-totp-<username>`` in the
+   platform namespace (labels ``app.kubernetes.io/part-of: vibecode``,
+   ``vibecode.dev/user``, ``vibecode.dev/purpose: totp-handoff``; annotation
+   ``vibecode.dev/expires-at`` = now + ``totp_handoff_hours``).
+3. A Job runs the Authelia CLI, ``authelia storage user totp generate <user> --secret ...
+   --issuer ... --config /config/configuration.yml``, with the existing Authelia
+   configuration Secret (``authelia_config_secret``) mounted read-only at ``/config``.
+   The container gets the TOTP secret only through ``env.valueFrom.secretKeyRef``; its
+   args reference it as ``$(TOTP_SECRET)``, which the kubelet expands at container
+   start, so no manifest, parameter, log line or artifact ever holds the value. No
+   ``--force``: an existing registration is never overwritten (the Job fails instead).
+4. An administrator hands the secret over in person with ``vibecode totp-handoff
+   <username>``, which prints the otpauth:// URI (and an ASCII QR code when ``qrcode``
+   is importable) once and deletes the Secret. ``purge_offboarded`` deletes hand-off
+   Secrets past their expiry (decided by :func:`expired_handoffs`).
+
+The welcome email carries no secret either: it says an administrator will hand the
+authenticator setup over in person.
+
+The Job (kept after success, it holds no secret) is the durable record that TOTP was
+pre-provisioned: a rerun finds it Complete and mints nothing. A failed Job is kept for
+its logs until a rerun replaces it; its hand-off Secret is deleted at once.
+
+Prerequisite outside this repo: Authelia's storage must be reachable from a Job
+(PostgreSQL/MySQL, or a SQLite file on a volume the Job could mount; only the first two
+are supported here), and ``configuration.yml`` in the configuration Secret must hold the
+storage settings and encryption key (or reference them through Authelia's ``_FILE``
+environment variables, which this Job does not set).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from datetime import datetime, timedelta
+from urllib.parse import quote, urlencode
+
+from tasks.names import PART_OF, validate_username
+from tasks.settings import Settings
+
+SECRET_BYTES = 32  # Authelia's default --secret-size
+ALGORITHM = "SHA1"
+DIGITS = 6
+PERIOD = 30
+
+PURPOSE = "totp-handoff"
+USER_LABEL = "vibecode.dev/user"
+PURPOSE_LABEL = "vibecode.dev/purpose"
+EXPIRES_AT = "vibecode.dev/expires-at"
+ISSUER_ANNOTATION = "vibecode.dev/totp-issuer"
+HANDOFF_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},{PURPOSE_LABEL}={PURPOSE}"
+SECRET_KEY = "TOTP_SECRET"  # the key in the hand-off Secret and the env var in the Job
+CONFIG_DIR = "/config"
+CONFIG_FILE = f"{CONFIG_DIR}/configuration.yml"
+RUN_AS = 65534  # nobody: the CLI needs no files of its own; the config Secret is mode 0444
+
+
+def mint_secret() -> str:
+    """32 random bytes as base32 without padding, as ``authelia ... --secret`` expects."""
+    return base64.b32encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii").rstrip("=")
+
+
+def decode_secret(secret: str) -> bytes:
+    """The raw key from an unpadded base32 string; ``ValueError`` if it is not one."""
+    try:
+        return base64.b32decode(secret + "=" * (-len(secret) % 8), casefold=False)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not a base32 TOTP secret") from exc
+
+
+def handoff_name(username: str) -> str:
+    """Name of both the hand-off Secret and the provisioning Job (different kinds)."""
+    return f"vibecode-totp-{validate_username(username)}"
+
+
+def _labels(username: str, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/component": component,
+            USER_LABEL: username, PURPOSE_LABEL: PURPOSE}
+
+
+def expires_at(now: datetime, settings: Settings) -> datetime:
+    return now + timedelta(hours=settings.totp_handoff_hours)
+
+
+def handoff_secret(username: str, secret: str, settings: Settings, now: datetime) -> dict:
+    """The short-lived Secret the Job reads and the administrator's CLI hands over."""
+    decode_secret(secret)  # refuse to store anything Authelia would reject
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": handoff_name(username), "namespace": settings.platform_namespace,
+                         "labels": _labels(username, "totp-handoff"),
+                         "annotations": {EXPIRES_AT: expires_at(now, settings).isoformat(),
+                                         ISSUER_ANNOTATION: settings.totp_issuer}},
+            "stringData": {SECRET_KEY: secret}}
+
+
+def provision_job(username: str, settings: Settings) -> dict:
+    """The Job that runs ``authelia storage user totp generate``; it holds no secret value."""
+    name = handoff_name(username)
+    labels = _labels(username, "totp-provision")
+    env = [{"name": "USERNAME", "value": username},
+           {"name": "ISSUER", "value": settings.totp_issuer},
+           {"name": SECRET_KEY, "valueFrom": {"secretKeyRef": {"name": name, "key": SECRET_KEY}}}]
+    # $(VAR) is expanded by the kubelet from env at container start; the spec holds the reference only.
+    args = ["storage", "user", "totp", "generate", "$(USERNAME)", "--secret", f"$({SECRET_KEY})",
+            "--issuer", "$(ISSUER)", "--algorithm", ALGORITHM, "--digits", str(DIGITS),
+            "--period", str(PERIOD), "--config", CONFIG_FILE]
+    pod = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "authelia",
+            "image": settings.authelia_image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["/app/authelia"],  # the binary itself, not the image's su-exec entrypoint
+            "args": args,
+            "env": env,
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                             {"name": "tmp", "mountPath": "/tmp"}],
+        }],
+        "volumes": [{"name": "config", "secret": {"secretName": settings.authelia_config_secret,
+                                                  "defaultMode": 0o444}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+    }
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": settings.platform_namespace, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,  # a second try with the same secret fails the same way; a rerun retries
+            "activeDeadlineSeconds": int(settings.totp_job_timeout_seconds),
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def otpauth_uri(username: str, secret: str, issuer: str) -> str:
+    """Key URI format (Google Authenticator's, which Authelia also emits)."""
+    label = quote(f"{issuer}:{username}", safe="")
+    query = urlencode({"secret": secret, "issuer": issuer, "algorithm": ALGORITHM,
+                       "digits": DIGITS, "period": PERIOD}, quote_via=quote)
+    return f"otpauth://totp/{label}?{query}"
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else None
+
+
+def is_expired(secret: dict, now: datetime) -> bool:
+    """Past ``vibecode.dev/expires-at``; a missing or unreadable expiry counts as expired
+    (a hand-off Secret nobody can date is not worth keeping)."""
+    at = _parse_time(((secret.get("metadata") or {}).get("annotations") or {}).get(EXPIRES_AT))
+    return at is None or at <= now
+
+
+def expired_handoffs(secrets_: list[dict], now: datetime) -> list[str]:
+    """Names of hand-off Secrets to delete: labelled as ours and past their expiry."""
+    out = []
+    for s in secrets_:
+        meta = s.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if labels.get(PURPOSE_LABEL) != PURPOSE or labels.get("app.kubernetes.io/part-of") != PART_OF:
+            continue
+        if is_expired(s, now):
+            out.append(meta["name"])
+    return sorted(out)
