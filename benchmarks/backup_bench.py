@@ -168,8 +168,9 @@ def main() -> None:
                 print(json.dumps({"incremental": results["incremental"]}), flush=True)
                 (scratch / "big" / "big.bin").unlink()
             if args.skip != "overhead":
-                results["overhead"] = overhead(endpoint, scratch, args.workspaces, args.ws_mib, args.poll_seconds)
-                print(json.dumps({"overhead": results["overhead"]}), flush=True)
+                key = f"overhead_{args.workspaces}x{args.ws_mib}mib"
+                results[key] = overhead(endpoint, scratch, args.workspaces, args.ws_mib, args.poll_seconds)
+                print(json.dumps({key: results[key]}), flush=True)
     finally:
         server.stop()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,6 @@ from tasks.backup_jobs import (
     backup_job,
     backup_secret,
     job_name,
-    job_state,
     restore_job,
     restore_pvc,
     workspace_nodes,
