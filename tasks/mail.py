@@ -2,8 +2,9 @@
 
 It carries no secret: the person picks a password on Authelia's reset-password page and
 registers a second factor at first login, or, with ``totp_preprovision``, is told that an
-administrator will hand over the authenticator setup in person (:mod:`tasks.totp`). The Message-ID is derived from the employee
-and the hire event, so a relay that de-duplicates by Message-ID also drops a resend.
+administrator will hand over the authenticator setup in person (:mod:`tasks.totp`).
+The Message-ID is derived from the employee and the hire event, so a relay that
+de-duplicates by Message-ID also drops a resend.
 """
 
 from __future__ import annotations

@@ -34,3 +34,12 @@ def test_an_unreachable_server_is_a_transient_error():
 
     with pytest.raises(TransientError):
         mail.send(_msg(Settings()), Settings(smtp_host="127.0.0.1", smtp_port=free_port()))
+
+
+def test_with_totp_preprovisioning_the_email_promises_an_in_person_handoff():
+    body = _msg(Settings(totp_preprovision=True)).get_content()
+    assert "administrator will hand you your authenticator setup in person" in body
+    assert "At your first sign-in you will register" not in body
+    assert "reset-password" in body and "https://alice.vibecode.dev" in body
+    assert "otpauth" not in body and "secret" not in body.lower()
+    assert "in person" not in _msg(Settings(totp_preprovision=False)).get_content()

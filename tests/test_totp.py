@@ -319,3 +319,17 @@ def test_purge_deletes_expired_handoff_secrets_only(kube, namespace):
     assert kube.get("Secret", namespace, "vibecode-totp-old") is None
     assert kube.get("Secret", namespace, "vibecode-totp-new") is not None
     assert purge_offboarded(now=now) == {}
+
+
+def test_waiting_for_a_job_that_never_ends_is_a_transient_timeout(kube, namespace):
+    from flows.onboarding import _wait_for_job
+    from tasks.errors import Timeout, is_transient
+
+    s = get_settings()
+    kube.create(totp.provision_job("carol", s))  # no controller: it never ends
+    t0 = time.monotonic()
+    with pytest.raises(Timeout) as exc:
+        _wait_for_job(kube, namespace, "vibecode-totp-carol", timeout=0.6, first_poll=0.1)
+    assert is_transient(exc.value) and time.monotonic() - t0 < 3
+    finish_job(kube, namespace, "vibecode-totp-carol", succeeded=False)
+    assert _wait_for_job(kube, namespace, "vibecode-totp-carol", timeout=5, first_poll=0.1)[0] == "failed"
