@@ -33,7 +33,7 @@ from tasks.backup_repo import record_and_expire  # noqa: E402
 from tasks.restic import backup_args  # noqa: E402
 from tasks.retention import KeepPolicy  # noqa: E402
 from tasks.settings import get_settings  # noqa: E402
-from tests.fixtures.storage import backup_env_vars, make_tree, restic_for, start_s3  # noqa: E402
+from tests.fixtures.storage import backup_env_vars, make_tree, restic_for  # noqa: E402
 
 
 def write_random(path: Path, size: int) -> None:
@@ -43,6 +43,35 @@ def write_random(path: Path, size: int) -> None:
             n = min(left, 4 << 20)
             f.write(os.urandom(n))
             left -= n
+
+
+class S3Process:
+    """moto's S3 server in its own process, as real storage would be: in-process, its
+    request handling would compete for the GIL with the flow's threads and skew the figures."""
+
+    def __init__(self) -> None:
+        import socket
+        import subprocess
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.proc = subprocess.Popen([sys.executable, "-c", "import moto.server; moto.server.main()",
+                                      "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("moto server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 def use_bucket(endpoint: str, scratch: Path, poll: str | None = None) -> None:
@@ -155,7 +184,8 @@ def main() -> None:
     ap.add_argument("--poll-seconds", default=None, help="override settings.backup_poll_seconds (default 5)")
     ap.add_argument("--skip", choices=["incremental", "overhead"])
     args = ap.parse_args()
-    server, endpoint = start_s3()
+    server = S3Process()
+    endpoint = server.endpoint
     out = ROOT / "benchmarks" / "results" / "backup.json"
     results = json.loads(out.read_text()) if out.exists() else {}  # a partial rerun keeps the other figures
     results.update({"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),

@@ -113,11 +113,11 @@ def start_backup_job(username: str, run_id: str, node: str | None) -> str:
 
 @task(name="wait-for-job", tags=["kube-api"], **RETRY)
 def wait_for_job(name: str, run_id: str) -> tuple[str, str]:
-    """Wait on the run's shared Job poller, bounded by the Job's own deadline plus a grace
+    """Wait on the run's shared Job watcher, bounded by the Job's own deadline plus a grace
     period; past that, delete the Job and call it failed."""
     s = get_settings()
     client = kube.connect()
-    waiter = waiter_for(run_id, lambda: client.list("Job", s.namespace, f"{RUN_LABEL}={run_id}"),
+    waiter = waiter_for(run_id, lambda: client.list_watch("Job", s.namespace, f"{RUN_LABEL}={run_id}"),
                         s.backup_poll_seconds)
     state, reason = waiter.wait(name, s.backup_timeout_seconds + 60)
     if state == "running":

@@ -147,6 +147,34 @@ class Kube:
         res = self._call("list", kind, namespace, what=f"list {kind} in {namespace} ({selector})", **kw)
         return res.get("items", [])
 
+    def list_watch(self, kind: str, namespace: str | None, selector: str | None = None,
+                   timeout_seconds: int = 10) -> Iterator[tuple[str, Any]]:
+        """An informer's core: one LIST, then a WATCH from its resourceVersion.
+
+        Yields ``("SYNC", items)`` first, then ``(ADDED|MODIFIED|DELETED, object)`` until the
+        server ends the watch after ``timeout_seconds``; callers loop to resume. Waiting on
+        events instead of polling notices a finished Job at once and costs one request.
+        """
+        from kubernetes import watch
+
+        method, namespaced = self._method("list", kind)
+        args = [namespace] if namespaced else []
+        kw = {"label_selector": selector} if selector else {}
+        what = f"watch {kind} in {namespace} ({selector})"
+        with api_errors(what):
+            listed = self.api_client.sanitize_for_serialization(method(*args, **kw))
+        yield "SYNC", listed.get("items", [])
+        stream = watch.Watch().stream(method, *args, resource_version=listed["metadata"]["resourceVersion"],
+                                      timeout_seconds=timeout_seconds, **kw)
+        while True:
+            with api_errors(what):
+                event = next(stream, None)
+            if event is None:
+                return
+            if event["type"] == "ERROR":  # e.g. 410 Gone: the caller re-lists
+                raise PermanentError(f"{what}: {event['raw_object'].get('message', 'watch error')}")
+            yield event["type"], self.api_client.sanitize_for_serialization(event["object"])
+
     def create(self, manifest: dict, exist_ok: bool = True) -> dict:
         """Create; with ``exist_ok`` a 409 returns the existing object (idempotent create)."""
         kind, meta = manifest["kind"], manifest["metadata"]

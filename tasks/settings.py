@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     keep_monthly: int = Field(6, ge=0)
     verify_read_data_percent: int = Field(5, ge=0, le=100)
     backup_secret: str = "vibecode-backup"  # in the workspace namespace: Jobs can only read their own
-    backup_poll_seconds: float = Field(1, gt=0)  # one LIST of the run's Jobs per interval
+    backup_poll_seconds: float = Field(1, gt=0)  # pause before re-listing after a failed Job watch
     backup_run_as_user: int = Field(1000, ge=1)  # the workspace's uid, so 0600 files are readable
     backup_run_as_group: int = Field(1000, ge=1)
     backup_job_ttl_seconds: int = Field(7 * 86400, ge=0)

@@ -169,22 +169,25 @@ def test_manifests_are_valid_in_a_real_api_server(kube, namespace, monkeypatch):
         "ws-alice-backup-abcd1234", "ws-alice-restore-abcd1234"}
 
 
-def test_one_poller_serves_every_waiter_and_timeouts_stay_running():
+def test_one_watch_serves_every_waiter_and_timeouts_stay_running():
     import threading
     import time
 
     from tasks.backup_wait import JobWaiter
 
-    calls, t0 = [], time.monotonic()
+    streams = []
+    stuck = {"metadata": {"name": "stuck"}, "status": {"active": 1}}
 
-    def list_jobs():
-        calls.append(1)
-        done = time.monotonic() - t0 > 0.3
-        cond = [{"type": "Complete", "status": "True"}] if done else []
-        return [{"metadata": {"name": f"j{i}"}, "status": {"conditions": cond}} for i in range(8)] + [
-            {"metadata": {"name": "stuck"}, "status": {"active": 1}}]
+    def list_watch():
+        streams.append(1)
+        yield "SYNC", [{"metadata": {"name": f"j{i}"}, "status": {"active": 1}} for i in range(8)] + [stuck]
+        time.sleep(0.2)
+        for i in range(8):
+            yield "MODIFIED", {"metadata": {"name": f"j{i}"},
+                               "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+        time.sleep(0.5)  # the server ends the watch; the waiter re-lists
 
-    waiter = JobWaiter(list_jobs, interval=0.05)
+    waiter = JobWaiter(list_watch, retry_interval=0.05)
     results = {}
     threads = [threading.Thread(target=lambda n=f"j{i}": results.__setitem__(n, waiter.wait(n, 5))) for i in range(8)]
     for t in threads:
@@ -192,7 +195,7 @@ def test_one_poller_serves_every_waiter_and_timeouts_stay_running():
     for t in threads:
         t.join()
     assert set(results.values()) == {("succeeded", "Complete")}
-    assert len(calls) < 8 * 6  # one LIST per interval for all eight, not one per waiter
+    assert len(streams) == 1  # one LIST+WATCH for all eight waiters, not one per waiter
     assert waiter.wait("stuck", 0.2)[0] == "running"
-    assert waiter.wait("never-created", 1)[0] == "failed"
+    assert waiter.wait("never-created", 0.5)[0] == "failed"
     waiter.close()
