@@ -30,7 +30,9 @@ def deletion_decision(terminated_at: datetime | None, pvcs: list[dict], now: dat
                       retention_days: int) -> Decision:
     if terminated_at is None:
         return Decision("nothing", "the person is not terminated")
-    since_termination = max(now - terminated_at, timedelta(0))
+    # Backup times are recorded to the second (RFC 3339 annotations): a final backup in the
+    # same second as the termination counts as taken after it.
+    since_termination = max(now - terminated_at.replace(microsecond=0), timedelta(0))
     missing = sorted(p["metadata"]["name"] for p in pvcs if _is_backed_up_volume(p)
                      and not has_verified_backup(p, now, max_age=since_termination))
     not_before = terminated_at + timedelta(days=retention_days)

@@ -45,3 +45,12 @@ def test_verified_backup_waits_for_retention_then_deletes():
 
 def test_not_terminated_means_nothing():
     assert deletion_decision(None, [verified(T)], T, 0).action == "nothing"
+
+
+def test_a_final_backup_in_the_same_second_as_the_termination_counts():
+    # Annotations keep whole seconds; the termination time has microseconds. Seen in CI as a
+    # flaky refusal when the final backup finished within the second of the termination.
+    left = T + timedelta(microseconds=772_000)
+    d = deletion_decision(left, [verified(T)], T + timedelta(days=31), 30)
+    assert d.action == "delete"
+    assert deletion_decision(left, [verified(T - timedelta(seconds=1))], T + timedelta(days=31), 30).action == "refuse"
