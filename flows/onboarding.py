@@ -260,7 +260,27 @@ def final_backup(username: str) -> str:
     except ImportError:
         raise BackupRequired("the backup flow (flows.backup.backup_workspaces) is not installed") from None
     report = backup_workspaces(usernames=[username])
-    return str(report)[:200]
+    ws = report.workspaces[0] if report.workspaces else None
+    if ws is None:
+        return report.outcome.value
+    detail = f"snapshot {ws.snapshot_id[:8]}, {'verified' if ws.verified else 'not verified'}" \
+        if ws.snapshot_id else ws.reason
+    return f"{ws.outcome.value} ({detail})"[:200]
+
+
+@task(name="restore-previous-work", retries=0, cache_policy=NO_CACHE)
+def restore_previous_work(username: str) -> str:
+    """Re-hire after the purge: restore the newest snapshot into the new, stopped workspace.
+
+    ``purged_at`` stays set in the ledger until the restore succeeds, so a failed run is
+    resumed by its rerun. The purge only ever ran after a verified backup, and retention
+    never expires the newest good snapshot, so there is always one to restore.
+    """
+    from flows.backup import restore_workspace
+
+    result = restore_workspace(username, snapshot="latest", target="in-place")
+    Ledger().update(username, lambda r: replace(r, purged_at=""))
+    return f"restored snapshot {result.snapshot_id[:8]} into the new workspace volume"
 
 
 def _pvcs(username: str) -> list[dict]:
@@ -334,13 +354,13 @@ def onboard_user(request: HRRequest) -> OnboardResult:
             rows["workspace"] = rows["email"] = "not touched by an update"
         else:
             returning = rec.state in ("terminated", "purged")
-            begin_employment(username, request.event_id)
+            employment = begin_employment(username, request.event_id)
             rows["identity"] = ensure_identity(spec)
-            if returning:
+            if employment.purged_at:  # volumes were deleted after retention: bring the work back
+                provision_workspace(username, replicas=0)  # fresh volumes, nothing writing to them
+                rows["data"] = restore_previous_work(username)
+            elif returning:
                 rows["wake"] = scale_workspace(username, 1)
-            if rec.state == "purged":  # volumes were deleted after retention: data is in the backups
-                rows["data"] = (f"previous volumes were deleted; restore with restore_workspace("
-                                f"'{username}', snapshot='latest', target='in-place') after scaling to 0")
             ws = provision_workspace(username)
             rows["workspace"] = f"{ws.release} revision {ws.revision} ({'changed' if ws.changed else 'unchanged'})"
             rows["email"] = send_welcome(request, username, url, returning)

@@ -1,7 +1,7 @@
 """offboard_user / purge_offboarded / re-hire, end to end on the real API server and helm.
 
-The final backup is the backup issue's flow, which needs restic Jobs a kubelet would
-run; here a stand-in plays it, writing (or failing to write) the same PVC annotations
+The final backup here is a stand-in (tests/test_lifecycle.py runs the real one); it
+writes (or fails to write) the same PVC annotations as the backup flow,
 through the backup module's own `annotations()` contract.
 """
 
