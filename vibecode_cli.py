@@ -136,6 +136,37 @@ def cmd_totp_handoff(args) -> int:
     return 0
 
 
+def cmd_backup(args) -> int:
+    from flows.backup import backup_workspaces
+    from tasks.backup_status import Outcome
+    from tasks.names import validate_username
+
+    for user in args.usernames:
+        validate_username(user)
+    report = backup_workspaces(usernames=args.usernames or None)
+    _print({"outcome": report.outcome.value, "workspaces": report.table()})
+    return 0 if report.outcome is Outcome.COMPLETED else 1
+
+
+def cmd_restore(args) -> int:
+    from tasks.names import validate_username
+
+    validate_username(args.username)
+    if args.list:
+        from tasks.backup_repo import list_snapshots
+
+        _print([{"id": s.id[:8], "time": s.time.isoformat(), "tags": list(s.tags)}
+                for s in list_snapshots(args.username)])
+        return 0
+    from flows.backup import SNAPSHOT_RE, restore_workspace
+
+    if not SNAPSHOT_RE.match(args.snapshot):
+        raise InvalidInput("snapshot", "must be 'latest' or a restic snapshot id (hex)")
+    _print(restore_workspace(args.username, snapshot=args.snapshot,
+                             target="in-place" if args.in_place else "new-pvc"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vibecode", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -156,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
                                              "person), then delete it; exit 1 if there is nothing to hand off")
     th.add_argument("username")
     th.set_defaults(func=cmd_totp_handoff)
+    bk = sub.add_parser("backup", help="back up workspaces now (all when none is named)")
+    bk.add_argument("usernames", nargs="*")
+    bk.set_defaults(func=cmd_backup)
+    rs = sub.add_parser("restore", help="restore a workspace snapshot (into a new volume by default)")
+    rs.add_argument("username")
+    rs.add_argument("--snapshot", default="latest", help="snapshot id or 'latest'")
+    rs.add_argument("--in-place", action="store_true", help="overwrite the stopped workspace's own volume")
+    rs.add_argument("--list", action="store_true", help="list the snapshots instead of restoring")
+    rs.set_defaults(func=cmd_restore)
     lim = sub.add_parser("limits", help="create or update Prefect tag concurrency limits from settings")
     lim.set_defaults(func=cmd_limits)
     return p

@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
 from tasks import kube
@@ -41,7 +41,8 @@ from tasks.backup_status import (
     classify,
     run_outcome,
 )
-from tasks.errors import InvalidInput, PermanentError, retry_if_transient
+from flows.retry import transient_retries
+from tasks.errors import InvalidInput, PermanentError
 from tasks.names import USERNAME_PATTERN, WORKSPACE_PVC_SELECTOR, validate_username, workspace_names
 from tasks.backup_repo import AfterBackup, open_repository, record_and_expire
 from tasks.backup_wait import close_waiter, waiter_for
@@ -50,8 +51,7 @@ from tasks.retention import KeepPolicy
 from tasks.settings import get_settings
 
 Username = Annotated[str, Field(pattern=USERNAME_PATTERN, max_length=32)]
-RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-             retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient)
+RETRY = transient_retries(3)
 SNAPSHOT_RE = re.compile(r"^(latest|[0-9a-f]{8,64})$")
 
 
@@ -143,7 +143,7 @@ def annotate_volume(pvc: str, ann: dict[str, str | None]) -> None:
     kube.connect().annotate("PersistentVolumeClaim", get_settings().namespace, pvc, ann)
 
 
-@task(name="backup-workspace", task_run_name="backup-{username}")
+@task(name="backup-workspace", task_run_name="backup-{username}", cache_policy=NO_CACHE)
 def backup_workspace(username: str, pvc: str, node: str | None, run_id: str) -> WorkspaceResult:
     """Back up, expire, verify, annotate one workspace. Never raises: a failure is a result."""
     started = time.monotonic()

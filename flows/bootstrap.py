@@ -13,6 +13,7 @@ from typing import Annotated
 from prefect import flow, get_run_logger, task
 from pydantic import Field
 
+from flows.retry import transient_retries
 from flows.workspace import ProvisionResult, Username, provision_workspace
 from tasks import kind, kube
 from tasks.limits import ensure_concurrency_limits
@@ -21,7 +22,7 @@ from tasks.settings import get_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@task(name="ensure-kind-cluster", retries=1, retry_delay_seconds=10)
+@task(name="ensure-kind-cluster", **transient_retries(2))
 def ensure_kind_cluster(name: str, kubeconfig: Path) -> str:
     return kind.ensure_cluster(name, ROOT / "kind" / "cluster.yaml", kubeconfig)
 
@@ -33,7 +34,7 @@ def bootstrap_platform(
 ) -> ProvisionResult:
     logger = get_run_logger()
     kubeconfig = Path.home() / ".cache" / "vibecode" / f"kubeconfig-{cluster_name}"
-    limits = task(name="ensure-concurrency-limits")(ensure_concurrency_limits)()
+    limits = task(name="ensure-concurrency-limits", **transient_retries(2))(ensure_concurrency_limits)()
     logger.info("Prefect tag concurrency limits: %s", limits)
     state = ensure_kind_cluster(cluster_name, kubeconfig)
     logger.info("KIND cluster %s %s; kubeconfig %s", cluster_name, state, kubeconfig)

@@ -35,13 +35,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
-from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
 from flows.workspace import provision_workspace
 from tasks import helm, mail, totp
 from tasks.backup_jobs import job_state
-from tasks.errors import BackupRequired, PermanentError, Timeout, TransientError, retry_if_transient
+from flows.retry import transient_retries
+from tasks.errors import BackupRequired, PermanentError, Timeout, TransientError
 from tasks.hr import HRRequest, effective_groups, parse_request
 from tasks.identity import UserSpec, get_backend
 from tasks.identity.ledger import Ledger, Record
@@ -50,9 +50,7 @@ from tasks.names import workspace_names
 from tasks.offboard import deletion_decision
 from tasks.settings import get_settings
 
-# Transient failures only, exponential backoff with jitter; no result caching (nothing to reuse).
-RETRY = dict(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=1),
-             retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+RETRY = transient_retries(4, backoff_factor=1)
 # Give this tag a concurrency limit on the server (`prefect concurrency-limit create
 # vibecode-users-db 4`): the CAS loop is correct without it, the limit just saves retries.
 USERS_DB_TAG = "vibecode-users-db"
@@ -187,9 +185,7 @@ def _wait_for_job(kube, ns: str, name: str, timeout: float, first_poll: float) -
         interval = min(interval * 1.5, TOTP_MAX_POLL_SECONDS)
 
 
-@task(name="preprovision-totp", tags=["kube-api"], retries=2,
-      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
-      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+@task(name="preprovision-totp", tags=["kube-api"], **transient_retries(2))
 def preprovision_totp(username: str) -> str:
     """Register a TOTP secret with Authelia through a Job; the secret lives only in the
     hand-off Secret. Converges: a completed Job means done, a running one is waited for,

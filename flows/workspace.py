@@ -11,11 +11,11 @@ from typing import Annotated
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
-from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
 from tasks import helm, kube
-from tasks.errors import PermanentError, Timeout, retry_if_transient
+from flows.retry import transient_retries
+from tasks.errors import PermanentError, Timeout
 from tasks.names import USERNAME_PATTERN, workspace_names
 from tasks.objects import deployment_progress, workspace_values
 from tasks.settings import get_settings
@@ -23,9 +23,7 @@ from tasks.settings import get_settings
 Username = Annotated[str, Field(pattern=USERNAME_PATTERN, max_length=32,
                                 description="Lowercase DNS label; the workspace host is <username>.<domain>")]
 
-# Transient failures only (see tasks.errors); exponential backoff with jitter.
-RETRY = dict(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-             retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient)
+RETRY = transient_retries(4)
 
 
 class ProvisionResult(BaseModel):
