@@ -19,6 +19,7 @@ from tasks.backup_status import (  # noqa: F401 - the annotation contract, re-ex
     has_verified_backup,
 )
 from tasks.names import PART_OF, WorkspaceNames
+from tasks.objects import restricted_container_security
 from tasks.restic import SECRET_ENV, backup_args, plain_env, restore_args
 from tasks.settings import Settings
 
@@ -84,8 +85,7 @@ def _restic_job(names: WorkspaceNames, settings: Settings, *, name: str, compone
             "workingDir": DATA_DIR,
             "env": env,
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
-            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+            "securityContext": restricted_container_security(),
             "volumeMounts": [{"name": "data", "mountPath": DATA_DIR, "readOnly": read_only},
                              {"name": "cache", "mountPath": CACHE_DIR},
                              {"name": "tmp", "mountPath": "/tmp"}],

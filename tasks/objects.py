@@ -12,6 +12,13 @@ from tasks.names import WorkspaceNames
 from tasks.settings import Settings
 
 
+def restricted_container_security() -> dict[str, Any]:
+    """Pod Security "restricted" for a container of one of our Jobs, plus a read-only root
+    filesystem (Jobs write only to their mounted volumes)."""
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+
+
 def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 1) -> dict[str, Any]:
     """Values for ``charts/vibecode-workspace``; the chart's values.schema.json is the contract."""
     repository, _, tag = settings.workspace_image.rpartition(":")

@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 from urllib.parse import quote, urlencode
 
 from tasks.names import PART_OF, validate_username
+from tasks.objects import restricted_container_security
 from tasks.settings import Settings
 
 SECRET_BYTES = 32  # Authelia's default --secret-size
@@ -126,8 +127,7 @@ def provision_job(username: str, settings: Settings) -> dict:
             "args": args,
             "env": env,
             "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+            "securityContext": restricted_container_security(),
             "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                              {"name": "tmp", "mountPath": "/tmp"}],
         }],
