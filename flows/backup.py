@@ -101,18 +101,7 @@ def find_workspace_nodes() -> dict[str, str]:
     return workspace_nodes(kube.connect().list("Pod", s.namespace, WORKSPACE_POD_SELECTOR))
 
 
-@task(name="start-backup-job", tags=["kube-api"], **RETRY)
-def start_backup_job(username: str, run_id: str, node: str | None) -> str:
-    """Create the repository on its first night, then the Job (idempotent: a retried task
-    finds its own Job)."""
-    _restic(username).ensure_init()
-    job = backup_job(workspace_names(username), get_settings(), run_id, node)
-    kube.connect().create(job)
-    return job["metadata"]["name"]
-
-
-@task(name="wait-for-job", tags=["kube-api"], **RETRY)
-def wait_for_job(name: str, run_id: str) -> tuple[str, str]:
+def _await_job(name: str, run_id: str) -> tuple[str, str]:
     """Wait on the run's shared Job watcher, bounded by the Job's own deadline plus a grace
     period; past that, delete the Job and call it failed."""
     s = get_settings()
@@ -124,6 +113,22 @@ def wait_for_job(name: str, run_id: str) -> tuple[str, str]:
         client.delete("Job", s.namespace, name)
         return "failed", f"timed out after {s.backup_timeout_seconds:.0f}s"
     return state, reason
+
+
+@task(name="run-backup-job", **RETRY)
+def run_backup_job(username: str, run_id: str, node: str | None) -> tuple[str, str]:
+    """Create the repository on its first night, start the Job and wait for it. One task:
+    each step is idempotent (a retry finds its own Job), and every task run costs Prefect
+    API round trips per workspace."""
+    _restic(username).ensure_init()
+    job = backup_job(workspace_names(username), get_settings(), run_id, node)
+    kube.connect().create(job)
+    return _await_job(job["metadata"]["name"], run_id)
+
+
+@task(name="wait-for-job", tags=["kube-api"], **RETRY)
+def wait_for_job(name: str, run_id: str) -> tuple[str, str]:
+    return _await_job(name, run_id)
 
 
 @task(name="record-expire-verify", **RETRY)
@@ -138,7 +143,7 @@ def record_expire_verify(username: str, run_id: str, job_failed: bool) -> tuple[
     return after, ok, detail
 
 
-@task(name="annotate-volume", tags=["kube-api"], **RETRY)
+@task(name="annotate-volume", **RETRY)
 def annotate_volume(pvc: str, ann: dict[str, str | None]) -> None:
     kube.connect().annotate("PersistentVolumeClaim", get_settings().namespace, pvc, ann)
 
@@ -149,7 +154,7 @@ def backup_workspace(username: str, pvc: str, node: str | None, run_id: str) -> 
     started = time.monotonic()
     job, snapshot, retention_error, check, error = ("failed", "not started"), None, None, (None, ""), None
     try:
-        job = wait_for_job(start_backup_job(username, run_id, node), run_id)
+        job = run_backup_job(username, run_id, node)
         after, ok, detail = record_expire_verify(username, run_id, job_failed=job[0] == "failed")
         snapshot, retention_error, check = after.snapshot_id, after.retention_error, (ok, detail)
     except Exception as exc:  # noqa: BLE001 - turned into this workspace's outcome
@@ -170,7 +175,12 @@ def backup_workspace(username: str, pvc: str, node: str | None, run_id: str) -> 
 
 
 def _bounded(submit, items: list[tuple], limit: int) -> list:
-    """Keep at most ``limit`` submissions in flight, starting the next as one finishes."""
+    """Keep at most ``limit`` submissions in flight, starting the next as one finishes.
+
+    This bound (settings.backup_concurrency) is what protects nodes, storage and the API
+    server during a run, so the per-workspace tasks carry no Prefect tag limit: each tagged
+    task run costs two more server round trips (slot lease and release), measured here as
+    the largest part of the flow's overhead."""
     done: queue.Queue = queue.Queue()
     waiting, in_flight, results = list(reversed(items)), {}, []
     while waiting or in_flight:
