@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from tasks import kube
+from tasks import kube, mail
 from tasks.backup_jobs import (
     RUN_LABEL,
     WORKSPACE_POD_SELECTOR,
@@ -46,6 +46,7 @@ from tasks.errors import InvalidInput, PermanentError
 from tasks.names import USERNAME_PATTERN, WORKSPACE_PVC_SELECTOR, validate_username, workspace_names
 from tasks.backup_repo import AfterBackup, open_repository, record_and_expire
 from tasks.backup_wait import close_waiter, waiter_for
+from tasks.notify import backup_failure_notice
 from tasks.restic import Restic
 from tasks.retention import KeepPolicy
 from tasks.settings import get_settings
@@ -141,6 +142,15 @@ def record_expire_verify(username: str, run_id: str, job_failed: bool) -> tuple[
         return after, None, ""
     ok, detail = restic.check(get_settings().verify_read_data_percent)
     return after, ok, detail
+
+
+@task(name="notify-backup-failure", **RETRY)
+def notify_backup_failure(report: BackupReport) -> str:
+    msg = backup_failure_notice(report, get_settings())
+    if msg is None:
+        return "not needed"
+    mail.send(msg)
+    return f"sent to {msg['To']}"
 
 
 @task(name="annotate-volume", **RETRY)
@@ -240,6 +250,11 @@ def backup_workspaces(usernames: list[Username] | None = None) -> BackupReport:
         log("backup %s: %s %s", r.username, r.outcome.value, r.reason)
     create_table_artifact(key="workspace-backups", table=report.table(),
                           description=f"Backup run {run_id}: {report.outcome.value}")
+    if report.outcome is not Outcome.COMPLETED and s.ops_email:
+        try:
+            notify_backup_failure(report)
+        except Exception as exc:  # noqa: BLE001 - the report stands; the missed notice is logged
+            logger.error("could not send the backup failure notice to %s: %s", s.ops_email, exc)
     return report
 
 

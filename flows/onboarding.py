@@ -51,8 +51,7 @@ from tasks.offboard import deletion_decision
 from tasks.settings import get_settings
 
 RETRY = transient_retries(4, backoff_factor=1)
-# Give this tag a concurrency limit on the server (`prefect concurrency-limit create
-# vibecode-users-db 4`): the CAS loop is correct without it, the limit just saves retries.
+# Its server-side limit comes from tasks.limits (bootstrap / `vibecode limits`).
 USERS_DB_TAG = "vibecode-users-db"
 WELCOME_CLAIM_SECONDS = 120
 TOTP_WAIT_GRACE_SECONDS = 30  # past activeDeadlineSeconds, time for the job controller to say Failed

@@ -1,6 +1,6 @@
 """Prefect tag concurrency limits that keep the API server and storage from being flooded.
 
-Tasks carry tags (``kube-api``, ``helm``, ``restic``); these limits cap how many task runs
+Tasks carry tags (``kube-api``, ``helm``, ``restic``, ``vibecode-users-db``); these limits cap how many task runs
 with each tag run at once across *all* flow runs on the server, which a per-flow thread
 pool cannot do. Creating a limit that exists updates it, so this is safe to rerun.
 """
@@ -17,6 +17,9 @@ def desired_limits(settings: Settings) -> dict[str, int]:
         "kube-api": settings.kube_concurrency,
         "helm": max(1, settings.kube_concurrency // 2),  # each helm call is many API requests
         "restic": settings.backup_concurrency,
+        # Writers of the Authelia users database: the compare-and-swap loop is correct
+        # without a limit, the limit only saves retries when many hires land at once.
+        "vibecode-users-db": 4,
     }
 
 

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     mail_sender: str = "VibeCode <noreply@vibecode.dev>"
+    ops_email: str | None = None  # where backup failure notices go (none sent when unset)
 
     # Offboarding
     offboard_retention_days: int = Field(30, ge=0)

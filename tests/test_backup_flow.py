@@ -52,8 +52,9 @@ def pvc_annotations(kube, ns, user):
 
 
 def test_one_failure_leaves_the_run_partially_failed_and_the_others_completed(
-        kube, namespace, backup_settings, job_kubelet, tmp_path, monkeypatch):
+        kube, namespace, backup_settings, job_kubelet, tmp_path, monkeypatch, smtp_inbox):
     monkeypatch.setenv("VIBECODE_BACKUP_CONCURRENCY", "2")
+    monkeypatch.setenv("VIBECODE_OPS_EMAIL", "platform-team@example.com")
     get_settings.cache_clear()
     add_workspace(kube, namespace, job_kubelet, "alice", tmp_path, node="node-a")
     add_workspace(kube, namespace, job_kubelet, "bob", tmp_path)
@@ -102,6 +103,13 @@ def test_one_failure_leaves_the_run_partially_failed_and_the_others_completed(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["workspace-backups"])))
     rows = artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
     assert {r["workspace"]: r["outcome"] for r in rows} == {"alice": "Completed", "bob": "Failed", "carol": "Completed"}
+
+    # The platform team hears about it: one notice naming only the failed workspace, no secret.
+    (notice,) = smtp_inbox.messages
+    assert notice["To"] == "platform-team@example.com" and "PartiallyFailed: 1 of 3" in notice["Subject"]
+    body = notice.get_content()
+    assert "- bob: Failed: backup failed" in body and "alice" not in body and "carol" not in body
+    assert backup_settings.restic_password.get_secret_value() not in smtp_inbox.raw[0].decode()
 
 
 def test_a_corrupted_pack_is_caught_by_verification_and_reported_failed(

@@ -199,3 +199,21 @@ def test_one_watch_serves_every_waiter_and_timeouts_stay_running():
     assert waiter.wait("stuck", 0.2)[0] == "running"
     assert waiter.wait("never-created", 0.5)[0] == "failed"
     waiter.close()
+
+
+def test_failure_notice_only_for_runs_that_did_not_complete_and_only_with_an_address():
+    from datetime import datetime, timezone
+
+    from tasks.backup_status import BackupReport, Outcome, WorkspaceResult
+    from tasks.notify import backup_failure_notice
+    from tasks.settings import Settings
+
+    now = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
+    ok = WorkspaceResult(username="alice", pvc="ws-alice-workspace", outcome=Outcome.COMPLETED)
+    bad = WorkspaceResult(username="bob", pvc="ws-bob-workspace", outcome=Outcome.FAILED, reason="check failed")
+    completed = BackupReport(outcome=Outcome.COMPLETED, started=now, finished=now, workspaces=[ok])
+    partial = BackupReport(outcome=Outcome.PARTIALLY_FAILED, started=now, finished=now, workspaces=[ok, bad])
+    assert backup_failure_notice(completed, Settings(ops_email="ops@example.com")) is None
+    assert backup_failure_notice(partial, Settings(ops_email=None)) is None
+    msg = backup_failure_notice(partial, Settings(ops_email="ops@example.com"))
+    assert "- bob: Failed: check failed" in msg.get_content() and "alice" not in msg.get_content()

@@ -6,7 +6,7 @@ from tasks.settings import Settings
 
 def test_limits_follow_settings():
     s = Settings(kube_concurrency=8, backup_concurrency=3)
-    assert desired_limits(s) == {"kube-api": 8, "helm": 4, "restic": 3}
+    assert desired_limits(s) == {"kube-api": 8, "helm": 4, "restic": 3, "vibecode-users-db": 4}
 
 
 def test_limits_are_created_on_the_real_server_and_rerun_updates(prefect_server):
@@ -18,3 +18,4 @@ def test_limits_are_created_on_the_real_server_and_rerun_updates(prefect_server)
         client.delete_concurrency_limit_by_tag("kube-api")
         client.delete_concurrency_limit_by_tag("helm")
         client.delete_concurrency_limit_by_tag("restic")
+        client.delete_concurrency_limit_by_tag("vibecode-users-db")
