@@ -47,7 +47,6 @@ from tasks.names import USERNAME_PATTERN, WORKSPACE_PVC_SELECTOR, validate_usern
 from tasks.backup_repo import AfterBackup, open_repository, record_and_expire
 from tasks.backup_wait import close_waiter, waiter_for
 from tasks.notify import backup_failure_notice
-from tasks.restic import Restic
 from tasks.retention import KeepPolicy
 from tasks.settings import get_settings
 
@@ -65,10 +64,6 @@ def _run_id() -> str:
 
     rid = flow_run.id or uuid.uuid4().hex
     return str(rid).replace("-", "")[:8]
-
-
-def _restic(username: str) -> Restic:
-    return open_repository(username)
 
 
 # -- steps --------------------------------------------------------------------------
@@ -121,7 +116,7 @@ def run_backup_job(username: str, run_id: str, node: str | None) -> tuple[str, s
     """Create the repository on its first night, start the Job and wait for it. One task:
     each step is idempotent (a retry finds its own Job), and every task run costs Prefect
     API round trips per workspace."""
-    _restic(username).ensure_init()
+    open_repository(username).ensure_init()
     job = backup_job(workspace_names(username), get_settings(), run_id, node)
     kube.connect().create(job)
     return _await_job(job["metadata"]["name"], run_id)
@@ -136,7 +131,7 @@ def wait_for_job(name: str, run_id: str) -> tuple[str, str]:
 def record_expire_verify(username: str, run_id: str, job_failed: bool) -> tuple[AfterBackup, bool | None, str]:
     """Find the run's snapshot, apply retention, then ``restic check`` what is left.
     One task: every step is idempotent, and fewer task runs keep Prefect's overhead small."""
-    restic = _restic(username)
+    restic = open_repository(username)
     after = record_and_expire(restic, run_id, job_failed, KeepPolicy.from_settings(get_settings()), _now())
     if after.snapshot_id is None:
         return after, None, ""
@@ -287,7 +282,7 @@ def check_restore_target(username: str, target: str) -> dict | None:
 
 @task(name="resolve-snapshot", **RETRY)
 def resolve_snapshot(username: str, snapshot: str) -> str:
-    snaps = [x for x in _restic(username).snapshots() if x.hostname == username]
+    snaps = [x for x in open_repository(username).snapshots() if x.hostname == username]
     match = snaps[-1:] if snapshot == "latest" else [x for x in snaps if x.id.startswith(snapshot)]
     if not match:
         raise PermanentError(f"no snapshot {snapshot!r} for {username}")

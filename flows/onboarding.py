@@ -28,7 +28,6 @@ is not recorded), and the rerun replaces the Job and retries with a fresh secret
 from __future__ import annotations
 
 from dataclasses import replace
-import time
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger, task
@@ -40,6 +39,7 @@ from pydantic import BaseModel
 from flows.workspace import provision_workspace
 from tasks import helm, mail, totp
 from tasks.backup_jobs import job_state
+from tasks.backup_wait import JobWaiter
 from flows.retry import transient_retries
 from tasks.errors import BackupRequired, PermanentError, Timeout, TransientError
 from tasks.hr import HRRequest, effective_groups, parse_request
@@ -55,7 +55,6 @@ RETRY = transient_retries(4, backoff_factor=1)
 USERS_DB_TAG = "vibecode-users-db"
 WELCOME_CLAIM_SECONDS = 120
 TOTP_WAIT_GRACE_SECONDS = 30  # past activeDeadlineSeconds, time for the job controller to say Failed
-TOTP_MAX_POLL_SECONDS = 10
 
 
 def _now() -> datetime:
@@ -169,19 +168,17 @@ def send_welcome(request: HRRequest, username: str, url: str, returning: bool) -
 
 
 def _wait_for_job(kube, ns: str, name: str, timeout: float, first_poll: float) -> tuple[str, str]:
-    """Poll one Job (GET, interval growing 1.5x up to TOTP_MAX_POLL_SECONDS) until it ends or
-    ``timeout`` passes; returns ``job_state``'s (succeeded | failed, reason) or raises Timeout."""
-    deadline = time.monotonic() + timeout
-    interval = first_poll
-    while True:
-        state, reason = job_state(kube.get("Job", ns, name))
-        if state != "running":
-            return state, reason
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Timeout(f"Job {ns}/{name} still running after {timeout:.0f} s ({reason})")
-        time.sleep(min(interval, left))
-        interval = min(interval * 1.5, TOTP_MAX_POLL_SECONDS)
+    """Wait for one Job through the same LIST+WATCH waiter the backups use (woken by the
+    status change, no polling); (succeeded | failed, reason), or a transient Timeout.
+    ``first_poll`` is the pause before re-listing after a broken watch."""
+    waiter = JobWaiter(lambda: kube.list_watch("Job", ns, totp.PROVISION_JOB_SELECTOR), first_poll)
+    try:
+        state, reason = waiter.wait(name, timeout)
+    finally:
+        waiter.close()
+    if state == "running":
+        raise Timeout(f"Job {ns}/{name} still running after {timeout:.0f} s ({reason})")
+    return state, reason
 
 
 @task(name="preprovision-totp", tags=["kube-api"], **transient_retries(2))

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     totp_issuer: str = "VibeCode"
     totp_handoff_hours: float = Field(72, gt=0)  # the hand-off Secret's life; purge deletes it after
     totp_job_timeout_seconds: float = Field(300, gt=0)  # the Job's activeDeadlineSeconds and our wait
-    totp_poll_seconds: float = Field(1, gt=0)  # first poll interval; it grows to 10 s
+    totp_poll_seconds: float = Field(1, gt=0)  # pause before re-listing after a broken Job watch
     authelia_image: str = "authelia/authelia:4.39.4"
     authelia_config_secret: str = "authelia-config"  # holds configuration.yml, mounted at /config
 

@@ -55,6 +55,8 @@ PERIOD = 30
 PURPOSE = "totp-handoff"
 USER_LABEL = "vibecode.dev/user"
 PURPOSE_LABEL = "vibecode.dev/purpose"
+PROVISION_COMPONENT = "totp-provision"
+PROVISION_JOB_SELECTOR = f"app.kubernetes.io/component={PROVISION_COMPONENT}"  # what the flow watches
 EXPIRES_AT = "vibecode.dev/expires-at"
 ISSUER_ANNOTATION = "vibecode.dev/totp-issuer"
 HANDOFF_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},{PURPOSE_LABEL}={PURPOSE}"
@@ -105,7 +107,7 @@ def handoff_secret(username: str, secret: str, settings: Settings, now: datetime
 def provision_job(username: str, settings: Settings) -> dict:
     """The Job that runs ``authelia storage user totp generate``; it holds no secret value."""
     name = handoff_name(username)
-    labels = _labels(username, "totp-provision")
+    labels = _labels(username, PROVISION_COMPONENT)
     env = [{"name": "USERNAME", "value": username},
            {"name": "ISSUER", "value": settings.totp_issuer},
            {"name": SECRET_KEY, "valueFrom": {"secretKeyRef": {"name": name, "key": SECRET_KEY}}}]
