@@ -1,8 +1,7 @@
 """offboard_user / purge_offboarded / re-hire, end to end on the real API server and helm.
 
-The final backup here is a stand-in (tests/test_lifecycle.py runs the real one); it
-writes (or fails to write) the same PVC annotations as the backup flow,
-through the backup module's own `annotations()` contract.
+The final backup is the real backup flow: its restic Jobs are run by the kubelet
+stand-in against the S3 server (tests/fixtures/storage.py).
 """
 
 from __future__ import annotations
@@ -10,12 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from prefect import task
-
-import flows.onboarding as onboarding
 from flows.onboarding import offboard_user, onboard_user, purge_offboarded
 from tasks import helm
-from tasks.backup_status import Outcome, WorkspaceResult, annotations
 from tasks.errors import BackupRequired
 from tasks.hr import parse_request
 from tasks.identity.ledger import Ledger
@@ -26,28 +21,34 @@ pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
 TERMINATE = event("evt-2026-0100", "employee.terminated")
 
 
+class FinalBackups:
+    """The real final backup: the backup flow's restic Jobs, run by the kubelet stand-in
+    against the S3 server. Until ``verified`` is set, the workspace volume fails to attach,
+    so the backup is Failed and nothing may be deleted."""
+
+    def __init__(self, kubelet):
+        self.kubelet = kubelet
+        kubelet.unmountable.add("ws-alice-workspace")
+        # Someone's work. (restic 0.14 refuses an empty snapshot, so an empty volume cannot
+        # be backed up at all: see the backup issue's note.)
+        (kubelet.claim_dir("ws-alice-workspace") / "notes.md").write_text("work in progress\n")
+
+    @property
+    def verified(self) -> bool:
+        return "ws-alice-workspace" not in self.kubelet.unmountable
+
+    @verified.setter
+    def verified(self, value: bool) -> None:
+        (self.kubelet.unmountable.discard if value else self.kubelet.unmountable.add)("ws-alice-workspace")
+
+    def users(self) -> list[str]:
+        """Whose backup Jobs ran (``ws-<user>-backup-<run>``), in order."""
+        return [r.job.split("-backup-")[0].removeprefix("ws-") for r in self.kubelet.runs if "-backup-" in r.job]
+
+
 @pytest.fixture
-def backup_calls(monkeypatch, kube, namespace):
-    """Replace the final backup; ``calls.verified = True`` makes it succeed and annotate."""
-
-    class Calls(list):
-        verified = False
-
-    calls = Calls()
-
-    @task(name="final-backup")
-    def fake_final_backup(username: str) -> str:
-        calls.append(username)
-        if not calls.verified:
-            raise RuntimeError("restic: repository unreachable")
-        pvc = f"ws-{username}-workspace"
-        result = WorkspaceResult(username=username, pvc=pvc, outcome=Outcome.COMPLETED,
-                                 snapshot_id="0123abcd", verified=True)
-        kube.annotate("PersistentVolumeClaim", namespace, pvc, annotations(result, datetime.now(timezone.utc)))
-        return "Completed"
-
-    monkeypatch.setattr(onboarding, "final_backup", fake_final_backup)
-    return calls
+def backup_calls(backup_settings, job_kubelet):
+    return FinalBackups(job_kubelet)
 
 
 def _pvc_uids(kube, ns):
@@ -72,7 +73,7 @@ def test_termination_disables_at_once_and_refuses_deletion_without_verified_back
     assert entry["disabled"] is True and entry["password"] != password_before  # access ended at once
     assert kube.get("Deployment", ns, "ws-alice")["spec"]["replicas"] == 0
     assert helm.status("ws-alice", ns) is not None and _pvc_uids(kube, ns) == uids  # nothing deleted
-    assert backup_calls == ["alice"]
+    assert backup_calls.users() == ["alice"]
     assert Ledger().get("alice").state == "terminated"
 
     # Later purges refuse too, however much time passes, while no verified backup exists.
@@ -91,7 +92,7 @@ def test_verified_backup_then_retention_then_deletion(platform, kube, backup_cal
     assert result.identity == "disabled" and result.deletion.startswith("defer")
     assert helm.status("ws-alice", ns) is not None and len(_pvc_uids(kube, ns)) == 2
     replay = offboard_user(parse_request(TERMINATE))
-    assert replay.identity == "unchanged" and backup_calls == ["alice"]  # no second backup needed
+    assert replay.identity == "unchanged" and backup_calls.users() == ["alice"]  # no second backup needed
 
     assert purge_offboarded(now=datetime.now(timezone.utc) + timedelta(days=29))["alice"].startswith("defer")
     assert helm.status("ws-alice", ns) is not None
