@@ -12,15 +12,13 @@ import base64
 import queue
 import re
 import time
-import uuid
-from datetime import datetime, timezone
-from typing import Annotated, Literal
+from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from tasks import kube, mail
 from tasks.backup_jobs import (
@@ -41,33 +39,21 @@ from tasks.backup_status import (
     classify,
     run_outcome,
 )
-from flows.retry import transient_retries
+from flows.common import KUBE_API, Username, now as _now, run_id as _run_id, transient_retries
 from tasks.errors import InvalidInput, PermanentError
-from tasks.names import USERNAME_PATTERN, WORKSPACE_PVC_SELECTOR, validate_username, workspace_names
+from tasks.names import WORKSPACE_PVC_SELECTOR, validate_username, workspace_names
 from tasks.backup_repo import AfterBackup, open_repository, record_and_expire
 from tasks.backup_wait import close_waiter, waiter_for
 from tasks.notify import backup_failure_notice
 from tasks.retention import KeepPolicy
 from tasks.settings import get_settings
 
-Username = Annotated[str, Field(pattern=USERNAME_PATTERN, max_length=32)]
 RETRY = transient_retries(3)
 SNAPSHOT_RE = re.compile(r"^(latest|[0-9a-f]{8,64})$")
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _run_id() -> str:
-    from prefect.runtime import flow_run
-
-    rid = flow_run.id or uuid.uuid4().hex
-    return str(rid).replace("-", "")[:8]
-
-
 # -- steps --------------------------------------------------------------------------
-@task(name="ensure-backup-secret", tags=["kube-api"], **RETRY)
+@task(name="ensure-backup-secret", tags=[KUBE_API], **RETRY)
 def ensure_backup_secret() -> None:
     s = get_settings()
     manifest = backup_secret(s, s.namespace)
@@ -80,7 +66,7 @@ def ensure_backup_secret() -> None:
         client.patch("Secret", s.namespace, s.backup_secret, {"data": want})
 
 
-@task(name="list-workspace-volumes", tags=["kube-api"], **RETRY)
+@task(name="list-workspace-volumes", tags=[KUBE_API], **RETRY)
 def list_workspace_volumes() -> dict[str, str]:
     """username -> PVC name, from one LIST by label."""
     s = get_settings()
@@ -91,7 +77,7 @@ def list_workspace_volumes() -> dict[str, str]:
     return found
 
 
-@task(name="find-workspace-nodes", tags=["kube-api"], **RETRY)
+@task(name="find-workspace-nodes", tags=[KUBE_API], **RETRY)
 def find_workspace_nodes() -> dict[str, str]:
     s = get_settings()
     return workspace_nodes(kube.connect().list("Pod", s.namespace, WORKSPACE_POD_SELECTOR))
@@ -122,7 +108,7 @@ def run_backup_job(username: str, run_id: str, node: str | None) -> tuple[str, s
     return _await_job(job["metadata"]["name"], run_id)
 
 
-@task(name="wait-for-job", tags=["kube-api"], **RETRY)
+@task(name="wait-for-job", tags=[KUBE_API], **RETRY)
 def wait_for_job(name: str, run_id: str) -> tuple[str, str]:
     return _await_job(name, run_id)
 
@@ -262,7 +248,7 @@ class RestoreResult(BaseModel):
     reason: str = ""
 
 
-@task(name="check-restore-target", tags=["kube-api"], **RETRY)
+@task(name="check-restore-target", tags=[KUBE_API], **RETRY)
 def check_restore_target(username: str, target: str) -> dict | None:
     """The workspace PVC (None if gone). In place only when nothing can be writing to it."""
     s = get_settings()
@@ -289,7 +275,7 @@ def resolve_snapshot(username: str, snapshot: str) -> str:
     return match[0].id
 
 
-@task(name="start-restore-job", tags=["kube-api"], **RETRY)
+@task(name="start-restore-job", tags=[KUBE_API], **RETRY)
 def start_restore_job(username: str, run_id: str, pvc: dict | None, new_volume: bool, snapshot: str) -> str:
     s = get_settings()
     names = workspace_names(username)

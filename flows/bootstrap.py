@@ -13,8 +13,8 @@ from typing import Annotated
 from prefect import flow, get_run_logger, task
 from pydantic import Field
 
-from flows.retry import transient_retries
-from flows.workspace import ProvisionResult, Username, provision_workspace
+from flows.common import Username, transient_retries
+from flows.workspace import ProvisionResult, provision_workspace
 from tasks import kind, kube
 from tasks.limits import ensure_concurrency_limits
 from tasks.settings import get_settings

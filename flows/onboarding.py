@@ -28,7 +28,7 @@ is not recorded), and the rerun replaces the Job and retries with a fresh secret
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -40,7 +40,7 @@ from flows.workspace import provision_workspace
 from tasks import helm, mail, totp
 from tasks.backup_jobs import job_state
 from tasks.backup_wait import JobWaiter
-from flows.retry import transient_retries
+from flows.common import KUBE_API, HELM, USERS_DB as USERS_DB_TAG, now as _now, transient_retries
 from tasks.errors import BackupRequired, PermanentError, Timeout, TransientError
 from tasks.hr import HRRequest, effective_groups, parse_request
 from tasks.identity import UserSpec, get_backend
@@ -51,14 +51,8 @@ from tasks.offboard import deletion_decision
 from tasks.settings import get_settings
 
 RETRY = transient_retries(4, backoff_factor=1)
-# Its server-side limit comes from tasks.limits (bootstrap / `vibecode limits`).
-USERS_DB_TAG = "vibecode-users-db"
 WELCOME_CLAIM_SECONDS = 120
 TOTP_WAIT_GRACE_SECONDS = 30  # past activeDeadlineSeconds, time for the job controller to say Failed
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class OnboardResult(BaseModel):
@@ -81,7 +75,7 @@ class OffboardResult(BaseModel):
 
 
 # -- tasks: thin wrappers over tasks.* so retries and concurrency apply per step ---------
-@task(name="claim-username", tags=["kube-api"], **RETRY)
+@task(name="claim-username", tags=[KUBE_API], **RETRY)
 def claim_username(request: HRRequest) -> Record:
     """The username is fixed at the first hire: later events find it by employee id."""
     ledger = Ledger()
@@ -94,7 +88,7 @@ def claim_username(request: HRRequest) -> Record:
     return ledger.claim(request.username, emp.employee_id)
 
 
-@task(name="begin-employment", tags=["kube-api"], **RETRY)
+@task(name="begin-employment", tags=[KUBE_API], **RETRY)
 def begin_employment(username: str, event_id: str) -> Record:
     """A hire after a termination starts a new employment: new welcome, retention clock stopped."""
     def change(r: Record) -> Record:
@@ -114,7 +108,7 @@ def disable_identity(username: str) -> str:
     return get_backend().disable(username)
 
 
-@task(name="scale-workspace", tags=["kube-api"], **RETRY)
+@task(name="scale-workspace", tags=[KUBE_API], **RETRY)
 def scale_workspace(username: str, replicas: int) -> str:
     s = get_settings()
     kube = connect(s)
@@ -181,7 +175,7 @@ def _wait_for_job(kube, ns: str, name: str, timeout: float, first_poll: float) -
     return state, reason
 
 
-@task(name="preprovision-totp", tags=["kube-api"], **transient_retries(2))
+@task(name="preprovision-totp", tags=[KUBE_API], **transient_retries(2))
 def preprovision_totp(username: str) -> str:
     """Register a TOTP secret with Authelia through a Job; the secret lives only in the
     hand-off Secret. Converges: a completed Job means done, a running one is waited for,
@@ -219,7 +213,7 @@ def preprovision_totp(username: str) -> str:
             f"`vibecode totp-handoff {username}` before {expiry}")
 
 
-@task(name="expire-totp-handoffs", tags=["kube-api"], **RETRY)
+@task(name="expire-totp-handoffs", tags=[KUBE_API], **RETRY)
 def expire_totp_handoffs(now: datetime) -> list[str]:
     """Delete hand-off Secrets nobody collected before ``vibecode.dev/expires-at`` (one LIST)."""
     s = get_settings()
@@ -228,14 +222,14 @@ def expire_totp_handoffs(now: datetime) -> list[str]:
     return [n for n in totp.expired_handoffs(found, now) if kube.delete("Secret", s.platform_namespace, n)]
 
 
-@task(name="record-event", tags=["kube-api"], **RETRY)
+@task(name="record-event", tags=[KUBE_API], **RETRY)
 def record_event(username: str, event_id: str, state: str | None = None) -> Record:
     """Last step: only a run that did everything marks its event done."""
     return Ledger().update(username, lambda r: replace(r.with_event(event_id), state=state or r.state,
                                                        last_error=""))
 
 
-@task(name="mark-terminated", tags=["kube-api"], **RETRY)
+@task(name="mark-terminated", tags=[KUBE_API], **RETRY)
 def mark_terminated(username: str, employee_id: str, now: datetime) -> Record:
     """Start the retention clock once; a replay keeps the first termination time."""
     ledger = Ledger()
@@ -244,7 +238,7 @@ def mark_terminated(username: str, employee_id: str, now: datetime) -> Record:
                          replace(r, state="terminated", welcome="", terminated_at=now.isoformat()))
 
 
-@task(name="final-backup", tags=["kube-api"], retries=0, cache_policy=NO_CACHE)
+@task(name="final-backup", tags=[KUBE_API], retries=0, cache_policy=NO_CACHE)
 def final_backup(username: str) -> str:
     """The backup issue's flow; it writes the vibecode.dev/last-backup-* annotations we judge."""
     try:
@@ -280,7 +274,7 @@ def _pvcs(username: str) -> list[dict]:
     return connect(s).list("PersistentVolumeClaim", s.namespace, workspace_names(username).selector)
 
 
-@task(name="judge-deletion", tags=["kube-api"], **RETRY)
+@task(name="judge-deletion", tags=[KUBE_API], **RETRY)
 def judge_deletion(username: str, now: datetime):
     s = get_settings()
     rec = Ledger().get(username)
@@ -288,7 +282,7 @@ def judge_deletion(username: str, now: datetime):
     return deletion_decision(terminated, _pvcs(username), now, s.offboard_retention_days)
 
 
-@task(name="delete-workspace", tags=["kube-api", "helm"], **RETRY)
+@task(name="delete-workspace", tags=[KUBE_API, HELM], **RETRY)
 def delete_workspace(username: str, now: datetime) -> str:
     """Release first, then the kept PVCs; re-judged here so nothing is deleted on a stale verdict."""
     decision = judge_deletion.fn(username, now)

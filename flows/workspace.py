@@ -14,14 +14,11 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from tasks import helm, kube
-from flows.retry import transient_retries
+from flows.common import HELM, KUBE_API, Username, transient_retries
 from tasks.errors import PermanentError, Timeout
-from tasks.names import USERNAME_PATTERN, workspace_names
+from tasks.names import workspace_names
 from tasks.objects import deployment_progress, workspace_values
 from tasks.settings import get_settings
-
-Username = Annotated[str, Field(pattern=USERNAME_PATTERN, max_length=32,
-                                description="Lowercase DNS label; the workspace host is <username>.<domain>")]
 
 RETRY = transient_retries(4)
 
@@ -35,13 +32,13 @@ class ProvisionResult(BaseModel):
     ready: str
 
 
-@task(name="ensure-namespace", tags=["kube-api"], **RETRY)
+@task(name="ensure-namespace", tags=[KUBE_API], **RETRY)
 def ensure_namespace(name: str) -> None:
     kube.connect().create({"apiVersion": "v1", "kind": "Namespace",
                            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "vibecode"}}})
 
 
-@task(name="install-workspace-release", tags=["kube-api", "helm"], **RETRY)
+@task(name="install-workspace-release", tags=[KUBE_API, HELM], **RETRY)
 def install_release(username: str, replicas: int) -> helm.ReleaseResult:
     s = get_settings()
     names = workspace_names(username)
@@ -49,7 +46,7 @@ def install_release(username: str, replicas: int) -> helm.ReleaseResult:
                                    workspace_values(names, s, replicas), s.namespace, s)
 
 
-@task(name="wait-workspace-available", tags=["kube-api"], **RETRY)
+@task(name="wait-workspace-available", tags=[KUBE_API], **RETRY)
 def wait_available(username: str) -> str:
     """Poll the Deployment until it is available; bounded by settings.ready_timeout_seconds.
 

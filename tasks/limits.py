@@ -12,14 +12,21 @@ from prefect.client.orchestration import get_client
 from tasks.settings import Settings, get_settings
 
 
+# The tags tasks carry (flows.common re-exports them for the flow modules).
+KUBE_API = "kube-api"
+HELM = "helm"
+RESTIC = "restic"
+USERS_DB = "vibecode-users-db"
+
+
 def desired_limits(settings: Settings) -> dict[str, int]:
     return {
-        "kube-api": settings.kube_concurrency,
-        "helm": max(1, settings.kube_concurrency // 2),  # each helm call is many API requests
-        "restic": settings.backup_concurrency,
+        KUBE_API: settings.kube_concurrency,
+        HELM: max(1, settings.kube_concurrency // 2),  # each helm call is many API requests
+        RESTIC: settings.backup_concurrency,
         # Writers of the Authelia users database: the compare-and-swap loop is correct
         # without a limit, the limit only saves retries when many hires land at once.
-        "vibecode-users-db": 4,
+        USERS_DB: 4,
     }
 
 
