@@ -1,4 +1,4 @@
-"""Provision one person's code-server workspace (the seed's provision-workspace.sh as a flow).
+"""Provision one person's code-server workspace.
 
 Orchestration only: names and values come from pure builders, cluster calls go through
 the Helm and Kubernetes adapters. Rerunning with the same input changes nothing.

@@ -20,82 +20,126 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIBECODE_", env_nested_delimiter="__", extra="ignore")
 
     # Cluster
-    kubeconfig: Path | None = None
-    kube_context: str | None = None
-    kind_cluster_name: str = "vibecode"
-    namespace: str = "vibecode-workspaces"
-    platform_namespace: str = "vibecode-platform"
-    domain: str = "vibecode.dev"
-    helm_binary: Path | None = None
-    workspace_chart: Path = Path(__file__).resolve().parent.parent / "charts" / "vibecode-workspace"
-    workspace_image: str = "codercom/code-server:4.101.2"
-    storage_class: str | None = None
-    workspace_size: str = "10Gi"
-    extensions_size: str = "2Gi"
-    ready_timeout_seconds: float = Field(300, gt=0)
-    ready_poll_seconds: float = Field(2, gt=0)
+    kubeconfig: Path | None = Field(
+        None, description="Kubeconfig for out-of-cluster runs; in a pod the service account is used unless set")
+    kube_context: str | None = Field(None, description="Context in the kubeconfig (default: its current context)")
+    kind_cluster_name: str = Field("vibecode", description="KIND cluster that `vibecode up` creates or reuses")
+    namespace: str = Field(
+        "vibecode-workspaces",
+        description="Namespace of the workspaces (releases, PVCs, backup Jobs and their Secret)")
+    platform_namespace: str = Field(
+        "vibecode-platform",
+        description="Namespace of the platform: Authelia, its users Secret, ledger records, TOTP hand-offs")
+    domain: str = Field(
+        "vibecode.dev", description="Base DNS domain; a workspace is served at <username>.<domain>")
+    helm_binary: Path | None = Field(
+        None, description="helm executable (default: PATH, then ~/.cache/vibecode/bin)")
+    workspace_chart: Path = Field(
+        Path(__file__).resolve().parent.parent / "charts" / "vibecode-workspace",
+        description="Path of the vibecode-workspace Helm chart")
+    workspace_image: str = Field(
+        "codercom/code-server:4.101.2", description="code-server image of every workspace")
+    storage_class: str | None = Field(
+        None, description="StorageClass of workspace volumes (default: the cluster's default class)")
+    workspace_size: str = Field("10Gi", description="Size of a workspace's home volume")
+    extensions_size: str = Field("2Gi", description="Size of a workspace's extensions volume")
+    ready_timeout_seconds: float = Field(
+        300, gt=0,
+        description="How long provisioning waits for a workspace to become available (then retried as transient)")
+    ready_poll_seconds: float = Field(2, gt=0, description="Pause between availability checks while provisioning")
 
     # Authelia
-    authelia_url: str = "https://auth.vibecode.dev"
-    authelia_verify_url: str = "http://authelia.vibecode-platform.svc.cluster.local:9091/api/verify"
-    authelia_backend: Literal["file", "ldap"] = "file"
-    authelia_users_secret: str = "authelia-users"
-    authelia_deployment: str = "authelia"
-    department_groups: dict[str, list[str]] = Field(default_factory=dict)
-    default_groups: list[str] = Field(default_factory=lambda: ["users"])
-    ldap_url: str = "ldap://127.0.0.1:389"
-    ldap_base_dn: str = "dc=vibecode,dc=dev"
-    ldap_bind_dn: str = "cn=admin,dc=vibecode,dc=dev"
-    ldap_password: SecretStr | None = None
-    totp_preprovision: bool = False
-    totp_issuer: str = "VibeCode"
-    totp_handoff_hours: float = Field(72, gt=0)  # the hand-off Secret's life; purge deletes it after
-    totp_job_timeout_seconds: float = Field(300, gt=0)  # the Job's activeDeadlineSeconds and our wait
-    totp_poll_seconds: float = Field(1, gt=0)  # pause before re-listing after a broken Job watch
-    authelia_image: str = "authelia/authelia:4.39.4"
-    authelia_config_secret: str = "authelia-config"  # holds configuration.yml, mounted at /config
+    authelia_url: str = Field(
+        "https://auth.vibecode.dev", description="Public URL of Authelia (login and password-reset links)")
+    authelia_verify_url: str = Field(
+        "http://authelia.vibecode-platform.svc.cluster.local:9091/api/verify",
+        description="In-cluster URL the ingress asks to authorise each workspace request")
+    authelia_backend: Literal["file", "ldap"] = Field(
+        "file", description="Where identities live: Authelia's file database in a Secret, or LDAP")
+    authelia_users_secret: str = Field(
+        "authelia-users",
+        description="Secret (platform namespace) holding users_database.yml for the file backend")
+    authelia_deployment: str = Field(
+        "authelia", description="Authelia Deployment, rolled when the users file changes")
+    department_groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="HR department -> groups granted to its people")
+    default_groups: list[str] = Field(default_factory=lambda: ["users"], description="Groups every person gets")
+    ldap_url: str = Field("ldap://127.0.0.1:389", description="LDAP server (ldaps:// or ldap:// with StartTLS)")
+    ldap_base_dn: str = Field(
+        "dc=vibecode,dc=dev", description="Base DN; people under ou=people, groups under ou=groups")
+    ldap_bind_dn: str = Field("cn=admin,dc=vibecode,dc=dev", description="DN the flows bind as")
+    ldap_password: SecretStr | None = Field(None, description="Password of ldap_bind_dn (secret)")
+    totp_preprovision: bool = Field(
+        False,
+        description="Register a TOTP secret for each hire through an Authelia CLI Job, handed over in person")
+    totp_issuer: str = Field("VibeCode", description="Issuer shown in authenticator apps")
+    totp_handoff_hours: float = Field(
+        72, gt=0, description="Life of an uncollected TOTP hand-off Secret; the purge deletes it afterwards")
+    totp_job_timeout_seconds: float = Field(
+        300, gt=0, description="The TOTP Job's activeDeadlineSeconds, and how long onboarding waits for it")
+    totp_poll_seconds: float = Field(1, gt=0, description="Pause before re-listing after a broken Job watch")
+    authelia_image: str = Field("authelia/authelia:4.39.4", description="Authelia image the TOTP Job runs")
+    authelia_config_secret: str = Field(
+        "authelia-config",
+        description="Secret holding Authelia's configuration.yml, mounted at /config in the TOTP Job")
 
     # Mail
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 25
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_starttls: bool = False
-    mail_sender: str = "VibeCode <noreply@vibecode.dev>"
-    ops_email: str | None = None  # where backup failure notices go (none sent when unset)
+    smtp_host: str = Field("127.0.0.1", description="SMTP server for welcome mails and failure notices")
+    smtp_port: int = Field(25, description="SMTP port")
+    smtp_username: str | None = Field(None, description="SMTP login (none: send without authenticating)")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password (secret)")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS before logging in")
+    mail_sender: str = Field("VibeCode <noreply@vibecode.dev>", description="From: address of every mail")
+    ops_email: str | None = Field(None, description="Where backup failure notices go (none sent when unset)")
 
     # Offboarding
-    offboard_retention_days: int = Field(30, ge=0)
+    offboard_retention_days: int = Field(
+        30, ge=0,
+        description="Days a leaver's workspace volumes are kept (with a verified backup) before deletion")
 
     # S3 / backups
-    s3_endpoint: str = "http://127.0.0.1:9000"
-    s3_bucket: str = "vibecode-backups"
-    s3_region: str = "us-east-1"
-    s3_access_key_id: SecretStr | None = None
-    s3_secret_access_key: SecretStr | None = None
-    restic_password: SecretStr | None = None
-    restic_image: str = "restic/restic:0.14.0"
-    backup_timezone: str = "UTC"
-    backup_concurrency: int = Field(4, ge=1, le=64)
-    backup_timeout_seconds: float = Field(3600, gt=0)
-    keep_last: int = Field(0, ge=0)  # restic --keep-last: extra same-day runs (manual backups)
-    keep_daily: int = Field(7, ge=0)
-    keep_weekly: int = Field(4, ge=0)
-    keep_monthly: int = Field(6, ge=0)
-    verify_read_data_percent: int = Field(5, ge=0, le=100)
-    backup_secret: str = "vibecode-backup"  # in the workspace namespace: Jobs can only read their own
-    backup_poll_seconds: float = Field(1, gt=0)  # pause before re-listing after a failed Job watch
-    backup_run_as_user: int = Field(1000, ge=1)  # the workspace's uid, so 0600 files are readable
-    backup_run_as_group: int = Field(1000, ge=1)
-    backup_job_ttl_seconds: int = Field(7 * 86400, ge=0)
-    restic_binary: str = "restic"
+    s3_endpoint: str = Field("http://127.0.0.1:9000", description="S3-compatible endpoint of the backup bucket")
+    s3_bucket: str = Field("vibecode-backups", description="Bucket holding one restic repository per workspace")
+    s3_region: str = Field("us-east-1", description="Region of the bucket")
+    s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id (secret)")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key (secret)")
+    restic_password: SecretStr | None = Field(
+        None, description="Password of every workspace's restic repository (secret)")
+    restic_image: str = Field("restic/restic:0.14.0", description="Image of the backup and restore Jobs")
+    backup_timezone: str = Field(
+        "UTC",
+        description="Timezone the daily/weekly/monthly keep rules count days in (= prefect.yaml's schedules)")
+    backup_concurrency: int = Field(
+        4, ge=1, le=64,
+        description="Backup Jobs in flight at once in one run (protects nodes, storage and the API server)")
+    backup_timeout_seconds: float = Field(
+        3600, gt=0, description="A backup Job's deadline; past it the Job is deleted and the workspace Failed")
+    keep_last: int = Field(0, ge=0, description="restic --keep-last: extra same-day runs to keep (manual backups)")
+    keep_daily: int = Field(7, ge=0, description="restic --keep-daily")
+    keep_weekly: int = Field(4, ge=0, description="restic --keep-weekly")
+    keep_monthly: int = Field(6, ge=0, description="restic --keep-monthly")
+    verify_read_data_percent: int = Field(
+        5, ge=0, le=100, description="Share of pack data `restic check` reads after each backup")
+    backup_secret: str = Field(
+        "vibecode-backup",
+        description="Secret in the workspace namespace that backup Jobs read their credentials from")
+    backup_poll_seconds: float = Field(1, gt=0, description="Pause before re-listing after a failed Job watch")
+    backup_run_as_user: int = Field(
+        1000, ge=1, description="uid of backup Jobs (the workspace's uid, so 0600 files are readable)")
+    backup_run_as_group: int = Field(1000, ge=1, description="gid of backup Jobs")
+    backup_job_ttl_seconds: int = Field(
+        7 * 86400, ge=0, description="ttlSecondsAfterFinished of backup Jobs (Kubernetes 1.21+)")
+    restic_binary: str = Field(
+        "restic", description="restic executable on the worker (repository maintenance runs there)")
 
     # API politeness and metrics
-    kube_concurrency: int = Field(10, ge=1, le=100)
-    idle_timeout_seconds: int = Field(3600, ge=60)
-    datadog_api_key: SecretStr | None = None
-    datadog_site: str = "datadoghq.com"
-    pushgateway_url: str | None = None
+    kube_concurrency: int = Field(
+        10, ge=1, le=100,
+        description="Server-side limit of concurrent Kubernetes API tasks (tag kube-api), and the client pool size")
+    idle_timeout_seconds: int = Field(3600, ge=60, description="Idle time after which a workspace is stopped")
+    datadog_api_key: SecretStr | None = Field(None, description="Datadog API key (secret)")
+    datadog_site: str = Field("datadoghq.com", description="Datadog site")
+    pushgateway_url: str | None = Field(None, description="Prometheus Pushgateway URL")
 
     @field_validator("domain")
     @classmethod

@@ -35,3 +35,11 @@ def test_bad_settings_are_refused(monkeypatch, var, value):
     with pytest.raises(ValidationError) as err:
         Settings()
     assert var.removeprefix("VIBECODE_").lower() in str(err.value)
+
+
+def test_every_setting_is_described():
+    """Descriptions are the UI's and ``--help``'s text; a field without one is undocumented."""
+    from tasks.settings import Settings
+
+    missing = [name for name, f in Settings.model_fields.items() if not (f.description or "").strip()]
+    assert missing == []

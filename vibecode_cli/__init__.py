@@ -31,7 +31,10 @@ def cmd_up(args) -> int:
         return 2
     from flows.bootstrap import bootstrap_platform
 
-    _print(bootstrap_platform(cluster_name=args.cluster, workspace_user=args.user))
+    from tasks.settings import get_settings
+
+    _print(bootstrap_platform(cluster_name=args.cluster or get_settings().kind_cluster_name,
+                              workspace_user=args.user))
     return 0
 
 
@@ -171,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vibecode", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="create or reuse the KIND cluster and provision a workspace")
-    up.add_argument("--cluster", default="vibecode")
+    up.add_argument("--cluster", default=None, help="KIND cluster name (default: setting kind_cluster_name)")
     up.add_argument("--user", default="demo", help="workspace to provision (default: demo)")
     up.set_defaults(func=cmd_up)
     pr = sub.add_parser("provision", help="install or upgrade one user's workspace")
