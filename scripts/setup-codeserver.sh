@@ -38,5 +38,5 @@ SH
 chmod +x "$dir.tmp/bin/code-server"
 touch "$dir.tmp/.done"
 rm -rf "$dir"; mv "$dir.tmp" "$dir"
-log "code-server $("$dir/bin/code-server" --version | head -n1) in $dir"
+log "code-server $(HOME=$(mktemp -d) "$dir/bin/code-server" --version 2>/dev/null | head -n1) in $dir"
 echo "$dir"
