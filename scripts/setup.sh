@@ -3,6 +3,7 @@
 #   scripts/setup.sh          runtime: venv with the project, helm + kubectl
 #   scripts/setup.sh --test   also the real test stack: etcd, kube-apiserver (built once
 #                             from Debian's source package and cached), restic, slapd,
+#                             prometheus-pushgateway,
 #                             and the test extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ if $with_tests; then
   have restic || need_apt+=(restic)
   have slapd || need_apt+=(slapd)
   have ldapadd || need_apt+=(ldap-utils)
+  have prometheus-pushgateway || need_apt+=(prometheus-pushgateway)
 fi
 if ((${#need_apt[@]})); then
   echo "setup: apt-get install ${need_apt[*]}" >&2

@@ -42,6 +42,15 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
     "Job": ("batch", "job", True),
     "Ingress": ("networking", "ingress", True),
     "NetworkPolicy": ("networking", "network_policy", True),
+    "Node": ("core", "node", False),
+    "StatefulSet": ("apps", "stateful_set", True),
+    "CustomResourceDefinition": ("apiextensions", "custom_resource_definition", False),
+}
+
+# Kinds served by a CRD: kind -> (group, version, plural, namespaced). Reached through
+# CustomObjectsApi; listing one whose CRD is not installed raises NotFound.
+_CUSTOM_KINDS: dict[str, tuple[str, str, str, bool]] = {
+    "Certificate": ("cert-manager.io", "v1", "certificates", True),
 }
 
 
@@ -106,16 +115,35 @@ class Kube:
         self.apps = client.AppsV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.networking = client.NetworkingV1Api(api_client)
+        self.apiextensions = client.ApiextensionsV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
         self.version = client.VersionApi(api_client)
 
     # -- plumbing -------------------------------------------------------------
     def _method(self, verb: str, kind: str, subresource: str = ""):
+        if kind in _CUSTOM_KINDS:
+            return self._custom_method(verb, kind, subresource)
         try:
             group, suffix, namespaced = _KINDS[kind]
         except KeyError:
             raise PermanentError(f"kind {kind!r} is not handled by tasks.kube") from None
         name = f"{verb}_namespaced_{suffix}" if namespaced else f"{verb}_{suffix}"
         return getattr(getattr(self, group), name + subresource), namespaced
+
+    def _custom_method(self, verb: str, kind: str, subresource: str = ""):
+        """The CustomObjectsApi method with (group, version, [namespace,] plural) bound, so it
+        takes (name, namespace, body) in the same order as the typed clients' methods."""
+        group, version, plural, namespaced = _CUSTOM_KINDS[kind]
+        scope = "namespaced" if namespaced else "cluster"
+        method = getattr(self.custom, f"{verb}_{scope}_custom_object{subresource}")
+
+        def call(*args: Any, **kw: Any) -> Any:
+            name = args[0] if verb not in ("list", "create") else None
+            rest = list(args[1:] if name is not None else args)
+            ns = [rest.pop(0)] if namespaced else []
+            return method(group, version, *ns, plural, *([name] if name is not None else []), *rest, **kw)
+
+        return call, namespaced
 
     def _call(self, verb: str, kind: str, namespace: str | None, *, what: str, name: str | None = None,
               body: Any = None, subresource: str = "", **kw: Any) -> Any:
@@ -146,6 +174,28 @@ class Kube:
         kw = {"label_selector": selector} if selector else {}
         res = self._call("list", kind, namespace, what=f"list {kind} in {namespace} ({selector})", **kw)
         return res.get("items", [])
+
+    def list_all(self, kind: str, selector: str | None = None) -> list[dict]:
+        """One LIST across every namespace (or of a cluster-scoped kind)."""
+        kw = {"label_selector": selector} if selector else {}
+        what = f"list {kind} in all namespaces ({selector})"
+        if kind in _CUSTOM_KINDS:
+            group, version, plural, _ = _CUSTOM_KINDS[kind]
+            with api_errors(what):
+                return self.custom.list_cluster_custom_object(group, version, plural, **kw).get("items", [])
+        group, suffix, namespaced = _KINDS[kind]
+        method = getattr(getattr(self, group), f"list_{suffix}_for_all_namespaces" if namespaced else f"list_{suffix}")
+        with api_errors(what):
+            res = method(**kw)
+        return self.api_client.sanitize_for_serialization(res).get("items", [])
+
+    def ping(self) -> float:
+        """Seconds for one cheap round trip (GET /version): the API server's latency."""
+        import time
+
+        started = time.perf_counter()
+        self.server_version()
+        return time.perf_counter() - started
 
     def list_watch(self, kind: str, namespace: str | None, selector: str | None = None,
                    timeout_seconds: int = 10) -> Iterator[tuple[str, Any]]:

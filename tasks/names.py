@@ -103,3 +103,9 @@ def workspace_names(username: str) -> WorkspaceNames:
 
 # Label every workspace volume carries, so backups and the reaper can list them in one call.
 WORKSPACE_PVC_SELECTOR = "app.kubernetes.io/part-of=vibecode,vibecode.dev/volume=workspace"
+
+# Every workspace Deployment carries these labels (chart: workspace.labels); the reaper lists
+# them in one call.
+WORKSPACE_DEPLOYMENT_SELECTOR = f"app.kubernetes.io/name=code-server,app.kubernetes.io/part-of={PART_OF}"
+USER_LABEL = "vibecode.dev/user"
+STOPPED_AT = "vibecode.dev/stopped-at"  # RFC 3339; also copied onto the volumes when the release goes

@@ -137,9 +137,31 @@ class Settings(BaseSettings):
         10, ge=1, le=100,
         description="Server-side limit of concurrent Kubernetes API tasks (tag kube-api), and the client pool size")
     idle_timeout_seconds: int = Field(3600, ge=60, description="Idle time after which a workspace is stopped")
-    datadog_api_key: SecretStr | None = Field(None, description="Datadog API key (secret)")
-    datadog_site: str = Field("datadoghq.com", description="Datadog site")
-    pushgateway_url: str | None = Field(None, description="Prometheus Pushgateway URL")
+
+    # Health checks and metrics (flows.health; checks in tasks.health, sinks in tasks.health_sinks)
+    datadog_api_key: SecretStr | None = Field(None, description="Datadog API key; sent only in the DD-API-KEY "
+                                              "header. Unset (and no block) turns the Datadog sink off")
+    datadog_api_key_block: str | None = Field(None, description="Name of a Prefect Secret block holding the "
+                                              "Datadog API key, used when datadog_api_key is unset")
+    datadog_site: str = Field("datadoghq.com", description="Datadog site (datadoghq.com, datadoghq.eu, ...)")
+    datadog_host: str | None = Field(None, description="Send to this base URL instead of the site's API "
+                                     "(a self-hosted proxy, or a test receiver)")
+    pushgateway_url: str | None = Field(None, description="Prometheus Pushgateway base URL; unset turns the "
+                                        "Pushgateway sink off")
+    metrics_env: str = Field("production", description="The `env` tag/label on every metric")
+    metrics_cluster: str = Field("vibecode", description="The `cluster` tag/label on every metric")
+    authelia_health_url: str = Field("http://authelia.vibecode-platform.svc.cluster.local:9091/api/health",
+                                     description="Authelia's health endpoint, reached in-cluster")
+    health_components: list[str] = Field(
+        default_factory=lambda: ["ingress-nginx/ingress-nginx-controller", "cert-manager/cert-manager",
+                                 "cert-manager/cert-manager-webhook", "cert-manager/cert-manager-cainjector",
+                                 "vibecode-platform/authelia", "vibecode-platform/authelia-redis",
+                                 "vibecode-platform/authelia-postgresql", "vibecode-platform/minio"],
+        description="namespace/name of the platform Deployments and StatefulSets to check; those that "
+                    "do not exist are not installed here and are skipped")
+    health_slow_seconds: float = Field(2.0, gt=0, description="An API server, Authelia or bucket answer "
+                                       "slower than this is a warning")
+    health_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of each probe and each sink request")
 
     @field_validator("domain")
     @classmethod

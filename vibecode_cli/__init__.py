@@ -170,6 +170,32 @@ def cmd_restore(args) -> int:
     return 0
 
 
+def _health_table(rows: list[dict]) -> str:
+    cols = ("status", "check", "value", "message")
+    widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols[:-1]}
+    lines = ["  ".join(c.upper().ljust(widths.get(c, 0)) for c in cols).rstrip()]
+    lines += ["  ".join(str(r[c]).ljust(widths.get(c, 0)) for c in cols).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_health(args) -> int:
+    """Run the health checks once; exit 1 when any is critical (warnings exit 0)."""
+    from flows.health import PlatformUnhealthy, check_platform_health
+    from tasks.health import Status
+
+    try:
+        report = check_platform_health()
+    except PlatformUnhealthy as exc:
+        report = exc.report
+    if args.json:
+        _print({"status": report.status.value, "checks": report.table(), "sinks": report.sinks})
+    else:
+        print(_health_table(report.table()))
+        print(f"\noverall: {report.status.value}; sinks: "
+              + ", ".join(f"{k} {v}" for k, v in report.sinks.items()))
+    return 1 if report.status is Status.CRITICAL else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vibecode", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -199,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--in-place", action="store_true", help="overwrite the stopped workspace's own volume")
     rs.add_argument("--list", action="store_true", help="list the snapshots instead of restoring")
     rs.set_defaults(func=cmd_restore)
+    he = sub.add_parser("health", help="check the platform once (exit 1 when any check is critical)")
+    he.add_argument("--json", action="store_true", help="print the checks as JSON")
+    he.set_defaults(func=cmd_health)
     lim = sub.add_parser("limits", help="create or update Prefect tag concurrency limits from settings")
     lim.set_defaults(func=cmd_limits)
     return p
