@@ -17,6 +17,7 @@ LAST_BACKUP_OUTCOME = f"{ANNOTATION_PREFIX}outcome"  # Completed | PartiallyFail
 LAST_BACKUP_SNAPSHOT = f"{ANNOTATION_PREFIX}snapshot"  # restic id of the last *good* snapshot
 LAST_BACKUP_VERIFIED = f"{ANNOTATION_PREFIX}verified"  # "true" | "false"
 LAST_BACKUP_REASON = f"{ANNOTATION_PREFIX}reason"  # set when not Completed
+LAST_VERIFIED_TIME = f"{ANNOTATION_PREFIX}verified-time"  # RFC 3339: the last Completed + verified backup
 
 
 class Outcome(str, Enum):
@@ -98,6 +99,8 @@ def annotations(result: WorkspaceResult, now: datetime) -> dict[str, str]:
     }
     if result.outcome is Outcome.COMPLETED and result.snapshot_id:
         ann[LAST_BACKUP_SNAPSHOT] = result.snapshot_id
+        if result.verified:  # outlives a failed night, so health can tell how old the last good one is
+            ann[LAST_VERIFIED_TIME] = rfc3339(now)
     return ann
 
 

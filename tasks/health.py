@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from tasks.backup_status import (
     LAST_BACKUP_OUTCOME,
     LAST_BACKUP_TIME,
+    LAST_VERIFIED_TIME,
     Outcome,
     has_verified_backup,
     run_outcome,
@@ -321,17 +322,17 @@ def check_leavers_running(deployments: list[dict], ledger: list[dict]) -> Check:
 def backup_age(pvc: dict, now: datetime) -> tuple[timedelta, bool]:
     """How long this volume has been without a verified backup, and whether it ever had one.
 
-    The annotations describe the latest attempt; when that attempt was good its time is the
-    age. Otherwise the volume counts as unprotected since the older of that attempt and its
-    creation: the time of any earlier good backup is not recorded, and guessing it would
-    hide a real gap."""
+    The backup flow stamps the time of every Completed + verified backup, which outlives a
+    failed night. A volume without that stamp counts from its latest attempt if that one was
+    good, else from its creation: guessing an older good backup would hide a real gap."""
     ann = _meta(pvc).get("annotations") or {}
-    attempt = _time(ann.get(LAST_BACKUP_TIME))
-    if attempt is not None and has_verified_backup(pvc, now):
-        return max(now - attempt, timedelta(0)), True
+    good = _time(ann.get(LAST_VERIFIED_TIME))
+    if good is None and has_verified_backup(pvc, now):
+        good = _time(ann.get(LAST_BACKUP_TIME))
+    if good is not None:
+        return max(now - good, timedelta(0)), True
     created = _time(_meta(pvc).get("creationTimestamp")) or now
-    since = min(created, attempt) if attempt else created
-    return max(now - since, timedelta(0)), False
+    return max(now - created, timedelta(0)), False
 
 
 def check_backups(pvcs: list[dict], now: datetime) -> tuple[Check, list[Gauge]]:
