@@ -107,7 +107,7 @@ def test_run_publishes_to_pushgateway_and_datadog(sinks, healthy, caplog):
 
     # Pushgateway: the job's series, values and labels
     got = _samples(sinks["pushgateway"].metrics())
-    group = {"job": "vibecode_health", "env": "test", "cluster": cluster}
+    group = {"job": "vibecode_health", "env": "test", "cluster": cluster, "instance": ""}
 
     def sample(name, **labels):
         return got.get((name, frozenset({**group, **labels}.items())))
