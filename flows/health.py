@@ -17,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.common import KUBE_API, now as _now, table_artifact, transient_retries
 from tasks import kube
 from tasks.errors import NotFound, PermanentError
-from tasks.health import HealthReport, Observed, Status, evaluate
+from tasks.health import HealthReport, Observed, Status, evaluate, parse_users, redact
 from tasks.health_probes import probe_bucket, probe_http
 from tasks.health_sinks import push_prometheus, send_datadog
 from tasks.identity.filedb import USERS_KEY
@@ -55,21 +55,19 @@ def list_cluster_objects() -> dict:
         certificates = client.list_all("Certificate")
     except NotFound:  # the cert-manager CRD is not installed
         certificates = None
-    users_text, users_error = None, ""
-    if s.authelia_backend == "file":
+    users, users_database = None, None
+    if s.authelia_backend == "file":  # parsed here: password hashes never leave this task
         secret = client.get("Secret", s.platform_namespace, s.authelia_users_secret)
         raw = ((secret or {}).get("data") or {}).get(USERS_KEY)
-        if raw:
-            users_text = base64.b64decode(raw).decode("utf-8", "replace")
-        else:
-            users_error = (f"Secret {s.platform_namespace}/{s.authelia_users_secret} "
-                           + ("not found" if secret is None else f"has no {USERS_KEY}"))
+        text = base64.b64decode(raw).decode("utf-8", "replace") if raw else None
+        users, users_database = parse_users(text, f"Secret {s.platform_namespace}/{s.authelia_users_secret} "
+                                                  + ("not found" if secret is None else f"has no {USERS_KEY}"))
+        users = redact(users)
     return dict(nodes=client.list_all("Node"), deployments=client.list_all("Deployment"),
                 statefulsets=client.list_all("StatefulSet"),
                 pvcs=client.list("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR),
                 ledger=client.list("ConfigMap", s.platform_namespace, LEDGER_SELECTOR),
-                certificates=certificates, users_text=users_text, users_error=users_error,
-                users_backend=s.authelia_backend)
+                certificates=certificates, users=users, users_database=users_database)
 
 
 @task(name="probe-authelia", **RETRY)

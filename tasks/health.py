@@ -422,6 +422,11 @@ def parse_users(text: str | None, error: str = "") -> tuple[dict[str, dict] | No
                         message=f"{len(users)} users")
 
 
+def redact(users: dict[str, dict] | None) -> dict[str, dict] | None:
+    """What the checks need of each entry: whether it is disabled. Password hashes stay behind."""
+    return None if users is None else {u: {"disabled": bool(e.get("disabled"))} for u, e in users.items()}
+
+
 def check_users(users: dict[str, dict] | None, workspace_users: set[str], ledger: list[dict],
                 now: datetime) -> list[Check]:
     """Every enabled user has a workspace; every leaver is disabled."""
@@ -490,9 +495,8 @@ class Observed(BaseModel):
     pvcs: list[dict] = Field(default_factory=list)  # workspace volumes
     ledger: list[dict] = Field(default_factory=list)  # per-person ledger ConfigMaps
     certificates: list[dict] | None = None  # None: the cert-manager CRD is not installed
-    users_text: str | None = None
-    users_error: str = "not read"
-    users_backend: str = "file"
+    users: dict[str, dict] | None = None  # username -> {"disabled": bool}, from parse_users
+    users_database: Check | None = None  # parse_users' verdict; None: not a file backend
     authelia_status: int | None = None
     authelia_body: str = ""
     authelia_latency: float = 0.0
@@ -528,10 +532,9 @@ def evaluate(obs: Observed, now: datetime, namespace: str, components: list[str]
                check_leavers_running(workspaces, obs.ledger)]
     fresh, ages = check_backups(obs.pvcs, now)
     checks += [fresh, check_last_backup_run(obs.pvcs)]
-    users = None
-    if obs.users_backend == "file":
-        users, db = parse_users(obs.users_text, obs.users_error)
-        checks.append(db)
+    users = obs.users
+    if obs.users_database is not None:
+        checks.append(obs.users_database)
         have = {_user(d) for d in workspaces} | {_user(p) for p in obs.pvcs}
         checks += check_users(users, have, obs.ledger, now)
     gauges += cert_gauges + ages + counts(workspaces, users, now)

@@ -8,6 +8,7 @@ makes the "409 on create / 404 on delete means already done" rule live in one pl
 
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -185,9 +186,8 @@ class Kube:
                 return self.custom.list_cluster_custom_object(group, version, plural, **kw).get("items", [])
         group, suffix, namespaced = _KINDS[kind]
         method = getattr(getattr(self, group), f"list_{suffix}_for_all_namespaces" if namespaced else f"list_{suffix}")
-        with api_errors(what):
-            res = method(**kw)
-        return self.api_client.sanitize_for_serialization(res).get("items", [])
+        with api_errors(what):  # the JSON as sent: building client models for 1,000 objects costs seconds
+            return json.loads(method(_preload_content=False, **kw).data).get("items", [])
 
     def ping(self) -> float:
         """Seconds for one cheap round trip (GET /version): the API server's latency."""
