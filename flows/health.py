@@ -13,6 +13,7 @@ import base64
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.utilities.annotations import quote
 
 from flows.common import KUBE_API, now as _now, table_artifact, transient_retries
 from tasks import kube
@@ -65,8 +66,8 @@ def list_cluster_objects() -> dict:
         users = redact(users)
     return dict(nodes=client.list_all("Node"), deployments=client.list_all("Deployment"),
                 statefulsets=client.list_all("StatefulSet"),
-                pvcs=client.list("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR),
-                ledger=client.list("ConfigMap", s.platform_namespace, LEDGER_SELECTOR),
+                pvcs=client.list("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR, raw=True),
+                ledger=client.list("ConfigMap", s.platform_namespace, LEDGER_SELECTOR, raw=True),
                 certificates=certificates, users=users, users_database=users_database)
 
 
@@ -142,7 +143,8 @@ def check_platform_health() -> HealthReport:
 
     sinks = {"pushgateway": (to_pushgateway, bool(s.pushgateway_url)),
              "datadog": (to_datadog, s.datadog_api_key is not None or bool(s.datadog_api_key_block))}
-    futures = {name: sink.submit(report) for name, (sink, configured) in sinks.items() if configured}
+    # quote(): Prefect would otherwise walk every gauge looking for futures to resolve
+    futures = {name: sink.submit(quote(report)) for name, (sink, configured) in sinks.items() if configured}
     for name, (_, configured) in sinks.items():
         if not configured:
             report.sinks[name] = "not configured"

@@ -401,7 +401,7 @@ def parse_users(text: str | None, error: str = "") -> tuple[dict[str, dict] | No
         return None, Check(name="users.database", status=Status.CRITICAL, value=0,
                            message=f"users database unreadable: {error}")
     try:
-        doc = yaml.safe_load(text) or {}
+        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}  # libyaml: 9x faster
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
