@@ -192,3 +192,21 @@ def test_warning_does_not_fail_the_run(sinks, healthy, monkeypatch, capsys):
     assert state.result().status is Status.WARNING
     assert cli(["health", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "warning"
+
+
+def test_datadog_key_from_a_prefect_secret_block(sinks, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    key = secrets.token_hex(16)
+    block = f"dd-key-{secrets.token_hex(4)}"
+    Secret(value=key).save(block)
+    monkeypatch.delenv("VIBECODE_DATADOG_API_KEY")
+    monkeypatch.setenv("VIBECODE_DATADOG_API_KEY_BLOCK", block)
+    get_settings.cache_clear()
+    state = check_platform_health(return_state=True)
+    assert state.is_completed() and state.result().sinks["datadog"].startswith("ok")
+    assert {r["headers"].get("DD-API-KEY") for r in sinks["intake"].requests} == {key}
+    run, logs, artifacts = _run_record(state.state_details.flow_run_id, "ok api")
+    haystack = "\n".join([str(run.parameters), *(log.message for log in logs),
+                          *(str(a.data) + str(a.description) for a in artifacts)])
+    assert block in str(get_settings().datadog_api_key_block) and key not in haystack
