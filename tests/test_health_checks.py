@@ -28,7 +28,11 @@ from tasks.health import Observed, evaluate
 from tasks.identity.ledger import Record, to_manifest
 from tasks.settings import get_settings
 
-NOW = datetime.now(timezone.utc)
+
+
+def now() -> datetime:
+    """At the time of each case (a module-level constant goes stale over a long session)."""
+    return datetime.now(timezone.utc)
 
 
 def observe() -> tuple[dict, Observed]:
@@ -74,7 +78,7 @@ def pvc(ns: str, user: str, annotations: dict | None = None):
 
 
 def backup_annotations(outcome: str, age: timedelta, verified: bool = True) -> dict:
-    ann = {LAST_BACKUP_TIME: rfc3339(NOW - age), LAST_BACKUP_OUTCOME: outcome,
+    ann = {LAST_BACKUP_TIME: rfc3339(now() - age), LAST_BACKUP_OUTCOME: outcome,
            LAST_BACKUP_VERIFIED: "true" if verified else "false"}
     if outcome == "Completed":
         ann[LAST_BACKUP_SNAPSHOT] = uuid.uuid4().hex
@@ -85,7 +89,7 @@ def backup_annotations(outcome: str, age: timedelta, verified: bool = True) -> d
 
 def ledger(ns: str, user: str, state: str, terminated: timedelta | None = None):
     rec = Record(username=user, employee_id=f"E{uuid.uuid4().hex[:6]}", state=state,
-                 terminated_at=(NOW - terminated).isoformat() if terminated is not None else "")
+                 terminated_at=(now() - terminated).isoformat() if terminated is not None else "")
     return to_manifest(rec, ns)
 
 
@@ -101,7 +105,7 @@ def user(disabled: bool = False, password: str = "$argon2id$v=19$placeholder"):
 
 
 def ts(ago: timedelta = timedelta(0)) -> str:
-    return rfc3339(NOW - ago)
+    return rfc3339(now() - ago)
 
 
 # -- setups: each returns nothing; `env` is the health_env fixture ---------------------------
@@ -195,7 +199,7 @@ def certificate(ready: bool, days_left: float):
                            "issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"}}})
         env["cleanup"].append(("Certificate", ns, "wildcard"))
         k.patch_status("Certificate", ns, "wildcard", {
-            "notAfter": rfc3339(NOW + timedelta(days=days_left)),
+            "notAfter": rfc3339(now() + timedelta(days=days_left)),
             "conditions": [{"type": "Ready", "status": "True" if ready else "False", "reason": "Ready"}]})
     return setup
 
