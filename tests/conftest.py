@@ -6,6 +6,7 @@
 - ``fixtures.storage``  an S3 protocol server (moto) and restic
 - ``fixtures.identity`` slapd (LDAP) and aiosmtpd (SMTP)
 - ``fixtures.health``   a Prometheus Pushgateway; Datadog intake and Authelia health stand-ins
+- ``fixtures.node``     a real one-node cluster (kubelet, containerd) for tests marked ``node``
 """
 
 pytest_plugins = [
@@ -15,4 +16,5 @@ pytest_plugins = [
     "tests.fixtures.storage",
     "tests.fixtures.identity",
     "tests.fixtures.health",
+    "tests.fixtures.node",
 ]

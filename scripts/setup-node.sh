@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what a real one-node Kubernetes on this machine needs (tests/harness/node.py):
+# containerd, runc, the CNI plugins, iptables, conntrack and socat for the node; umoci,
+# skopeo, busybox-static, gcc and restic for the local images (tests/harness/images.py).
+# Debian packages only; safe to rerun (installs only what is missing).
+set -euo pipefail
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+declare -A probe=(
+  [containerd]=/usr/bin/containerd [runc]=/usr/sbin/runc
+  [containernetworking-plugins]=/usr/lib/cni/bridge [iptables]=/usr/sbin/iptables
+  [conntrack]=/usr/sbin/conntrack [socat]=/usr/bin/socat [umoci]=/usr/bin/umoci
+  [skopeo]=/usr/bin/skopeo [busybox-static]=/bin/busybox [gcc]=/usr/bin/gcc
+  [libc6-dev]=/usr/include/stdio.h [restic]=/usr/bin/restic
+)
+need=()
+for pkg in "${!probe[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 && [[ -e "${probe[$pkg]}" ]] || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  echo "setup-node: apt-get install ${need[*]}" >&2
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+      --no-install-recommends "${need[@]}" >&2
+fi
+# The Debian package starts a system containerd; the harness runs its own, so stop that one
+# (it would hold /run/containerd and the default socket, and is not ours to keep running).
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet containerd 2>/dev/null; then
+  as_root systemctl disable --now containerd >&2 || true
+fi
