@@ -1,0 +1,104 @@
+"""Onboarding, then offboarding on a real node: final backup, judged deletion, end to end.
+
+The hire starts a real code-server pod; the person's work is written into its volume;
+the termination scales it to zero (the pod really stops), the final backup runs as a real
+restic pod into the S3 server on the node's address, and the deletion is judged on that
+verified backup: deferred within retention, done by the purge after it, where the real
+PVC protection controller then removes the volumes once no pod uses them.
+
+Authelia's image cannot be had here, so its Deployment is kept at zero replicas: the
+file backend's roll is an annotation on it, and access ends in the users Secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import yaml
+
+from flows.onboarding import offboard_user, onboard_user, purge_offboarded
+from tasks import helm
+from tasks.hr import parse_request
+from tasks.identity.ledger import Ledger
+from tasks.settings import get_settings
+from tests.fixtures.identity import authelia_deployment_manifest
+from tests.fixtures.node import pv_dir, wait_for
+from tests.fixtures.storage import restic_for
+
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("prefect_server", "helm_bin")]
+
+HIRE = {"event_id": "evt-n-0001", "type": "employee.hired", "occurred_at": "2026-11-28T09:00:00Z",
+        "employee": {"employee_id": "E2001", "email": "dora@example.com", "given_name": "Dora",
+                     "family_name": "Maar", "username": "dora", "department": "engineering",
+                     "groups": ["developers"]}}
+TERMINATE = {**HIRE, "event_id": "evt-n-0002", "type": "employee.terminated"}
+
+
+@pytest.fixture
+def node_platform(node_kube, node_namespace, node_backup_settings, smtp_inbox, monkeypatch):
+    from tasks.identity.filedb import USERS_KEY
+
+    monkeypatch.setenv("VIBECODE_READY_POLL_SECONDS", "1")
+    monkeypatch.setenv("VIBECODE_DEPARTMENT_GROUPS", '{"engineering": ["engineering"]}')
+    get_settings.cache_clear()
+    s = get_settings()
+    node_kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": s.authelia_users_secret, "namespace": node_namespace},
+                      "stringData": {USERS_KEY: "users: {}\n"}})
+    authelia = authelia_deployment_manifest(node_namespace, s.authelia_deployment)
+    authelia["spec"]["replicas"] = 0
+    node_kube.create(authelia)
+    return {"ns": node_namespace, "inbox": smtp_inbox, "settings": node_backup_settings}
+
+
+def _users(kube, ns) -> dict:
+    from tasks.identity.filedb import USERS_KEY
+
+    secret = kube.get("Secret", ns, get_settings().authelia_users_secret)
+    return yaml.safe_load(base64.b64decode(secret["data"][USERS_KEY]))["users"]
+
+
+def _live_pods(kube, ns):
+    return [p["metadata"]["name"] for p in kube.list("Pod", ns, "vibecode.dev/user=dora,app.kubernetes.io/name=code-server")]
+
+
+def test_offboarding_backs_up_for_real_then_deletes_only_after_retention(node_cluster, node_kube, node_platform):
+    kube, ns = node_kube, node_platform["ns"]
+    onboarded = onboard_user(parse_request(HIRE))
+    assert onboarded.username == "dora" and len(node_platform["inbox"].messages) == 1
+    assert len(_live_pods(kube, ns)) == 1
+    work = pv_dir(node_cluster, kube, ns, "ws-dora-workspace")
+    (work / "thesis.md").write_text("chapter one\n" * 1000)
+    subprocess.run(["chown", "-R", "1000:1000", str(work)], check=True)
+
+    result = offboard_user(parse_request(TERMINATE))
+
+    assert result.identity == "disabled" and _users(kube, ns)["dora"]["disabled"] is True
+    assert result.workspace == "scaled to 0"
+    wait_for("the code-server pod to stop", lambda: not _live_pods(kube, ns), timeout=90)
+    assert result.backup.startswith("Completed") and "verified" in result.backup, result.backup
+    assert result.deletion.startswith("defer"), result.deletion  # within retention: kept
+    assert helm.status("ws-dora", ns) is not None
+    assert {p["metadata"]["name"] for p in kube.list("PersistentVolumeClaim", ns, "vibecode.dev/user=dora")} \
+        == {"ws-dora-workspace", "ws-dora-extensions"}
+    (job,) = kube.list("Job", ns, "app.kubernetes.io/component=backup,vibecode.dev/user=dora")
+    (pod,) = kube.list("Pod", ns, f"job-name={job['metadata']['name']}")
+    assert pod["status"]["phase"] == "Succeeded"  # the final backup ran as a real pod
+    restic = restic_for(node_platform["settings"], "dora")
+    assert restic.run(["dump", "latest", "/thesis.md", "--host", "dora"]).stdout == "chapter one\n" * 1000
+
+    early = purge_offboarded(now=datetime.now(timezone.utc) + timedelta(days=29))
+    assert early["dora"].startswith("defer") and helm.status("ws-dora", ns) is not None
+
+    done = purge_offboarded(now=datetime.now(timezone.utc) + timedelta(days=31))
+
+    assert "uninstalled" in done["dora"], done
+    assert helm.status("ws-dora", ns) is None
+    # The real PVC protection controller lets the claims go once no pod uses them.
+    wait_for("the workspace volumes to be deleted",
+             lambda: not kube.list("PersistentVolumeClaim", ns, "vibecode.dev/user=dora"), timeout=90)
+    assert Ledger().get("dora").state == "purged"
+    assert _users(kube, ns)["dora"]["disabled"] is True  # identity kept for audit
