@@ -31,13 +31,20 @@ def ensure_kind_cluster(name: str, kubeconfig: Path) -> str:
 def bootstrap_platform(
     cluster_name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")] = "vibecode",
     workspace_user: Username = "demo",
+    existing_kubeconfig: Path | None = None,
 ) -> ProvisionResult:
+    """``existing_kubeconfig``: a cluster that is already running (scripts/up's one-node
+    cluster where Docker or kind is missing); KIND is then not used."""
     logger = get_run_logger()
     kubeconfig = Path.home() / ".cache" / "vibecode" / f"kubeconfig-{cluster_name}"
     limits = task(name="ensure-concurrency-limits", **transient_retries(2))(ensure_concurrency_limits)()
     logger.info("Prefect tag concurrency limits: %s", limits)
-    state = ensure_kind_cluster(cluster_name, kubeconfig)
-    logger.info("KIND cluster %s %s; kubeconfig %s", cluster_name, state, kubeconfig)
+    if existing_kubeconfig is None:
+        state = ensure_kind_cluster(cluster_name, kubeconfig)
+        logger.info("KIND cluster %s %s; kubeconfig %s", cluster_name, state, kubeconfig)
+    else:
+        kubeconfig = existing_kubeconfig
+        logger.info("using the running cluster of %s (KIND not used)", kubeconfig)
     os.environ["VIBECODE_KUBECONFIG"] = str(kubeconfig)
     get_settings.cache_clear()
     kube.reset_connections()

@@ -4,7 +4,9 @@
 #   scripts/setup.sh --test   also the real test stack: etcd, kube-apiserver (built once
 #                             from Debian's source package and cached), restic, slapd,
 #                             prometheus-pushgateway,
-#                             and the test extras
+#                             and the test extras; for the real node (tests marked
+#                             `node`): containerd, runc, CNI plugins, kubelet & co.
+#                             (same build), code-server, and the local images
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_tests=false; [[ "${1:-}" == "--test" ]] && with_tests=true
@@ -37,5 +39,10 @@ fi
 bin=$(.venv/bin/python scripts/install_tools.py)
 echo "setup: helm and kubectl in $bin" >&2
 if $with_tests; then
+  [[ "$(uname -s)" == Linux ]] && scripts/setup-node.sh
   scripts/setup-envtest.sh >/dev/null
+  if [[ "$(uname -s)" == Linux ]]; then
+    scripts/setup-codeserver.sh >/dev/null
+    .venv/bin/python -m tests.harness.images >&2   # cached in ~/.cache/vibecode/images
+  fi
 fi

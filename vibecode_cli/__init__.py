@@ -23,6 +23,14 @@ def _print(result) -> None:
 def cmd_up(args) -> int:
     from tasks import kind
 
+    if args.kubeconfig:
+        from pathlib import Path
+
+        from flows.bootstrap import bootstrap_platform
+
+        _print(bootstrap_platform(cluster_name=args.cluster, workspace_user=args.user,
+                                  existing_kubeconfig=Path(args.kubeconfig)))
+        return 0
     problems = kind.missing_prerequisites()
     if problems:
         print("vibecode up: cannot bring the platform up on KIND here:", file=sys.stderr)
@@ -202,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="create or reuse the KIND cluster and provision a workspace")
     up.add_argument("--cluster", default=None, help="KIND cluster name (default: setting kind_cluster_name)")
     up.add_argument("--user", default="demo", help="workspace to provision (default: demo)")
+    up.add_argument("--kubeconfig", help="use this running cluster instead of KIND (scripts/up's one-node cluster)")
     up.set_defaults(func=cmd_up)
     pr = sub.add_parser("provision", help="install or upgrade one user's workspace")
     pr.add_argument("username")
