@@ -23,7 +23,7 @@ from tests.fixtures.node import pv_dir, wait_for
 from tests.fixtures.storage import make_tree, tree_state
 from tests.harness import node as node_harness
 
-pytestmark = [pytest.mark.node, pytest.mark.usefixtures("prefect_server", "helm_bin")]
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_cluster", "prefect_server", "helm_bin")]
 
 
 def _chown_tree(root: Path, uid: int = 1000) -> None:

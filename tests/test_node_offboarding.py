@@ -28,7 +28,7 @@ from tests.fixtures.identity import authelia_deployment_manifest
 from tests.fixtures.node import pv_dir, wait_for
 from tests.fixtures.storage import restic_for
 
-pytestmark = [pytest.mark.node, pytest.mark.usefixtures("prefect_server", "helm_bin")]
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_cluster", "prefect_server", "helm_bin")]
 
 HIRE = {"event_id": "evt-n-0001", "type": "employee.hired", "occurred_at": "2026-11-28T09:00:00Z",
         "employee": {"employee_id": "E2001", "email": "dora@example.com", "given_name": "Dora",

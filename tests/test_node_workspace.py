@@ -17,7 +17,7 @@ import pytest
 from flows.workspace import provision_workspace
 from tests.fixtures.node import wait_for
 
-pytestmark = [pytest.mark.node, pytest.mark.usefixtures("prefect_server", "helm_bin")]
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_cluster", "prefect_server", "helm_bin")]
 
 
 def _pod(kube, ns: str, user: str) -> dict:
