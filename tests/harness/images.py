@@ -184,7 +184,8 @@ def code_server_image() -> Image:
         # node links libstdc++ & co.: _add_dynamic copied them; code-server's native modules
         # (kerberos, spdlog...) link the same set or less.
         for so in _run("find", app / "node_modules", "-name", "*.node").split():
-            for line in _run("ldd", so).splitlines():
+            ldd = subprocess.run(["ldd", so], capture_output=True, text=True)  # some are for Windows/macOS
+            for line in ldd.stdout.splitlines() if ldd.returncode == 0 else []:
                 parts = line.split()
                 lib = parts[2] if "=>" in parts and len(parts) > 2 else ""
                 if lib.startswith("/") and not (rootfs / lib.lstrip("/")).exists():

@@ -42,7 +42,6 @@ from pathlib import Path
 
 import httpx
 import yaml
-from cryptography.hazmat.primitives import serialization
 
 from tests.harness import envtest, images
 from tests.harness.envtest import free_port, issue, write_pair
