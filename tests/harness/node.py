@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -47,7 +48,7 @@ from tests.harness import envtest, images
 from tests.harness.envtest import free_port, issue, write_pair
 
 NODE_NAME = "vibecode-node"
-NODE_IP = "10.255.255.1"  # TEST-NET-free private /32 on lo; never routed anywhere
+NODE_IP = "10.254.254.1"  # a private /32 on lo, away from this machine's own 10.255.255.x resolver
 CLUSTER_CIDR = "10.244.0.0/16"
 POD_CIDR = "10.244.0.0/24"  # the first /24 the controller-manager allocates to the only node
 SERVICE_CIDR = "10.96.0.0/24"
@@ -296,8 +297,9 @@ def _cleanup(workdir: Path, pids: dict[str, int], sysctls: dict[str, str], host_
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
     if lo_added:
         subprocess.run(["ip", "addr", "del", f"{NODE_IP}/32", "dev", "lo"], capture_output=True)
-    for tool in ("iptables", "ip6tables"):
-        _clean_chains(tool)
+    for tool in ("iptables", "ip6tables", "iptables-legacy", "ip6tables-legacy"):
+        if shutil.which(tool):
+            _clean_chains(tool)
     for key, value in sysctls.items():
         try:
             Path("/proc/sys", key).write_text(value)
@@ -317,7 +319,7 @@ def _clean_chains(tool: str) -> None:
     for table in ("filter", "nat", "mangle"):
         rules = subprocess.run([tool, "-w", "-t", table, "-S"], capture_output=True, text=True).stdout.splitlines()
         for rule in rules:
-            parts = rule.split()
+            parts = shlex.split(rule)
             if parts[:1] == ["-A"] and "-j" in parts and _ours(parts[parts.index("-j") + 1]) and not _ours(parts[1]):
                 subprocess.run([tool, "-w", "-t", table, "-D", *parts[1:]], capture_output=True)
         chains = [r.split()[1] for r in rules if r.startswith("-N ") and _ours(r.split()[1])]
@@ -482,6 +484,7 @@ def _start(node: Node, imgs: list[images.Image], pv_count: int) -> None:
     kubelet_kc = _cert_kubeconfig(d, "kubelet", node.url, ca, ca_key, f"system:node:{NODE_NAME}", ("system:nodes",))
     (d / "kubelet").mkdir()
     (d / "kubelet-plugins").mkdir()
+    (d / "resolv.conf").write_text("")  # pods get no name server: there is nothing to resolve
     (d / "kubelet.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
         "address": NODE_IP, "port": free_port(), "readOnlyPort": 0,
@@ -493,7 +496,7 @@ def _start(node: Node, imgs: list[images.Image], pv_count: int) -> None:
         "cgroupDriver": "cgroupfs", "failSwapOn": False,
         "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
-        "resolvConf": "", "clusterDomain": "cluster.local",
+        "resolvConf": str(d / "resolv.conf"), "clusterDomain": "cluster.local",
         "volumePluginDir": str(d / "kubelet-plugins"),
         "serializeImagePulls": False, "syncFrequency": "10s", "fileCheckFrequency": "60s",
         "nodeStatusUpdateFrequency": "5s",
