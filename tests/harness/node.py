@@ -10,8 +10,8 @@ Where traffic goes: the API server and every control-plane port listen on 127.0.
 the node has one address of its own, ``NODE_IP`` (a /32 added to ``lo``, since the
 kubelet refuses a loopback node IP); pods live on the ``cni0`` bridge with routes only
 to the node address and the Service range (no default route, no masquerade, an empty
-resolv.conf), and an OUTPUT rule rejects Service/pod addresses that were not translated
-to a pod on the bridge. Nothing is routed off the machine.
+resolv.conf), and a POSTROUTING rule drops Service/pod addresses that were not
+translated to a pod on the bridge. Nothing is routed off the machine.
 
 What it leaves behind: nothing. :meth:`Node.stop` (also run at exit, and on a stale state
 file left by a killed run) kills every process it started by PID and everything in the
@@ -369,6 +369,18 @@ def _api(node: Node, path: str, method: str = "GET", body: dict | None = None) -
     return r.json()
 
 
+def _scratch_parent() -> str:
+    """/dev/shm when it has room (images unpack and clean up several times faster in
+    memory), else /var/tmp."""
+    try:
+        st = os.statvfs("/dev/shm")
+        if st.f_bavail * st.f_frsize > 8 << 30:
+            return "/dev/shm"
+    except OSError:
+        pass
+    return "/var/tmp"
+
+
 def start(code_server: bool = True, pv_count: int = 24, lock_timeout: float = 1800) -> Node:
     """Start the node; on any failure everything started so far is cleaned up."""
     reason = unavailable()
@@ -391,7 +403,7 @@ def start(code_server: bool = True, pv_count: int = 24, lock_timeout: float = 18
     # Images first (cached; a first build takes minutes), so the node's clock starts after.
     imgs = images.all_images(code_server=code_server)
     t_images = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="vibecode-node-", dir="/var/tmp"))
+    workdir = Path(tempfile.mkdtemp(prefix="vibecode-node-", dir=_scratch_parent()))
     node = Node(workdir=workdir, _lock_fd=fd)
     node.timings["images"] = t_images - t0
     node.images = {i.name.rpartition("/")[2].partition(":")[0]: i.name for i in imgs}
@@ -484,7 +496,9 @@ def _start(node: Node, imgs: list[images.Image], pv_count: int) -> None:
     kubelet_kc = _cert_kubeconfig(d, "kubelet", node.url, ca, ca_key, f"system:node:{NODE_NAME}", ("system:nodes",))
     (d / "kubelet").mkdir()
     (d / "kubelet-plugins").mkdir()
-    (d / "resolv.conf").write_text("")  # pods get no name server: there is nothing to resolve
+    # Pods' resolver is their own loopback, where nothing answers: there is nothing to resolve
+    # (with no name server at all, containerd would copy this machine's resolv.conf instead).
+    (d / "resolv.conf").write_text("nameserver 127.0.0.1\n")
     (d / "kubelet.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
         "address": NODE_IP, "port": free_port(), "readOnlyPort": 0,
@@ -534,19 +548,21 @@ def _start(node: Node, imgs: list[images.Image], pv_count: int) -> None:
 
 
 def _guard_rules() -> None:
-    """Reject host traffic to Service or pod addresses that kube-proxy did not translate to
-    a pod on the bridge (without it such a packet would follow the default route), and
-    forward nothing from the bridge anywhere but back onto it (pod -> Service -> pod)."""
+    """Drop anything to a Service or pod address that is not leaving onto the bridge (an
+    untranslated ClusterIP, or a pod address before the bridge exists, would otherwise
+    follow the default route), and forward nothing from the bridge anywhere but back onto
+    it (pod -> Service -> pod). In mangle POSTROUTING, where the out device and the
+    destination are final (after kube-proxy's DNAT)."""
     out, fwd = GUARD_CHAIN, GUARD_CHAIN + "-FWD"
-    for chain in (out, fwd):
-        _sh("iptables", "-w", "-N", chain, check=False)
-        _sh("iptables", "-w", "-F", chain)
-    _sh("iptables", "-w", "-A", out, "-d", SERVICE_CIDR, "-j", "REJECT")
-    _sh("iptables", "-w", "-A", out, "-d", CLUSTER_CIDR, "!", "-o", BRIDGE, "-j", "REJECT")
+    for table, chain in (("mangle", out), ("filter", fwd)):
+        _sh("iptables", "-w", "-t", table, "-N", chain, check=False)
+        _sh("iptables", "-w", "-t", table, "-F", chain)
+    _sh("iptables", "-w", "-t", "mangle", "-A", out, "-d", SERVICE_CIDR, "-j", "DROP")
+    _sh("iptables", "-w", "-t", "mangle", "-A", out, "-d", CLUSTER_CIDR, "!", "-o", BRIDGE, "-j", "DROP")
     _sh("iptables", "-w", "-A", fwd, "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP")
-    for builtin, chain in (("OUTPUT", out), ("FORWARD", fwd)):
-        if _sh("iptables", "-w", "-C", builtin, "-j", chain, check=False).returncode != 0:
-            _sh("iptables", "-w", "-I", builtin, "-j", chain)
+    for table, builtin, chain in (("mangle", "POSTROUTING", out), ("filter", "FORWARD", fwd)):
+        if _sh("iptables", "-w", "-t", table, "-C", builtin, "-j", chain, check=False).returncode != 0:
+            _sh("iptables", "-w", "-t", table, "-I", builtin, "-j", chain)
 
 
 def _storage(node: Node, count: int) -> None:
