@@ -59,7 +59,7 @@ def _bound_workspace_volume(node, kube, ns: str, user: str) -> Path:
                  "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
                           "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True},
                           "containers": [{"name": "bind", "image": node.images["base"], "imagePullPolicy": "Never",
-                                          "command": ["true"],
+                                          "command": ["sh", "-c", "true"],
                                           "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                           "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}})
     wait_for(f"pod bind-{user} done", lambda: (kube.get("Pod", ns, f"bind-{user}").get("status") or {})
