@@ -27,9 +27,10 @@ def cmd_up(args) -> int:
         from pathlib import Path
 
         from flows.bootstrap import bootstrap_platform
+        from tasks.settings import get_settings
 
-        _print(bootstrap_platform(cluster_name=args.cluster, workspace_user=args.user,
-                                  existing_kubeconfig=Path(args.kubeconfig)))
+        _print(bootstrap_platform(cluster_name=args.cluster or get_settings().kind_cluster_name,
+                                  workspace_user=args.user, existing_kubeconfig=Path(args.kubeconfig)))
         return 0
     problems = kind.missing_prerequisites()
     if problems:
