@@ -23,10 +23,9 @@ from datetime import datetime
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
 from flows.common import HELM, KUBE_API, USERS_DB, now as _now, table_artifact, transient_retries
-from flows.person import admit_event, note_failure, record_event, scale_workspace
+from flows.person import EventResult, admit_event, note_failure, record_event, scale_workspace
 from flows.totp import expire_totp_handoffs
 from tasks import helm
 from tasks.errors import BackupRequired, InvalidInput, PermanentError
@@ -42,14 +41,9 @@ from tasks.settings import get_settings
 RETRY = transient_retries(4, backoff_factor=1)
 
 
-class OffboardResult(BaseModel):
-    username: str
-    event_id: str
-    identity: str
-    workspace: str
+class OffboardResult(EventResult):
     backup: str
     deletion: str
-    ignored: str = ""  # why a stale termination changed nothing
 
 
 @task(name="find-person", tags=[KUBE_API], **RETRY)

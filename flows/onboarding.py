@@ -30,7 +30,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from flows.common import KUBE_API, USERS_DB, now as _now, table_artifact, transient_retries
-from flows.person import admit_event, note_failure, record_event, scale_workspace
+from flows.person import EventResult, admit_event, note_failure, record_event, scale_workspace
 from flows.totp import preprovision_totp
 from flows.workspace import provision_workspace
 from tasks import mail
@@ -45,15 +45,10 @@ from tasks.settings import get_settings
 RETRY = transient_retries(4, backoff_factor=1)
 
 
-class OnboardResult(BaseModel):
-    username: str
-    event_id: str
+class OnboardResult(EventResult):
     replay: bool
-    identity: str
-    workspace: str
     url: str
     email: str
-    ignored: str = ""  # why a stale event changed nothing
 
 
 @task(name="claim-username", tags=[KUBE_API], **RETRY)

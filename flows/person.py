@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from prefect import task
+from pydantic import BaseModel
 
 from flows.common import KUBE_API, transient_retries
 from tasks.identity.ledger import Ledger
@@ -17,6 +18,16 @@ from tasks.names import workspace_names
 from tasks.settings import get_settings
 
 RETRY = transient_retries(4, backoff_factor=1)
+
+
+class EventResult(BaseModel):
+    """What an HR event did to one person (each process adds its own steps)."""
+
+    username: str
+    event_id: str
+    identity: str
+    workspace: str
+    ignored: str = ""  # why a stale event changed nothing
 
 
 @task(name="admit-event", tags=[KUBE_API], **RETRY)

@@ -14,8 +14,8 @@ Delivery, as the team decided it:
    Authelia's TOTP export document (``totp.yml``, schema ``exports.totp.json``), mounted
    read-only at ``/handoff`` with only that key projected. The secret is therefore in no
    process's argv and no environment variable (``generate --secret`` would put it in the
-   argv, readable in ``/proc/<pid>/cmdline`` by anything in the pod's PID namespace and in
-   audit logs of the exec; ``generate`` has no file or environment input), in no
+   argv, readable through ``/proc/<pid>/cmdline`` and ``ps`` on the node by anyone who can
+   list processes there; ``generate`` has no file or environment input), in no
    manifest, parameter, log line or artifact. The existing Authelia configuration Secret
    (``authelia_config_secret``) is mounted read-only at ``/config``. ``import`` writes the
    configuration as given (it is Authelia's restore path), so the flow runs the Job only
