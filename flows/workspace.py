@@ -46,9 +46,12 @@ def install_release(username: str, replicas: int) -> helm.ReleaseResult:
                                    workspace_values(names, s, replicas), s.namespace, s)
 
 
-@task(name="wait-workspace-available", tags=[KUBE_API], **RETRY)
+@task(name="wait-workspace-available", **RETRY)
 def wait_available(username: str) -> str:
     """Poll the Deployment until it is available; bounded by settings.ready_timeout_seconds.
+
+    Untagged: a wait must not hold a ``kube-api`` slot (one GET per poll is cheap; holding
+    a slot for minutes would starve every other run's API calls under the limit).
 
     A timeout is transient (the node may still be pulling the image), so the task's
     retries extend the wait a bounded number of times; a failed rollout is permanent.

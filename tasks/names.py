@@ -109,3 +109,14 @@ WORKSPACE_PVC_SELECTOR = "app.kubernetes.io/part-of=vibecode,vibecode.dev/volume
 WORKSPACE_DEPLOYMENT_SELECTOR = f"app.kubernetes.io/name=code-server,app.kubernetes.io/part-of={PART_OF}"
 USER_LABEL = "vibecode.dev/user"
 STOPPED_AT = "vibecode.dev/stopped-at"  # RFC 3339; also copied onto the volumes when the release goes
+
+# The onboarding ledger (tasks.identity.ledger): one record per person, one index entry per
+# employee id, both ConfigMaps in the platform namespace.
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+COMPONENT_LABEL = "vibecode.dev/component"
+EMPLOYEE_ID_LABEL = "vibecode.dev/employee-id"
+STATE_LABEL = "vibecode.dev/state"
+LEDGER_COMPONENT = "onboarding"
+EMPLOYEE_INDEX_COMPONENT = "employee-index"
+LEDGER_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{COMPONENT_LABEL}={LEDGER_COMPONENT}"
+EMPLOYEE_INDEX_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{COMPONENT_LABEL}={EMPLOYEE_INDEX_COMPONENT}"

@@ -9,13 +9,17 @@ Delivery, as the team decided it:
    platform namespace (labels ``app.kubernetes.io/part-of: vibecode``,
    ``vibecode.dev/user``, ``vibecode.dev/purpose: totp-handoff``; annotation
    ``vibecode.dev/expires-at`` = now + ``totp_handoff_hours``).
-3. A Job runs the Authelia CLI, ``authelia storage user totp generate <user> --secret ...
-   --issuer ... --config /config/configuration.yml``, with the existing Authelia
-   configuration Secret (``authelia_config_secret``) mounted read-only at ``/config``.
-   The container gets the TOTP secret only through ``env.valueFrom.secretKeyRef``; its
-   args reference it as ``$(TOTP_SECRET)``, which the kubelet expands at container
-   start, so no manifest, parameter, log line or artifact ever holds the value. No
-   ``--force``: an existing registration is never overwritten (the Job fails instead).
+3. A Job runs the Authelia CLI, ``authelia storage user totp import /handoff/totp.yml
+   --config /config/configuration.yml``: the hand-off Secret also holds the secret as
+   Authelia's TOTP export document (``totp.yml``, schema ``exports.totp.json``), mounted
+   read-only at ``/handoff`` with only that key projected. The secret is therefore in no
+   process's argv and no environment variable (``generate --secret`` would put it in the
+   argv, readable through ``/proc/<pid>/cmdline`` and ``ps`` on the node by anyone who can
+   list processes there; ``generate`` has no file or environment input), in no
+   manifest, parameter, log line or artifact. The existing Authelia configuration Secret
+   (``authelia_config_secret``) is mounted read-only at ``/config``. ``import`` writes the
+   configuration as given (it is Authelia's restore path), so the flow runs the Job only
+   while no completed Job exists: a completed Job is never re-run.
 4. An administrator hands the secret over in person with ``vibecode totp-handoff
    <username>``, which prints the otpauth:// URI (and an ASCII QR code when ``qrcode``
    is importable) once and deletes the Secret. ``purge_offboarded`` deletes hand-off
@@ -40,8 +44,12 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 from urllib.parse import quote, urlencode
+
+import yaml
 
 from tasks.names import PART_OF, validate_username
 from tasks.objects import restricted_container_security
@@ -60,7 +68,10 @@ PROVISION_JOB_SELECTOR = f"app.kubernetes.io/component={PROVISION_COMPONENT}"  #
 EXPIRES_AT = "vibecode.dev/expires-at"
 ISSUER_ANNOTATION = "vibecode.dev/totp-issuer"
 HANDOFF_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},{PURPOSE_LABEL}={PURPOSE}"
-SECRET_KEY = "TOTP_SECRET"  # the key in the hand-off Secret and the env var in the Job
+SECRET_KEY = "TOTP_SECRET"  # the raw secret in the hand-off Secret (what the administrator hands over)
+IMPORT_KEY = "totp.yml"  # the same secret as Authelia's import document (what the Job reads)
+HANDOFF_DIR = "/handoff"
+IMPORT_FILE = f"{HANDOFF_DIR}/{IMPORT_KEY}"
 CONFIG_DIR = "/config"
 CONFIG_FILE = f"{CONFIG_DIR}/configuration.yml"
 RUN_AS = 65534  # nobody: the CLI needs no files of its own; the config Secret is mode 0444
@@ -101,20 +112,25 @@ def handoff_secret(username: str, secret: str, settings: Settings, now: datetime
                          "labels": _labels(username, "totp-handoff"),
                          "annotations": {EXPIRES_AT: expires_at(now, settings).isoformat(),
                                          ISSUER_ANNOTATION: settings.totp_issuer}},
-            "stringData": {SECRET_KEY: secret}}
+            "stringData": {SECRET_KEY: secret,
+                           IMPORT_KEY: import_document(username, secret, settings.totp_issuer, now)}}
+
+
+def import_document(username: str, secret: str, issuer: str, now: datetime) -> str:
+    """Authelia's TOTP export format (v4.38 ``exports.totp.json``), which ``import`` reads."""
+    decode_secret(secret)
+    doc = {"totp_configurations": [{"created_at": now.isoformat(), "username": username, "issuer": issuer,
+                                    "algorithm": ALGORITHM, "digits": DIGITS, "period": PERIOD,
+                                    "secret": secret}]}
+    return yaml.safe_dump(doc, sort_keys=False)
 
 
 def provision_job(username: str, settings: Settings) -> dict:
-    """The Job that runs ``authelia storage user totp generate``; it holds no secret value."""
+    """The Job that runs ``authelia storage user totp import``; it holds no secret value and
+    passes none through argv or environment: the CLI reads the mounted file."""
     name = handoff_name(username)
     labels = _labels(username, PROVISION_COMPONENT)
-    env = [{"name": "USERNAME", "value": username},
-           {"name": "ISSUER", "value": settings.totp_issuer},
-           {"name": SECRET_KEY, "valueFrom": {"secretKeyRef": {"name": name, "key": SECRET_KEY}}}]
-    # $(VAR) is expanded by the kubelet from env at container start; the spec holds the reference only.
-    args = ["storage", "user", "totp", "generate", "$(USERNAME)", "--secret", f"$({SECRET_KEY})",
-            "--issuer", "$(ISSUER)", "--algorithm", ALGORITHM, "--digits", str(DIGITS),
-            "--period", str(PERIOD), "--config", CONFIG_FILE]
+    args = ["storage", "user", "totp", "import", IMPORT_FILE, "--config", CONFIG_FILE]
     pod = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -127,14 +143,16 @@ def provision_job(username: str, settings: Settings) -> dict:
             "imagePullPolicy": "IfNotPresent",
             "command": ["/app/authelia"],  # the binary itself, not the image's su-exec entrypoint
             "args": args,
-            "env": env,
             "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
             "securityContext": restricted_container_security(),
             "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                             {"name": "handoff", "mountPath": HANDOFF_DIR, "readOnly": True},
                              {"name": "tmp", "mountPath": "/tmp"}],
         }],
         "volumes": [{"name": "config", "secret": {"secretName": settings.authelia_config_secret,
                                                   "defaultMode": 0o444}},
+                    {"name": "handoff", "secret": {"secretName": name, "defaultMode": 0o444,
+                                                   "items": [{"key": IMPORT_KEY, "path": IMPORT_KEY}]}},
                     {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
     return {
@@ -184,3 +202,64 @@ def expired_handoffs(secrets_: list[dict], now: datetime) -> list[str]:
         if is_expired(s, now):
             out.append(meta["name"])
     return sorted(out)
+
+
+# -- decisions -------------------------------------------------------------------------------
+SecretState = Literal["absent", "valid", "expired"]
+
+
+def secret_state(secret: dict | None, now: datetime) -> SecretState:
+    if secret is None:
+        return "absent"
+    return "expired" if is_expired(secret, now) else "valid"
+
+
+@dataclass(frozen=True)
+class ProvisionPlan:
+    """What converging the hand-off Secret and the provisioning Job takes, in this order:
+    delete the Job, delete the Secret, (check Authelia's config exists,) create the Secret,
+    create the Job; then wait for the Job unless ``done``."""
+
+    done: bool = False
+    delete_job: bool = False
+    delete_secret: bool = False
+    create_secret: bool = False
+    create_job: bool = False
+
+    @property
+    def creates(self) -> bool:
+        return self.create_secret or self.create_job
+
+
+def provision_plan(job: str, secret: SecretState) -> ProvisionPlan:
+    """From the Job's state (absent | running | succeeded | failed) and the Secret's.
+
+    A completed Job is the record that Authelia holds the secret: nothing to do. A running
+    one is only waited for. A failed one (an earlier run's, kept for its logs) is replaced
+    together with a fresh secret. With no Job, an unexpired Secret is reused (a concurrent
+    run made it, and its Job reads whichever exists); an expired one is replaced.
+    """
+    if job == "succeeded":
+        return ProvisionPlan(done=True)
+    if job == "running":
+        return ProvisionPlan()
+    if job == "failed":
+        return ProvisionPlan(delete_job=True, delete_secret=True, create_secret=True, create_job=True)
+    if secret == "valid":
+        return ProvisionPlan(create_job=True)
+    return ProvisionPlan(delete_secret=secret == "expired", create_secret=True, create_job=True)
+
+
+HandoffVerdict = Literal["nothing", "not registered", "expired", "hand off"]
+
+
+def handoff_verdict(secret: dict | None, job: str, now: datetime) -> HandoffVerdict:
+    """May the administrator's one-time hand-off show the secret now? Only when Authelia has
+    registered it (the Job completed) and the hand-off has not expired (then it is deleted)."""
+    if secret is None:
+        return "nothing"
+    if job != "succeeded":
+        return "not registered"
+    if is_expired(secret, now):
+        return "expired"
+    return "hand off"

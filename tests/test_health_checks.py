@@ -25,7 +25,7 @@ from tasks.backup_status import (
     rfc3339,
 )
 from tasks.health import Observed, evaluate
-from tasks.identity.ledger import Record, to_manifest
+from tasks.identity.ledger import Record, State, to_manifest
 from tasks.settings import get_settings
 
 
@@ -88,8 +88,8 @@ def backup_annotations(outcome: str, age: timedelta, verified: bool = True) -> d
 
 
 def ledger(ns: str, user: str, state: str, terminated: timedelta | None = None):
-    rec = Record(username=user, employee_id=f"E{uuid.uuid4().hex[:6]}", state=state,
-                 terminated_at=(now() - terminated).isoformat() if terminated is not None else "")
+    rec = Record(username=user, employee_id=f"E{uuid.uuid4().hex[:6]}", state=State(state),
+                 terminated_at=now() - terminated if terminated is not None else None)
     return to_manifest(rec, ns)
 
 

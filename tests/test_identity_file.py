@@ -16,8 +16,8 @@ ALICE = UserSpec(username="alice", email="alice@example.com", given_name="Alice"
                  groups=("developers", "users"), employee_id="E1001")
 
 
-def _file(kube, namespace) -> str:
-    secret = kube.get("Secret", namespace, "authelia-users")
+def _file(kube, platform_namespace) -> str:
+    secret = kube.get("Secret", platform_namespace, "authelia-users")
     return base64.b64decode(secret["data"][filedb.USERS_KEY]).decode()
 
 
@@ -46,14 +46,14 @@ def test_disable_scrambles_and_reenable_keeps_the_entry():
 
 
 # -- against the API server -----------------------------------------------------------------
-def test_create_writes_an_authelia_argon2id_hash_and_rolls_authelia(authelia_users, kube, namespace, monkeypatch):
+def test_create_writes_an_authelia_argon2id_hash_and_rolls_authelia(authelia_users, kube, platform_namespace, monkeypatch):
     minted = []
     real = passwords.random_secret
     monkeypatch.setattr(passwords, "random_secret", lambda: minted.append(real()) or minted[-1])
 
     assert authelia_users.upsert(ALICE) == "created"
 
-    text = _file(kube, namespace)
+    text = _file(kube, platform_namespace)
     entry = yaml.safe_load(text)["users"]["alice"]
     assert entry["groups"] == ["developers", "users"] and entry["disabled"] is False
     assert entry["displayname"] == "Alice Liddell" and entry["email"] == "alice@example.com"
@@ -63,18 +63,18 @@ def test_create_writes_an_authelia_argon2id_hash_and_rolls_authelia(authelia_use
     assert argon2.PasswordHasher().verify(entry["password"], minted[0])  # the hash verifies...
     assert minted[0] not in text  # ...and the password itself was never stored
 
-    dep = kube.get("Deployment", namespace, "authelia")
+    dep = kube.get("Deployment", platform_namespace, "authelia")
     assert dep["spec"]["template"]["metadata"]["annotations"][filedb.CHECKSUM_ANNOTATION] == \
         hashlib.sha256(text.encode()).hexdigest()
 
-    rv = kube.get("Secret", namespace, "authelia-users")["metadata"]["resourceVersion"]
+    rv = kube.get("Secret", platform_namespace, "authelia-users")["metadata"]["resourceVersion"]
     assert authelia_users.upsert(ALICE) == "unchanged"
-    assert kube.get("Secret", namespace, "authelia-users")["metadata"]["resourceVersion"] == rv  # no write
+    assert kube.get("Secret", platform_namespace, "authelia-users")["metadata"]["resourceVersion"] == rv  # no write
 
 
-def test_disable_then_reenable_on_the_secret(authelia_users, kube, namespace):
+def test_disable_then_reenable_on_the_secret(authelia_users, kube, platform_namespace):
     authelia_users.upsert(ALICE)
-    before = yaml.safe_load(_file(kube, namespace))["users"]["alice"]["password"]
+    before = yaml.safe_load(_file(kube, platform_namespace))["users"]["alice"]["password"]
     assert authelia_users.disable("alice") == "disabled"
     state = authelia_users.get("alice")
     assert state.disabled is True and state.groups == ("developers", "users")
@@ -84,13 +84,13 @@ def test_disable_then_reenable_on_the_secret(authelia_users, kube, namespace):
     assert authelia_users.get("alice").disabled is False
 
 
-def test_fifty_concurrent_writers_lose_nothing_and_duplicate_nothing(authelia_users, kube, namespace):
+def test_fifty_concurrent_writers_lose_nothing_and_duplicate_nothing(authelia_users, kube, platform_namespace):
     specs = [UserSpec(username=f"user{i:02d}", email=f"user{i:02d}@example.com", given_name="U",
                       family_name=f"N{i}", groups=("users",), employee_id=f"E{i}") for i in range(50)]
     with ThreadPoolExecutor(max_workers=50) as pool:
         changes = list(pool.map(authelia_users.upsert, specs))
     assert changes == ["created"] * 50
-    text = _file(kube, namespace)
+    text = _file(kube, platform_namespace)
     users = yaml.safe_load(text)["users"]
     assert sorted(users) == [s.username for s in specs]
     assert text.count("user07@example.com") == 1

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from flows.onboarding import offboard_user, onboard_user, purge_offboarded
+from flows.offboarding import offboard_user, purge_offboarded
+from flows.onboarding import onboard_user
 from tasks import helm
 from tasks.backup_status import has_verified_backup
 from tasks.hr import parse_request
@@ -36,7 +37,7 @@ def test_leave_purge_and_rehire_brings_the_work_back(platform, kube, backup_sett
 
     left = offboard_user(parse_request(event("evt-2026-0100", "employee.terminated")))
 
-    assert users_file(kube, ns)["alice"]["disabled"] is True
+    assert users_file(kube)["alice"]["disabled"] is True
     assert left.backup.startswith("Completed (snapshot ") and left.backup.endswith(", verified)")
     assert left.deletion.startswith("defer")
     pvc = kube.get("PersistentVolumeClaim", ns, "ws-alice-workspace")
@@ -51,9 +52,9 @@ def test_leave_purge_and_rehire_brings_the_work_back(platform, kube, backup_sett
 
     back = onboard_user(parse_request(event("evt-2027-0001")))
 
-    assert back.identity == "enabled" and users_file(kube, ns)["alice"]["disabled"] is False
+    assert back.identity == "enabled" and users_file(kube)["alice"]["disabled"] is False
     assert tree_state(job_kubelet.claim_dir("ws-alice-workspace")) == before
     assert kube.get("Deployment", ns, "ws-alice")["spec"]["replicas"] == 1
     rec = Ledger().get("alice")
-    assert rec.state == "active" and rec.purged_at == ""
+    assert rec.state == "active" and rec.purged_at is None
     assert len(platform["inbox"].messages) == 2

@@ -10,12 +10,18 @@ def test_limits_follow_settings():
 
 
 def test_limits_are_created_on_the_real_server_and_rerun_updates(prefect_server):
-    ensure_concurrency_limits(Settings(kube_concurrency=6, backup_concurrency=2))
-    ensure_concurrency_limits(Settings(kube_concurrency=12, backup_concurrency=2))  # rerun: update, not fail
+    try:
+        ensure_concurrency_limits(Settings(kube_concurrency=6, backup_concurrency=2))
+        ensure_concurrency_limits(Settings(kube_concurrency=12, backup_concurrency=2))  # rerun: update, not fail
+        with get_client(sync_client=True) as client:
+            assert client.read_concurrency_limit_by_tag("kube-api").concurrency_limit == 12
+            assert client.read_concurrency_limit_by_tag("restic").concurrency_limit == 2
+    finally:
+        ensure_concurrency_limits(Settings())  # the session's limits, as bootstrap sets them
+
+
+def test_the_test_server_runs_under_the_limits_bootstrap_creates(prefect_server, prefect_limits):
+    assert prefect_limits == desired_limits(Settings())
     with get_client(sync_client=True) as client:
-        assert client.read_concurrency_limit_by_tag("kube-api").concurrency_limit == 12
-        assert client.read_concurrency_limit_by_tag("restic").concurrency_limit == 2
-        client.delete_concurrency_limit_by_tag("kube-api")
-        client.delete_concurrency_limit_by_tag("helm")
-        client.delete_concurrency_limit_by_tag("restic")
-        client.delete_concurrency_limit_by_tag("vibecode-users-db")
+        on_server = {tag: client.read_concurrency_limit_by_tag(tag).concurrency_limit for tag in prefect_limits}
+    assert on_server == prefect_limits

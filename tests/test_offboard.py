@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from flows.onboarding import offboard_user, onboard_user, purge_offboarded
+from flows.offboarding import offboard_user, purge_offboarded
+from flows.onboarding import onboard_user
 from tasks import helm
 from tasks.errors import BackupRequired
 from tasks.hr import parse_request
@@ -60,7 +61,7 @@ def test_termination_disables_at_once_and_refuses_deletion_without_verified_back
                                                                                   monkeypatch):
     ns = platform["ns"]
     onboard_user(parse_request(HIRE))
-    password_before = users_file(kube, ns)["alice"]["password"]
+    password_before = users_file(kube)["alice"]["password"]
     uids = _pvc_uids(kube, ns)
     monkeypatch.setenv("VIBECODE_OFFBOARD_RETENTION_DAYS", "0")  # retention would allow deletion...
     from tasks.settings import get_settings
@@ -69,7 +70,7 @@ def test_termination_disables_at_once_and_refuses_deletion_without_verified_back
     with pytest.raises(BackupRequired, match="nothing deleted"):
         offboard_user(parse_request(TERMINATE))  # ...but the backup failed
 
-    entry = users_file(kube, ns)["alice"]
+    entry = users_file(kube)["alice"]
     assert entry["disabled"] is True and entry["password"] != password_before  # access ended at once
     assert kube.get("Deployment", ns, "ws-alice")["spec"]["replicas"] == 0
     assert helm.status("ws-alice", ns) is not None and _pvc_uids(kube, ns) == uids  # nothing deleted
@@ -104,7 +105,7 @@ def test_verified_backup_then_retention_then_deletion(platform, kube, backup_cal
     # marked for deletion; in a cluster the PVC controller then removes them.
     left = kube.list("PersistentVolumeClaim", ns, "vibecode.dev/user=alice")
     assert len(left) == 2 and all(p["metadata"].get("deletionTimestamp") for p in left)
-    assert users_file(kube, ns)["alice"]["disabled"] is True  # identity kept for audit
+    assert users_file(kube)["alice"]["disabled"] is True  # identity kept for audit
     assert Ledger().get("alice").state == "purged"
 
 
@@ -118,10 +119,10 @@ def test_rehire_within_retention_reenables_and_keeps_the_data(platform, kube, ba
 
     back = onboard_user(parse_request(event("evt-2027-0001")))
 
-    assert back.identity == "enabled" and users_file(kube, ns)["alice"]["disabled"] is False
+    assert back.identity == "enabled" and users_file(kube)["alice"]["disabled"] is False
     assert kube.get("Deployment", ns, "ws-alice")["spec"]["replicas"] == 1
     assert _pvc_uids(kube, ns) == uids  # the same volumes: their work is there
     assert len(inbox.messages) == 2 and "Welcome back" in inbox.messages[1]["Subject"]
     rec = Ledger().get("alice")
-    assert rec.state == "active" and rec.terminated_at == ""
+    assert rec.state == "active" and rec.terminated_at is None
     assert purge_offboarded(now=datetime.now(timezone.utc) + timedelta(days=60)) == {}  # nothing to purge

@@ -53,8 +53,9 @@ def _kubelet(kube, ns, stop: threading.Event):
 
 
 @pytest.fixture
-def platform(kube, namespace, authelia_users, smtp_inbox, monkeypatch):
-    """Workspace + platform namespace with the users Secret, SMTP inbox, and a kubelet stand-in.
+def platform(kube, namespace, platform_namespace, authelia_users, smtp_inbox, monkeypatch):
+    """Workspace namespace (``ns``) and a different platform namespace (``pns``) with the
+    users Secret, an SMTP inbox, and a kubelet stand-in for workspace Deployments.
 
     Also records every random secret the code mints, so tests can prove none leaks.
     """
@@ -67,13 +68,16 @@ def platform(kube, namespace, authelia_users, smtp_inbox, monkeypatch):
     stop = threading.Event()
     t = threading.Thread(target=_kubelet, args=(kube, namespace, stop), daemon=True)
     t.start()
-    yield {"ns": namespace, "inbox": smtp_inbox, "minted": minted, "users": authelia_users}
+    yield {"ns": namespace, "pns": platform_namespace, "inbox": smtp_inbox, "minted": minted,
+           "users": authelia_users}
     stop.set()
     t.join(timeout=5)
 
 
-def users_file(kube, ns) -> dict:
-    secret = kube.get("Secret", ns, get_settings().authelia_users_secret)
+def users_file(kube) -> dict:
+    """Authelia's users database, from the platform namespace."""
+    s = get_settings()
+    secret = kube.get("Secret", s.platform_namespace, s.authelia_users_secret)
     return yaml.safe_load(base64.b64decode(secret["data"][filedb.USERS_KEY]))["users"]
 
 
@@ -83,7 +87,7 @@ def test_hire_creates_user_workspace_and_exactly_one_email(platform, kube):
     result = onboard_user(parse_request(HIRE))
 
     assert result.username == "alice" and result.url == "https://alice.vibecode.dev" and not result.replay
-    entry = users_file(kube, ns)["alice"]
+    entry = users_file(kube)["alice"]
     assert entry["groups"] == ["developers", "engineering"] and entry["disabled"] is False
     assert entry["email"] == "alice@example.com"
     assert argon2.PasswordHasher().verify(entry["password"], platform["minted"][0])
@@ -104,15 +108,15 @@ def test_replays_and_duplicate_hires_converge_to_one_of_everything(platform, kub
     ns, inbox = platform["ns"], platform["inbox"]
     onboard_user(parse_request(HIRE))
     revision = helm.status("ws-alice", ns).revision
-    rv = kube.get("Secret", ns, "authelia-users")["metadata"]["resourceVersion"]
+    rv = kube.get("Secret", platform["pns"], "authelia-users")["metadata"]["resourceVersion"]
 
     replay = onboard_user(parse_request(HIRE))  # same event_id
     again = onboard_user(parse_request(event("evt-2026-0002")))  # same employee hired twice
 
     assert replay.replay is True
     assert again.replay is False and again.identity == "unchanged" and again.email == "already sent"
-    assert list(users_file(kube, ns)) == ["alice"]
-    assert kube.get("Secret", ns, "authelia-users")["metadata"]["resourceVersion"] == rv
+    assert list(users_file(kube)) == ["alice"]
+    assert kube.get("Secret", platform["pns"], "authelia-users")["metadata"]["resourceVersion"] == rv
     assert helm.status("ws-alice", ns).revision == revision
     assert len(inbox.messages) == 1
     assert len(platform["minted"]) == 1  # one password ever minted
@@ -125,17 +129,17 @@ def test_update_changes_name_email_and_groups_in_place(platform, kube):
                 family_name="Hargreaves", groups=["sre"])
     result = onboard_user(parse_request(upd))  # username derived from the new email is ignored: E1001 is alice
     assert result.username == "alice" and result.identity == "updated"
-    entry = users_file(kube, ns)["alice"]
+    entry = users_file(kube)["alice"]
     assert entry["email"] == "a.liddell@example.com" and entry["displayname"] == "Alice Hargreaves"
     assert entry["groups"] == ["engineering", "sre"]
-    assert set(users_file(kube, ns)) == {"alice"} and len(platform["inbox"].messages) == 1
+    assert set(users_file(kube)) == {"alice"} and len(platform["inbox"].messages) == 1
 
 
 def test_a_username_held_by_another_employee_is_refused(platform, kube):
     onboard_user(parse_request(HIRE))
     with pytest.raises(InvalidInput, match="another employee"):
         onboard_user(parse_request(event("evt-9", employee_id="E2002", email="alice2@example.com")))
-    assert users_file(kube, platform["ns"])["alice"]["email"] == "alice@example.com"
+    assert users_file(kube)["alice"]["email"] == "alice@example.com"
 
 
 def test_failure_between_identity_and_workspace_then_rerun_completes(platform, kube, monkeypatch):
@@ -146,7 +150,7 @@ def test_failure_between_identity_and_workspace_then_rerun_completes(platform, k
     state = onboard_user(parse_request(HIRE), return_state=True)
 
     assert state.is_failed()
-    assert "alice" in users_file(kube, ns)  # identity made...
+    assert "alice" in users_file(kube)  # identity made...
     assert helm.status("ws-alice", ns) is None and len(inbox.messages) == 0  # ...workspace and email not
     rec = Ledger().get("alice")
     assert rec.state == "onboarding" and rec.last_error and not rec.seen("evt-2026-0001")  # noticed
@@ -156,7 +160,7 @@ def test_failure_between_identity_and_workspace_then_rerun_completes(platform, k
     result = onboard_user(parse_request(HIRE))  # the rerun resumes
 
     assert result.identity == "unchanged" and result.email.startswith("sent")
-    assert list(users_file(kube, ns)) == ["alice"] and helm.status("ws-alice", ns) is not None
+    assert list(users_file(kube)) == ["alice"] and helm.status("ws-alice", ns) is not None
     assert len(inbox.messages) == 1
     rec = Ledger().get("alice")
     assert rec.state == "active" and rec.last_error == ""
@@ -175,7 +179,7 @@ def test_fifty_concurrent_hires_lose_and_duplicate_nothing(platform, kube):
         return ensure_identity.map(specs, wait_for=[claims]).result()
 
     assert hire_identities(requests) == ["created"] * 50
-    users = users_file(kube, platform["ns"])
+    users = users_file(kube)
     assert sorted(users) == sorted(r.username for r in requests)
     assert len({u["password"] for u in users.values()}) == 50
     assert len(Ledger().all()) == 50
@@ -198,7 +202,7 @@ def test_a_few_full_onboardings_run_concurrently(platform, kube):
     for t in threads:
         t.join(timeout=300)
     assert not errors
-    assert sorted(users_file(kube, platform["ns"])) == ["conc0", "conc1", "conc2"]
+    assert sorted(users_file(kube)) == ["conc0", "conc1", "conc2"]
     assert sorted(m["To"].addresses[0].username for m in platform["inbox"].messages) == ["conc0", "conc1", "conc2"]
     assert all(helm.status(f"ws-conc{i}", platform["ns"]) for i in range(3))
 
@@ -215,7 +219,7 @@ def test_hostile_requests_are_refused_and_create_nothing(platform, kube, patch):
     with pytest.raises(InvalidInput) as exc:
         run_hr_event(event(**patch))
     assert exc.value.field.startswith("employee.")
-    assert users_file(kube, ns) == {} and Ledger().all() == []
+    assert users_file(kube) == {} and Ledger().all() == []
     assert kube.list("Deployment", ns, "app.kubernetes.io/part-of=vibecode") == []
     assert platform["inbox"].messages == []
 
@@ -223,7 +227,7 @@ def test_hostile_requests_are_refused_and_create_nothing(platform, kube, patch):
 def test_the_flow_itself_refuses_an_invalid_parameter(platform, kube):
     state = onboard_user(event(username="../../etc"), return_state=True)
     assert state.is_failed()
-    assert users_file(kube, platform["ns"]) == {} and Ledger().all() == []
+    assert users_file(kube) == {} and Ledger().all() == []
 
 
 def test_no_secret_reaches_logs_artifacts_or_parameters(platform, kube):
@@ -233,7 +237,7 @@ def test_no_secret_reaches_logs_artifacts_or_parameters(platform, kube):
     state = onboard_user(parse_request(HIRE), return_state=True)
     assert state.is_completed()
     run_id = state.state_details.flow_run_id
-    secrets_ = [*platform["minted"], users_file(kube, platform["ns"])["alice"]["password"]]
+    secrets_ = [*platform["minted"], users_file(kube)["alice"]["password"]]
     assert platform["minted"]
 
     with get_client(sync_client=True) as client:
@@ -261,11 +265,11 @@ def test_cli_onboard_and_offboard_run_the_flows(platform, kube, tmp_path, capsys
     hire.write_text(json.dumps(HIRE))
     assert cli(["onboard", str(hire)]) == 0
     assert json.loads(capsys.readouterr().out)["url"] == "https://alice.vibecode.dev"
-    assert users_file(kube, platform["ns"])["alice"]["disabled"] is False
+    assert users_file(kube)["alice"]["disabled"] is False
 
     assert cli(["offboard", str(hire)]) == 2  # a hire is not an offboarding: refused, nothing changed
     assert "type" in capsys.readouterr().err
-    assert users_file(kube, platform["ns"])["alice"]["disabled"] is False
+    assert users_file(kube)["alice"]["disabled"] is False
 
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

@@ -17,8 +17,10 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
+import yaml
 
-from flows.onboarding import onboard_user, purge_offboarded
+from flows.offboarding import purge_offboarded
+from flows.onboarding import onboard_user
 from tasks import totp
 from tasks.hr import parse_request
 from tasks.identity.ledger import Ledger
@@ -88,8 +90,8 @@ def test_expired_handoffs_decides_by_annotation_and_label():
     assert totp.expired_handoffs([], NOW) == []
 
 
-def test_manifests_are_accepted_and_the_job_holds_no_secret(kube, namespace):
-    s = Settings(platform_namespace=namespace)
+def test_manifests_are_accepted_and_the_job_holds_no_secret(kube, platform_namespace):
+    s = Settings(platform_namespace=platform_namespace)
     value = totp.mint_secret()
     sec = kube.create(totp.handoff_secret("alice", value, s, NOW), exist_ok=False)
     job = kube.create(totp.provision_job("alice", s), exist_ok=False)
@@ -109,13 +111,8 @@ def test_manifests_are_accepted_and_the_job_holds_no_secret(kube, namespace):
     c = pod["containers"][0]
     assert c["image"] == "authelia/authelia:4.39.4" and spec["backoffLimit"] == 0
     assert spec["activeDeadlineSeconds"] == 300
-    assert c["args"][:5] == ["storage", "user", "totp", "generate", "$(USERNAME)"]
-    assert c["args"][c["args"].index("--secret") + 1] == "$(TOTP_SECRET)"
-    assert c["args"][c["args"].index("--config") + 1] == "/config/configuration.yml"
-    env = {e["name"]: e for e in c["env"]}
-    assert env["TOTP_SECRET"] == {"name": "TOTP_SECRET", "valueFrom": {"secretKeyRef": {
-        "name": "vibecode-totp-alice", "key": "TOTP_SECRET"}}}
-    assert env["ISSUER"]["value"] == "VibeCode" and env["USERNAME"]["value"] == "alice"
+    assert c["args"] == ["storage", "user", "totp", "import", "/handoff/totp.yml",
+                         "--config", "/config/configuration.yml"]
     # Pod Security Standards, restricted
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -126,6 +123,36 @@ def test_manifests_are_accepted_and_the_job_holds_no_secret(kube, namespace):
     assert config["secret"]["secretName"] == "authelia-config"
     assert next(m for m in c["volumeMounts"] if m["name"] == "config") == {
         "name": "config", "mountPath": "/config", "readOnly": True}
+
+
+def test_totp_secret_is_in_no_argv_or_environment_of_the_authelia_job(kube, platform_namespace):
+    """The Authelia CLI reads the secret from a file of the hand-off Secret volume: the
+    container's argv and environment (after the kubelet's $(VAR) expansion) never hold it."""
+    s = Settings(platform_namespace=platform_namespace)
+    value = totp.mint_secret()
+    sec = kube.create(totp.handoff_secret("alice", value, s, NOW), exist_ok=False)
+    job = kube.create(totp.provision_job("alice", s), exist_ok=False)
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+
+    env = {e["name"]: e for e in c.get("env", [])}
+    from_handoff = {n for n, e in env.items()
+                    if (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name") == "vibecode-totp-alice"}
+    assert from_handoff == set()  # nothing of the hand-off Secret reaches the environment...
+    expanded = " ".join(c["command"] + c["args"])
+    for name in env:
+        expanded = expanded.replace(f"$({name})", env[name].get("value", "<secret>"))
+    assert "<secret>" not in expanded and value not in expanded  # ...or the argv
+
+    # The CLI's input is Authelia's TOTP export document, projected alone from the Secret.
+    (vol,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "vibecode-totp-alice"]
+    assert vol["secret"]["items"] == [{"key": "totp.yml", "path": "totp.yml"}]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == vol["name"])
+    assert mount["readOnly"] is True and f"{mount['mountPath']}/totp.yml" in c["args"]
+    doc = yaml.safe_load(base64.b64decode(sec["data"]["totp.yml"]))
+    assert doc == {"totp_configurations": [{
+        "created_at": NOW.isoformat(), "username": "alice", "issuer": "VibeCode", "algorithm": "SHA1",
+        "digits": 6, "period": 30, "secret": value}]}
 
 
 # -- the flow -----------------------------------------------------------------------------------
@@ -144,7 +171,7 @@ def _job_controller(kube, ns, outcome: dict, stop: threading.Event):
 
 @pytest.fixture
 def totp_platform(prefect_server, helm_bin, platform, kube, monkeypatch):  # noqa: F811 - imported fixture
-    ns = platform["ns"]
+    ns = platform["pns"]  # Authelia's configuration, the hand-off Secrets and their Jobs
     monkeypatch.setenv("VIBECODE_TOTP_PREPROVISION", "true")
     monkeypatch.setenv("VIBECODE_TOTP_POLL_SECONDS", "0.1")
     get_settings.cache_clear()
@@ -199,7 +226,7 @@ def _assert_no_secret(haystack: str, secrets_: list[str]) -> None:
 
 
 def test_hire_preprovisions_totp_once_and_nothing_leaks(totp_platform, kube):
-    ns, inbox, minted = totp_platform["ns"], totp_platform["inbox"], totp_platform["totp"]
+    ns, inbox, minted = totp_platform["pns"], totp_platform["inbox"], totp_platform["totp"]
 
     state = onboard_user(parse_request(HIRE), return_state=True)
 
@@ -235,7 +262,7 @@ def test_hire_preprovisions_totp_once_and_nothing_leaks(totp_platform, kube):
 
 
 def test_failed_job_fails_the_run_leaves_no_secret_and_a_rerun_retries(totp_platform, kube):
-    ns, minted = totp_platform["ns"], totp_platform["totp"]
+    ns, minted = totp_platform["pns"], totp_platform["totp"]
     totp_platform["outcome"]["succeeded"] = False
 
     state = onboard_user(parse_request(HIRE), return_state=True)
@@ -265,7 +292,7 @@ def test_failed_job_fails_the_run_leaves_no_secret_and_a_rerun_retries(totp_plat
 
 
 def test_a_missing_authelia_config_fails_before_minting(totp_platform, kube):
-    ns = totp_platform["ns"]
+    ns = totp_platform["pns"]
     kube.delete("Secret", ns, "authelia-config")
     state = onboard_user(parse_request(HIRE), return_state=True)
     assert state.is_failed() and "authelia-config" in state.message
@@ -275,7 +302,7 @@ def test_a_missing_authelia_config_fails_before_minting(totp_platform, kube):
 def test_cli_hands_off_once(totp_platform, kube, capsys):
     from vibecode_cli import main as cli
 
-    ns = totp_platform["ns"]
+    ns = totp_platform["pns"]
     assert cli(["totp-handoff", "alice"]) == 1  # nothing yet
     assert "nothing to hand off" in capsys.readouterr().err
 
@@ -293,7 +320,7 @@ def test_cli_hands_off_once(totp_platform, kube, capsys):
     assert cli(["totp-handoff", "../etc"]) == 2
 
 
-def test_cli_refuses_before_authelia_has_the_secret(kube, namespace, capsys):
+def test_cli_refuses_before_authelia_has_the_secret(kube, platform_namespace, capsys):
     from vibecode_cli import main as cli
 
     s = get_settings()
@@ -303,11 +330,11 @@ def test_cli_refuses_before_authelia_has_the_secret(kube, namespace, capsys):
     assert cli(["totp-handoff", "bob"]) == 1
     captured = capsys.readouterr()
     assert "not registered" in captured.err and value not in captured.out + captured.err
-    assert kube.get("Secret", namespace, "vibecode-totp-bob") is not None
+    assert kube.get("Secret", platform_namespace, "vibecode-totp-bob") is not None
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_purge_deletes_expired_handoff_secrets_only(kube, namespace):
+def test_purge_deletes_expired_handoff_secrets_only(kube, platform_namespace):
     s = get_settings()
     now = datetime.now(timezone.utc)
     kube.create(totp.handoff_secret("old", totp.mint_secret(), s, now - timedelta(hours=73)))
@@ -316,20 +343,52 @@ def test_purge_deletes_expired_handoff_secrets_only(kube, namespace):
     out = purge_offboarded(now=now)
 
     assert out == {"(expired TOTP hand-offs)": "deleted: vibecode-totp-old"}
-    assert kube.get("Secret", namespace, "vibecode-totp-old") is None
-    assert kube.get("Secret", namespace, "vibecode-totp-new") is not None
+    assert kube.get("Secret", platform_namespace, "vibecode-totp-old") is None
+    assert kube.get("Secret", platform_namespace, "vibecode-totp-new") is not None
     assert purge_offboarded(now=now) == {}
 
 
-def test_waiting_for_a_job_that_never_ends_is_a_transient_timeout(kube, namespace):
-    from flows.onboarding import _wait_for_job
+def test_waiting_for_a_job_that_never_ends_is_a_transient_timeout(kube, platform_namespace):
+    from flows.totp import _wait_for_job
     from tasks.errors import Timeout, is_transient
 
     s = get_settings()
     kube.create(totp.provision_job("carol", s))  # no controller: it never ends
     t0 = time.monotonic()
     with pytest.raises(Timeout) as exc:
-        _wait_for_job(kube, namespace, "vibecode-totp-carol", timeout=0.6, first_poll=0.1)
+        _wait_for_job(kube, platform_namespace, "vibecode-totp-carol", timeout=0.6, first_poll=0.1)
     assert is_transient(exc.value) and time.monotonic() - t0 < 3
-    finish_job(kube, namespace, "vibecode-totp-carol", succeeded=False)
-    assert _wait_for_job(kube, namespace, "vibecode-totp-carol", timeout=5, first_poll=0.1)[0] == "failed"
+    finish_job(kube, platform_namespace, "vibecode-totp-carol", succeeded=False)
+    assert _wait_for_job(kube, platform_namespace, "vibecode-totp-carol", timeout=5, first_poll=0.1)[0] == "failed"
+
+
+# (Job state, Secret state) -> plan
+PLANS = [
+    ("succeeded", "valid", totp.ProvisionPlan(done=True)),
+    ("succeeded", "absent", totp.ProvisionPlan(done=True)),  # handed off already: still done
+    ("running", "valid", totp.ProvisionPlan()),  # only wait
+    ("failed", "valid", totp.ProvisionPlan(delete_job=True, delete_secret=True, create_secret=True, create_job=True)),
+    ("failed", "absent", totp.ProvisionPlan(delete_job=True, delete_secret=True, create_secret=True,
+                                            create_job=True)),
+    ("absent", "absent", totp.ProvisionPlan(create_secret=True, create_job=True)),
+    ("absent", "valid", totp.ProvisionPlan(create_job=True)),  # a concurrent run's secret is reused
+    ("absent", "expired", totp.ProvisionPlan(delete_secret=True, create_secret=True, create_job=True)),
+]
+
+
+@pytest.mark.parametrize("job, secret, plan", PLANS)
+def test_provision_plan_table(job, secret, plan):
+    assert totp.provision_plan(job, secret) == plan
+
+
+def test_handoff_verdict_table():
+    s = Settings()
+    fresh = totp.handoff_secret("alice", totp.mint_secret(), s, NOW)
+    assert totp.handoff_verdict(None, "succeeded", NOW) == "nothing"
+    assert totp.handoff_verdict(fresh, "running", NOW) == "not registered"
+    assert totp.handoff_verdict(fresh, "absent", NOW) == "not registered"
+    assert totp.handoff_verdict(fresh, "succeeded", NOW) == "hand off"
+    assert totp.handoff_verdict(fresh, "succeeded", NOW + timedelta(hours=73)) == "expired"
+    assert totp.secret_state(None, NOW) == "absent"
+    assert totp.secret_state(fresh, NOW) == "valid"
+    assert totp.secret_state(fresh, NOW + timedelta(hours=73)) == "expired"

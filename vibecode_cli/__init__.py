@@ -108,43 +108,15 @@ def _print_qr(data: str) -> None:
 
 
 def cmd_totp_handoff(args) -> int:
-    """Print a pre-provisioned TOTP setup to the administrator's terminal, once, then delete it."""
-    import base64
-    from datetime import datetime, timezone
+    """Print a pre-provisioned TOTP setup to the administrator's terminal, once (it is deleted)."""
+    from flows.totp import totp_handoff
 
-    from tasks import totp
-    from tasks.backup_jobs import job_state
-    from tasks.kube import connect
-    from tasks.names import validate_username
-    from tasks.settings import get_settings
-
-    username = validate_username(args.username)
-    s = get_settings()
-    kube = connect(s)
-    ns, name = s.platform_namespace, totp.handoff_name(username)
-    secret = kube.get("Secret", ns, name)
-    if secret is None:
-        print(f"vibecode totp-handoff: nothing to hand off for {username} (already handed off, expired, "
-              f"or never pre-provisioned)", file=sys.stderr)
-        return 1
-    state, reason = job_state(kube.get("Job", ns, name))
-    if state != "succeeded":
-        print(f"vibecode totp-handoff: Authelia has not registered {username}'s TOTP yet (Job {ns}/{name}: "
-              f"{state}, {reason}); nothing handed off", file=sys.stderr)
-        return 1
-    if totp.is_expired(secret, datetime.now(timezone.utc)):
-        kube.delete("Secret", ns, name)
-        print(f"vibecode totp-handoff: {username}'s hand-off expired and was deleted; nothing handed off",
-              file=sys.stderr)
-        return 1
-    value = base64.b64decode((secret.get("data") or {})[totp.SECRET_KEY]).decode("ascii")
-    issuer = (secret["metadata"].get("annotations") or {}).get(totp.ISSUER_ANNOTATION) or s.totp_issuer
-    uri = totp.otpauth_uri(username, value, issuer)
-    print(f"TOTP setup for {username} (issuer {issuer}): scan or enter it in their authenticator app,")
-    print("in person. It is shown once: the hand-off Secret is deleted now.\n")
-    print(uri)
-    _print_qr(uri)
-    kube.delete("Secret", ns, name)
+    handoff = totp_handoff(args.username)  # PermanentError (exit 1) when there is nothing to hand off
+    print(f"TOTP setup for {handoff.username} (issuer {handoff.issuer}): scan or enter it in their "
+          f"authenticator app,")
+    print("in person. It is shown once: the hand-off Secret has been deleted.\n")
+    print(handoff.uri)
+    _print_qr(handoff.uri)
     return 0
 
 

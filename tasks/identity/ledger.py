@@ -1,83 +1,70 @@
 """The onboarding ledger: one ConfigMap per person (``vibecode-user-<username>``) in the
-platform namespace, the durable record that makes HR events safe to repeat.
+platform namespace, the durable record that makes HR events safe to repeat. The record
+and every decision on it are pure (:mod:`tasks.identity.record`); this module stores them.
 
 Why a ConfigMap per person and not one shared document: 50 concurrent hires then never
-contend on it, and creating it (``exist_ok=False``) is an atomic claim of the username
-for one ``employee_id``. It records the event ids already processed, whether the welcome
-email went out for the current employment, and when the person left (the retention
-clock). It holds no secret.
+contend on it. Two creates make a claim atomic: the API server's create (``exist_ok=False``)
+is the only step that can say "you were first".
 
-Every change is a compare-and-swap on ``resourceVersion`` retried on ``Conflict``.
+* ``vibecode-employee-<sha256(employee id)>``, the employee index, names the one username
+  an employee id owns. Creating it claims the employee: two concurrent hires of one
+  person with different usernames both try, one wins, the other adopts the winner's
+  username. (A hash, because employee ids may hold capitals and dots; the id itself is
+  stored inside and checked on every read.)
+* ``vibecode-user-<username>`` claims the username: a username held by another employee
+  is refused, and the employee's index entry is taken back so a corrected event can claim.
+
+Every change is a compare-and-swap on ``resourceVersion`` retried on ``Conflict``. It
+holds no secret.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import random
 import time
-from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Callable
 
 from tasks.errors import Conflict, InvalidInput, PermanentError
+from tasks.identity.record import Record, State, from_data, to_data
+from tasks.names import (COMPONENT_LABEL, EMPLOYEE_ID_LABEL, EMPLOYEE_INDEX_COMPONENT, LEDGER_COMPONENT,
+                         LEDGER_SELECTOR, PART_OF, PART_OF_LABEL, STATE_LABEL, USER_LABEL)
 from tasks.settings import Settings, get_settings
 
 PREFIX = "vibecode-user-"
-SELECTOR = "app.kubernetes.io/part-of=vibecode,vibecode.dev/component=onboarding"
-KEEP_EVENTS = 200
+INDEX_PREFIX = "vibecode-employee-"
+SELECTOR = LEDGER_SELECTOR
 
-
-@dataclass(frozen=True)
-class Record:
-    username: str
-    employee_id: str
-    state: str = "onboarding"  # onboarding -> active -> terminated (-> purged)
-    events: tuple[str, ...] = ()
-    welcome: str = ""  # "", "claimed:<run>:<iso>", "sent:<iso>"
-    terminated_at: str = ""
-    purged_at: str = ""
-    last_error: str = ""
-    resource_version: str = field(default="", compare=False)
-
-    @property
-    def welcome_sent(self) -> bool:
-        return self.welcome.startswith("sent:")
-
-    def seen(self, event_id: str) -> bool:
-        return event_id in self.events
-
-    def with_event(self, event_id: str) -> "Record":
-        if event_id in self.events:
-            return self
-        return replace(self, events=(*self.events, event_id)[-KEEP_EVENTS:])
-
-    def terminated_time(self) -> datetime | None:
-        return datetime.fromisoformat(self.terminated_at) if self.terminated_at else None
+__all__ = ["Ledger", "Record", "State", "index_name", "to_manifest", "from_manifest"]
 
 
 def _name(username: str) -> str:
     return PREFIX + username
 
 
+def index_name(employee_id: str) -> str:
+    return INDEX_PREFIX + hashlib.sha256(employee_id.encode()).hexdigest()[:40]
+
+
 def to_manifest(rec: Record, namespace: str) -> dict:
     meta = {"name": _name(rec.username), "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "vibecode", "vibecode.dev/component": "onboarding",
-                       "vibecode.dev/user": rec.username, "vibecode.dev/employee-id": rec.employee_id,
-                       "vibecode.dev/state": rec.state}}
+            "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: LEDGER_COMPONENT, USER_LABEL: rec.username,
+                       EMPLOYEE_ID_LABEL: rec.employee_id, STATE_LABEL: rec.state.value}}
     if rec.resource_version:
         meta["resourceVersion"] = rec.resource_version
-    data = {"username": rec.username, "employee_id": rec.employee_id, "state": rec.state,
-            "events": json.dumps(list(rec.events)), "welcome": rec.welcome,
-            "terminated_at": rec.terminated_at, "purged_at": rec.purged_at, "last_error": rec.last_error}
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": to_data(rec)}
 
 
 def from_manifest(cm: dict) -> Record:
-    d = cm.get("data") or {}
-    return Record(username=d["username"], employee_id=d["employee_id"], state=d.get("state", "onboarding"),
-                  events=tuple(json.loads(d.get("events") or "[]")), welcome=d.get("welcome", ""),
-                  terminated_at=d.get("terminated_at", ""), purged_at=d.get("purged_at", ""),
-                  last_error=d.get("last_error", ""), resource_version=cm["metadata"].get("resourceVersion", ""))
+    return from_data(cm.get("data") or {}, cm["metadata"].get("resourceVersion", ""))
+
+
+def index_manifest(employee_id: str, username: str, namespace: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": index_name(employee_id), "namespace": namespace,
+                         "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: EMPLOYEE_INDEX_COMPONENT,
+                                    EMPLOYEE_ID_LABEL: employee_id, USER_LABEL: username}},
+            "data": {"employee_id": employee_id, "username": username}}
 
 
 class Ledger:
@@ -94,27 +81,53 @@ class Ledger:
         cm = self.kube.get("ConfigMap", self.ns, _name(username))
         return None if cm is None else from_manifest(cm)
 
+    def _indexed_username(self, employee_id: str) -> str | None:
+        idx = self.kube.get("ConfigMap", self.ns, index_name(employee_id))
+        if idx is None:
+            return None
+        data = idx.get("data") or {}
+        if data.get("employee_id") != employee_id:
+            raise PermanentError(f"employee index {index_name(employee_id)} holds another employee id; fix by hand")
+        return data["username"]
+
     def by_employee(self, employee_id: str) -> Record | None:
-        found = self.kube.list("ConfigMap", self.ns, f"{SELECTOR},vibecode.dev/employee-id={employee_id}")
+        """The record this employee id owns, or ``None`` if it owns none (yet)."""
+        username = self._indexed_username(employee_id)
+        if username is not None:
+            rec = self.get(username)
+            return rec if rec is not None and rec.employee_id == employee_id else None
+        # Records claimed before the index existed are found by their label.
+        found = self.kube.list("ConfigMap", self.ns, f"{SELECTOR},{EMPLOYEE_ID_LABEL}={employee_id}")
         if len(found) > 1:
             raise PermanentError(f"employee {employee_id} has {len(found)} ledger records; fix by hand")
         return from_manifest(found[0]) if found else None
 
-    def all(self, state: str | None = None) -> list[Record]:
-        sel = SELECTOR + (f",vibecode.dev/state={state}" if state else "")
+    def all(self, state: State | None = None) -> list[Record]:
+        sel = SELECTOR + (f",{STATE_LABEL}={State(state).value}" if state else "")
         return [from_manifest(cm) for cm in self.kube.list("ConfigMap", self.ns, sel)]
 
     def claim(self, username: str, employee_id: str) -> Record:
-        """Create the record, or return the existing one if it is this employee's.
+        """The employee's record: created under ``username`` if the employee owns none yet.
 
-        A username already held by another employee is refused: two people must never
-        share one identity or one workspace.
+        Atomic per employee id (the index create) and per username (the record create).
+        A username held by another employee is refused: two people must never share one
+        identity or one workspace.
         """
-        created = self.kube.create(to_manifest(Record(username, employee_id), self.ns))
-        rec = from_manifest(created)
+        try:
+            idx = self.kube.create(index_manifest(employee_id, username, self.ns), exist_ok=False)
+        except Conflict:
+            idx = self.kube.get("ConfigMap", self.ns, index_name(employee_id))
+            if idx is None:  # taken back between our create and read: the task retries
+                raise
+        data = idx.get("data") or {}
+        if data.get("employee_id") != employee_id:
+            raise PermanentError(f"employee index {index_name(employee_id)} holds another employee id; fix by hand")
+        owned = data["username"]
+        rec = from_manifest(self.kube.create(to_manifest(Record(owned, employee_id), self.ns)))
         if rec.employee_id != employee_id:
+            self.kube.delete("ConfigMap", self.ns, index_name(employee_id))
             raise InvalidInput("employee.username",
-                               f"{username!r} already belongs to another employee; send an explicit username")
+                               f"{owned!r} already belongs to another employee; send an explicit username")
         return rec
 
     def update(self, username: str, change: Callable[[Record], Record], attempts: int = 20) -> Record:
