@@ -5,11 +5,19 @@ A disabled person keeps their entry (audit) with ``employeeType: disabled`` and 
 random ``userPassword``; Authelia's ``users_filter`` must exclude them, e.g.
 ``(&({username_attribute}={input})(objectClass=inetOrgPerson)(!(employeeType=disabled)))``.
 That needs no ``memberOf`` overlay or ppolicy module, so it works on a stock slapd.
+
+The bind password never crosses the wire in clear: ``ldaps://`` or StartTLS
+(``ldap_start_tls``), with the server's certificate checked against ``ldap_ca_file`` or the
+system's trust store. Only the loudly named ``ldap_allow_insecure_bind`` lifts that, and
+every such bind logs a warning.
 """
 
 from __future__ import annotations
 
-from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE, Connection, Server
+import logging
+import ssl
+
+from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import (
     LDAPAttributeOrValueExistsResult,
     LDAPEntryAlreadyExistsResult,
@@ -18,6 +26,7 @@ from ldap3.core.exceptions import (
     LDAPNoSuchObjectResult,
     LDAPObjectClassViolationResult,
     LDAPSocketOpenError,
+    LDAPStartTLSError,
 )
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
@@ -28,6 +37,8 @@ from tasks.errors import PermanentError, ServerError
 from tasks.identity import Change, UserSpec, UserState
 from tasks.identity.passwords import random_secret
 from tasks.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 ATTRS = ["uid", "mail", "displayName", "givenName", "sn", "cn", "employeeType", "employeeNumber"]
 
@@ -42,17 +53,45 @@ class LdapBackend:
         self.groups_dn = f"ou=groups,{base}"
 
     # -- plumbing --------------------------------------------------------------------
+    def _transport(self) -> tuple[Server, bool]:
+        """The server to talk to and whether to StartTLS; refuses a clear-text bind unless the
+        insecure setting says otherwise."""
+        s = self.settings
+        url = s.ldap_url.strip()
+        scheme = url.split("://", 1)[0].lower()
+        if scheme not in ("ldap", "ldaps"):
+            raise PermanentError(f"ldap_url must start with ldap:// or ldaps://, not {scheme[:10]!r}")
+        tls = Tls(ca_certs_file=str(s.ldap_ca_file) if s.ldap_ca_file else None, validate=ssl.CERT_REQUIRED,
+                  version=ssl.PROTOCOL_TLS_CLIENT)
+        server = Server(url, use_ssl=scheme == "ldaps", tls=tls, connect_timeout=5)
+        if scheme == "ldaps" or s.ldap_start_tls:
+            return server, scheme != "ldaps"
+        if not s.ldap_allow_insecure_bind:
+            raise PermanentError("LDAP: refusing to send the bind password over plain ldap://; use ldaps:// "
+                                 "or set VIBECODE_LDAP_START_TLS (or, insecurely, VIBECODE_LDAP_ALLOW_INSECURE_BIND)")
+        log.warning("INSECURE: LDAP bind as %s to %s without TLS (ldap_allow_insecure_bind is on): the password "
+                    "crosses the network in clear", s.ldap_bind_dn, url)
+        return server, False
+
     def _connect(self) -> Connection:
         s = self.settings
         if s.ldap_password is None:
             raise PermanentError("VIBECODE_LDAP_PASSWORD is not set")
+        server, start_tls = self._transport()
         try:
-            conn = Connection(Server(s.ldap_url, connect_timeout=5), user=s.ldap_bind_dn,
-                              password=s.ldap_password.get_secret_value(), raise_exceptions=True,
-                              receive_timeout=10)
+            conn = Connection(server, user=s.ldap_bind_dn, password=s.ldap_password.get_secret_value(),
+                              raise_exceptions=True, receive_timeout=10)
+            conn.open()
+            if start_tls:
+                conn.start_tls()  # raises if the server refuses; the password is never sent then
             conn.bind()
         except LDAPSocketOpenError as exc:
+            if _tls_failure(exc):
+                raise PermanentError(f"LDAP {s.ldap_url}: TLS failed ({str(exc)[:160]}); check ldap_ca_file") from None
             raise ServerError(f"LDAP {s.ldap_url} unreachable: {type(exc).__name__}") from None
+        except LDAPStartTLSError as exc:
+            raise PermanentError(f"LDAP {s.ldap_url}: StartTLS failed ({str(exc)[:160]}); check ldap_ca_file "
+                                 "and that the server offers StartTLS") from None
         except LDAPException as exc:
             raise PermanentError(f"LDAP bind as {s.ldap_bind_dn} failed: {type(exc).__name__}") from None
         self._ensure_ous(conn)
@@ -169,6 +208,11 @@ class LdapBackend:
             except LDAPObjectClassViolationResult:  # groupOfNames needs a member: it was the last
                 conn.delete(gdn)
         return wanted != have
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "certificate" in text or "ssl" in text or "tls" in text
 
 
 def _one(attrs: dict, key: str) -> str:
