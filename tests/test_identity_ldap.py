@@ -119,3 +119,79 @@ def test_ldap_insecure_bind_only_when_loudly_allowed_and_warns(ldap_settings, ca
             LdapBackend(s).get("alice")
     assert any("INSECURE" in r.getMessage() and "without TLS" in r.getMessage() for r in caplog.records)
     assert ldap_settings.ldap_password.get_secret_value() not in caplog.text
+
+
+# -- group clean-up never deletes a group another writer just joined ---------------------------------
+def _spec(username: str, groups: tuple[str, ...]) -> UserSpec:
+    return UserSpec(username=username, email=f"{username}@example.com", given_name="U", family_name=username,
+                    groups=groups, employee_id=f"E-{username}")
+
+
+def test_ldap_group_cleanup_keeps_a_group_another_writer_just_joined(ldap_settings, monkeypatch):
+    """Two writers, two connections, on the real slapd. Writer A moves alice, the last member of
+    ``developers``, out of it; just before A's delete of the now-empty group reaches the server,
+    writer B adds bob to ``developers``. bob's membership must survive."""
+    import ldap3
+
+    writer_a, writer_b = LdapBackend(ldap_settings), LdapBackend(ldap_settings)
+    writer_a.upsert(_spec("alice", ("developers", "users")))
+    developers = writer_a._group_dn("developers")
+    real_delete = ldap3.Connection.delete
+    interleaved = []
+
+    def delete(self, dn, controls=None):
+        if dn == developers and not interleaved:
+            interleaved.append(dn)
+            assert writer_b.upsert(_spec("bob", ("developers",))) == "created"  # B, between A's read and delete
+        return real_delete(self, dn, controls=controls)
+
+    monkeypatch.setattr(ldap3.Connection, "delete", delete)
+    assert writer_a.upsert(_spec("alice", ("users",))) == "updated"
+    assert interleaved == [developers]  # the race really happened
+    assert writer_b.get("bob").groups == ("developers",)
+    assert writer_a.get("alice").groups == ("users",)
+
+
+def test_ldap_last_member_leaving_still_deletes_the_group(ldap_settings):
+    backend = LdapBackend(ldap_settings)
+    backend.upsert(_spec("alice", ("developers", "users")))
+    backend.upsert(_spec("alice", ("users",)))
+    with admin_connection({"url": ldap_settings.ldap_url, "ca_file": ldap_settings.ldap_ca_file,
+                           "bind_dn": ldap_settings.ldap_bind_dn,
+                           "password": ldap_settings.ldap_password.get_secret_value()}) as conn:
+        conn.search(backend.groups_dn, "(objectClass=groupOfNames)", attributes=["cn"])
+        assert sorted(str(e.cn.value) for e in conn.entries) == ["users"]
+
+
+def test_ldap_two_writers_racing_on_one_group_lose_no_member(ldap_settings):
+    """Real concurrency: A repeatedly joins and leaves ``sre`` (deleting it each time it is the last
+    member) while B adds new people to ``sre``; every person B added must still be in it."""
+    from threading import Thread
+
+    a, b = LdapBackend(ldap_settings), LdapBackend(ldap_settings)
+    errors: list[BaseException] = []
+
+    def toggler():
+        try:
+            for _ in range(12):
+                a.upsert(_spec("alice", ("sre",)))
+                a.upsert(_spec("alice", ("users",)))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def joiner():
+        try:
+            for i in range(12):
+                b.upsert(_spec(f"joiner{i:02d}", ("sre",)))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [Thread(target=toggler), Thread(target=joiner)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    users = b.list_users()
+    assert all(users[f"joiner{i:02d}"].groups == ("sre",) for i in range(12)), \
+        {u: s.groups for u, s in users.items()}

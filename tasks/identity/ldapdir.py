@@ -19,6 +19,7 @@ import ssl
 
 from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import (
+    LDAPAssertionFailedResult,
     LDAPAttributeOrValueExistsResult,
     LDAPEntryAlreadyExistsResult,
     LDAPException,
@@ -28,17 +29,22 @@ from ldap3.core.exceptions import (
     LDAPSocketOpenError,
     LDAPStartTLSError,
 )
+from ldap3.operation.search import compile_filter, parse_filter
+from ldap3.utils.asn1 import encode as asn1_encode
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 from ldap3.utils.hashed import hashed
 from ldap3 import HASHED_SALTED_SHA512
 
-from tasks.errors import PermanentError, ServerError
+from tasks.errors import Conflict, PermanentError, ServerError
 from tasks.identity import Change, UserSpec, UserState
 from tasks.identity.passwords import random_secret
 from tasks.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+ASSERTION_CONTROL_OID = "1.3.6.1.1.12"
+GROUP_ATTEMPTS = 20
 
 ATTRS = ["uid", "mail", "displayName", "givenName", "sn", "cn", "employeeType", "employeeNumber"]
 
@@ -186,28 +192,74 @@ class LdapBackend:
 
     def _sync_groups(self, conn: Connection, dn: str, wanted: set[str], have: set[str]) -> bool:
         for group in sorted(wanted - have):
-            gdn = self._group_dn(group)
+            self._join_group(conn, self._group_dn(group), group, dn)
+        for group in sorted(have - wanted):
+            self._leave_group(conn, self._group_dn(group), dn)
+        return wanted != have
+
+    def _join_group(self, conn: Connection, gdn: str, group: str, dn: str) -> None:
+        """Add ``dn`` to the group, creating the group if it does not exist; concurrent writers
+        may create or delete it meanwhile, so each outcome is re-tried from the top."""
+        for _ in range(GROUP_ATTEMPTS):
             try:
                 conn.modify(gdn, {"member": [(MODIFY_ADD, [dn])]})
-            except LDAPNoSuchObjectResult:
-                try:
-                    conn.add(gdn, "groupOfNames", {"cn": group, "member": [dn]})
-                except LDAPEntryAlreadyExistsResult:  # created concurrently
-                    try:
-                        conn.modify(gdn, {"member": [(MODIFY_ADD, [dn])]})
-                    except LDAPAttributeOrValueExistsResult:
-                        pass
+                return
             except LDAPAttributeOrValueExistsResult:
+                return
+            except LDAPNoSuchObjectResult:
                 pass
-        for group in sorted(have - wanted):
-            gdn = self._group_dn(group)
             try:
-                conn.modify(gdn, {"member": [(MODIFY_DELETE, [dn])]})
-            except LDAPNoSuchAttributeResult:
-                pass
-            except LDAPObjectClassViolationResult:  # groupOfNames needs a member: it was the last
-                conn.delete(gdn)
-        return wanted != have
+                conn.add(gdn, "groupOfNames", {"cn": group, "member": [dn]})
+                return
+            except LDAPEntryAlreadyExistsResult:  # created concurrently: join it on the next round
+                continue
+        raise Conflict(f"LDAP group {group} still contended after {GROUP_ATTEMPTS} attempts")
+
+    def _leave_group(self, conn: Connection, gdn: str, dn: str) -> None:
+        """Remove ``dn`` from the group; delete the group only if ``dn`` is still its sole member.
+
+        ``groupOfNames`` needs at least one member, so the last one leaving means deleting the
+        entry. That delete carries an assertion control (RFC 4528) on the ``entryCSN`` read
+        just before: if another writer added a member in between, the entry changed, the
+        server refuses the delete, and we re-read (and then only remove ``dn``).
+        """
+        for _ in range(GROUP_ATTEMPTS):
+            try:
+                conn.search(gdn, "(objectClass=groupOfNames)", BASE, attributes=["member", "entryCSN"])
+            except LDAPNoSuchObjectResult:
+                return
+            if not conn.entries:
+                return
+            entry = conn.entries[0].entry_attributes_as_dict
+            members = {str(m).lower() for m in entry.get("member") or []}
+            if dn.lower() not in members:
+                return
+            if len(members) > 1:
+                try:
+                    conn.modify(gdn, {"member": [(MODIFY_DELETE, [dn])]})
+                    return
+                except (LDAPNoSuchAttributeResult, LDAPNoSuchObjectResult):
+                    return
+                except LDAPObjectClassViolationResult:  # the others left meanwhile: re-read
+                    continue
+            csn = str((entry.get("entryCSN") or [""])[0])
+            if not csn:
+                raise PermanentError(f"LDAP {gdn} has no entryCSN; cannot delete it safely")
+            try:
+                conn.delete(gdn, controls=[assertion_control(f"(entryCSN={csn})")])
+                return
+            except LDAPAssertionFailedResult:  # changed since we read it (a member joined): re-read
+                continue
+            except LDAPNoSuchObjectResult:
+                return
+        raise Conflict(f"LDAP group {gdn} still contended after {GROUP_ATTEMPTS} attempts")
+
+
+def assertion_control(ldap_filter: str) -> tuple[str, bool, bytes]:
+    """An LDAP assertion control (RFC 4528): the server runs the operation only if the target
+    entry matches ``ldap_filter`` at that moment, atomically with the operation."""
+    root = parse_filter(ldap_filter, None, True, False, None, False)
+    return ASSERTION_CONTROL_OID, True, asn1_encode(compile_filter(root.elements[0]))
 
 
 def _tls_failure(exc: BaseException) -> bool:
