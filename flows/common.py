@@ -17,10 +17,10 @@ from typing import Annotated
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from tasks.errors import retry_if_transient
-from tasks.names import USERNAME_PATTERN
+from tasks.names import USERNAME_PATTERN, validate_username
 
 # Prefect tag concurrency limits (created by tasks.limits): a task carrying one of these
 # tags waits for a slot on the server. A task must never hold a slot while it waits for
@@ -28,7 +28,8 @@ from tasks.names import USERNAME_PATTERN
 from tasks.limits import HELM, KUBE_API, RESTIC, USERS_DB  # noqa: E402,F401
 
 Username = Annotated[str, Field(pattern=USERNAME_PATTERN, max_length=32,
-                                description="Lowercase DNS label; the workspace host is <username>.<domain>")]
+                                description="Lowercase DNS label; the workspace host is <username>.<domain>"),
+                     AfterValidator(validate_username)]  # full match in Python's engine too, reserved names
 
 
 def transient_retries(retries: int = 3, backoff_factor: float = 2) -> dict:

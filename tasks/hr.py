@@ -13,11 +13,12 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from tasks.errors import InvalidInput
 from tasks.names import username_from_email, validate_username
-from tasks.settings import Settings
+from tasks.settings import Settings, get_settings
 
 EventType = Literal["employee.hired", "employee.updated", "employee.terminated"]
 
@@ -30,7 +31,22 @@ _EMAIL_LOCAL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._+-]{0,62}[A-Za-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _NAME_PUNCT = frozenset(" '-.")
 
-Group = Annotated[str, Field(min_length=1, max_length=63, pattern=GROUP_PATTERN)]
+
+
+def _fullmatch(pattern: str) -> AfterValidator:
+    """The pattern again, matched in full by Python's engine: whatever regex engine pydantic is
+    configured with, a trailing newline (which ``$`` tolerates in Python) never gets through."""
+    rx = re.compile(pattern)
+
+    def check(v: str) -> str:
+        if not rx.fullmatch(v):
+            raise ValueError(f"must match {pattern}")
+        return v
+
+    return AfterValidator(check)
+
+
+Group = Annotated[str, Field(min_length=1, max_length=63, pattern=GROUP_PATTERN), _fullmatch(GROUP_PATTERN)]
 
 
 def _check_email(v: str) -> str:
@@ -40,10 +56,10 @@ def _check_email(v: str) -> str:
     local, sep, domain = v.rpartition("@")
     if not sep or not local or not domain:
         raise ValueError("must look like name@domain")
-    if ".." in local or not _EMAIL_LOCAL.match(local):
+    if ".." in local or not _EMAIL_LOCAL.fullmatch(local):
         raise ValueError("local part may hold only letters, digits and . _ + -")
     labels = domain.lower().split(".")
-    if len(labels) < 2 or not all(_DNS_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+    if len(labels) < 2 or not all(_DNS_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
         raise ValueError("domain must be a DNS name")
     return f"{local}@{domain.lower()}"
 
@@ -64,20 +80,28 @@ def _check_person_name(v: str) -> str:
 class Employee(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
-    employee_id: str = Field(min_length=1, max_length=63, pattern=EMPLOYEE_ID_PATTERN)
+    employee_id: Annotated[str, Field(min_length=1, max_length=63, pattern=EMPLOYEE_ID_PATTERN),
+                           _fullmatch(EMPLOYEE_ID_PATTERN)]
     email: str = Field(min_length=3, max_length=254)
     given_name: str = Field(min_length=1, max_length=64)
     family_name: str = Field(min_length=1, max_length=64)
     username: str | None = Field(default=None, max_length=32,
                                  description="Optional; else the email's local part, lowercased, "
                                              "with '.', '_' and '+' as '-'")
-    department: str | None = Field(default=None, max_length=63, pattern=DEPARTMENT_PATTERN)
+    department: Annotated[str, Field(max_length=63, pattern=DEPARTMENT_PATTERN),
+                          _fullmatch(DEPARTMENT_PATTERN)] | None = None
     groups: list[Group] = Field(default_factory=list, max_length=32)
 
     @field_validator("email")
     @classmethod
     def _email(cls, v: str) -> str:
         return _check_email(v)
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_allowed(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        settings = (info.context or {}).get("settings") or get_settings()
+        return check_requested_groups(v, settings)
 
     @field_validator("given_name", "family_name")
     @classmethod
@@ -115,7 +139,8 @@ class HRRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    event_id: str = Field(min_length=1, max_length=128, pattern=EVENT_ID_PATTERN)
+    event_id: Annotated[str, Field(min_length=1, max_length=128, pattern=EVENT_ID_PATTERN),
+                        _fullmatch(EVENT_ID_PATTERN)]
     type: EventType
     occurred_at: datetime
     employee: Employee
@@ -143,19 +168,55 @@ def _first_error(exc: ValidationError, prefix: str = "") -> InvalidInput:
     return InvalidInput(prefix + loc, msg)
 
 
-def parse_request(data: object) -> HRRequest:
-    """Validate untrusted input into an :class:`HRRequest`, or raise ``InvalidInput(field, msg)``."""
+def parse_request(data: object, settings: Settings | None = None) -> HRRequest:
+    """Validate untrusted input into an :class:`HRRequest`, or raise ``InvalidInput(field, msg)``.
+
+    ``settings`` decide which groups HR may ask for (default: the process settings).
+    """
     if isinstance(data, HRRequest):
-        return data
+        data = data.model_dump(mode="json")  # re-checked: it may come from a caller with other settings
     try:
-        return HRRequest.model_validate(data)
+        return HRRequest.model_validate(data, context={"settings": settings or get_settings()})
     except ValidationError as exc:
         raise _first_error(exc) from None
 
 
+def allowed_groups(settings: Settings) -> frozenset[str]:
+    """The groups an HR request may name: ``hr_allowed_groups``, else the default groups plus every
+    department mapping's groups; never a privileged group, whatever the lists say."""
+    if settings.hr_allowed_groups is not None:
+        allowed = set(settings.hr_allowed_groups)
+    else:
+        allowed = set(settings.default_groups)
+        for groups in settings.department_groups.values():
+            allowed.update(groups)
+    return frozenset(allowed - set(settings.privileged_groups))
+
+
+def check_requested_groups(groups: list[str], settings: Settings) -> list[str]:
+    """Refuse (as a ``ValueError`` pydantic turns into ``employee.groups``) any group HR may not grant.
+
+    HR systems are a softer target than the identity platform: a privileged group
+    (``settings.privileged_groups``) is granted only by an administrator, never by a feed.
+    """
+    privileged = set(settings.privileged_groups)
+    allowed = allowed_groups(settings)
+    for group in groups:
+        if group in privileged:
+            raise ValueError(f"{group!r} is a privileged group; it is never granted from HR input")
+        if group not in allowed:
+            raise ValueError(f"{group!r} is not a group HR may grant (allowed: {', '.join(sorted(allowed))})"[:200])
+    return groups
+
+
 def effective_groups(employee: Employee, settings: Settings) -> list[str]:
-    """Request groups (else the defaults) plus the department's mapped groups, sorted and unique."""
+    """Request groups (else the defaults) plus the department's mapped groups, sorted and unique.
+
+    The request was checked against the allowlist when it was parsed; privileged groups are
+    dropped here too, so no path (a settings mistake in a department mapping included)
+    grants one through HR.
+    """
     groups = set(employee.groups or settings.default_groups)
     if employee.department:
         groups.update(settings.department_groups.get(employee.department, []))
-    return sorted(groups)
+    return sorted(groups - set(settings.privileged_groups))

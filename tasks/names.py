@@ -14,8 +14,12 @@ from dataclasses import dataclass
 
 from tasks.errors import InvalidInput
 
+# Anchored for JSON Schema / pydantic (whose engine reads ``$`` as end of text); Python code
+# must use ``fullmatch``, because Python's ``$`` also matches before a trailing newline.
 USERNAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 _USERNAME_RE = re.compile(USERNAME_PATTERN)
+SNAPSHOT_PATTERN = r"^(latest|[0-9a-f]{8,64})$"
+_SNAPSHOT_RE = re.compile(SNAPSHOT_PATTERN)
 
 # Hosts under the base domain that belong to the platform, never to a person.
 RESERVED_USERNAMES = frozenset(
@@ -41,11 +45,18 @@ def validate_username(username: object, field: str = "username") -> str:
         raise InvalidInput(field, "must be ASCII (lowercase letters, digits and '-')")
     if "--" in username:
         raise InvalidInput(field, "must not contain '--'")
-    if not _USERNAME_RE.match(username):
+    if not _USERNAME_RE.fullmatch(username):
         raise InvalidInput(field, f"{username!r} must match {USERNAME_PATTERN}")
     if username in RESERVED_USERNAMES or username.startswith(RESERVED_PREFIXES):
         raise InvalidInput(field, f"{username!r} is reserved for a platform host")
     return username
+
+
+def validate_snapshot_id(snapshot: object, field: str = "snapshot") -> str:
+    """``latest`` or a restic snapshot id (hex, 8 to 64 digits), matched in full."""
+    if not isinstance(snapshot, str) or len(snapshot) > 64 or not _SNAPSHOT_RE.fullmatch(snapshot):
+        raise InvalidInput(field, "must be 'latest' or a restic snapshot id (hex)")
+    return snapshot
 
 
 def username_from_email(email: str) -> str:

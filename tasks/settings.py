@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         300, gt=0,
         description="How long provisioning waits for a workspace to become available (then retried as transient)")
     ready_poll_seconds: float = Field(2, gt=0, description="Pause between availability checks while provisioning")
+    helm_pending_grace_seconds: float = Field(
+        300, ge=0, description="A helm release pending-install/-upgrade/-rollback for longer than this is taken "
+                               "as stuck (helm was killed) and recovered: rolled back to its last deployed "
+                               "revision, or uninstalled if none was. Younger, it may be another run at work.")
 
     # Authelia
     authelia_url: str = Field(
@@ -82,6 +86,22 @@ class Settings(BaseSettings):
     authelia_config_secret: str = Field(
         "authelia-config",
         description="Secret holding Authelia's configuration.yml, mounted at /config in the TOTP Job")
+    privileged_groups: list[str] = Field(
+        default_factory=lambda: ["admins"],
+        description="Groups that are never granted from HR input (an HR request naming one is refused); "
+                    "only an administrator grants them, outside the HR feed.")
+    hr_allowed_groups: list[str] | None = Field(
+        None, description="The groups an HR request may name; unset means default_groups plus every "
+                          "group in department_groups. Privileged groups are refused even if listed.")
+    ldap_start_tls: bool = Field(
+        False, description="Upgrade an ldap:// connection with StartTLS before binding (ldaps:// is TLS "
+                           "from the first byte and needs no StartTLS).")
+    ldap_ca_file: Path | None = Field(
+        None, description="PEM file of the CA(s) trusted for the LDAP server's certificate; unset means "
+                          "the system's trust store.")
+    ldap_allow_insecure_bind: bool = Field(
+        False, description="INSECURE: allow sending the bind password over plain ldap:// without StartTLS. "
+                           "Off by default; a warning is logged on every such bind.")
 
     # Mail
     smtp_host: str = Field("127.0.0.1", description="SMTP server for welcome mails and failure notices")
@@ -91,6 +111,14 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS before logging in")
     mail_sender: str = Field("VibeCode <noreply@vibecode.dev>", description="From: address of every mail")
     ops_email: str | None = Field(None, description="Where backup failure notices go (none sent when unset)")
+    smtp_ssl: bool = Field(
+        False, description="Implicit TLS (SMTPS, usually port 465): TLS from the first byte.")
+    smtp_ca_file: Path | None = Field(
+        None, description="PEM file of the CA(s) trusted for the SMTP server's certificate; unset means "
+                          "the system's trust store.")
+    smtp_allow_insecure_auth: bool = Field(
+        False, description="INSECURE: allow SMTP AUTH (sending smtp_password) without STARTTLS or SMTPS. "
+                           "Off by default; a warning is logged on every such login.")
 
     # Offboarding
     offboard_retention_days: int = Field(
@@ -171,6 +199,17 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", v):
             raise ValueError(f"{v!r} is not a lowercase DNS domain")
         return v
+
+    @model_validator(mode="after")
+    def _hr_never_grants_privileged_groups(self) -> "Settings":
+        privileged = set(self.privileged_groups)
+        for name, groups in (("default_groups", self.default_groups),
+                             ("hr_allowed_groups", self.hr_allowed_groups or []),
+                             *((f"department_groups.{d}", g) for d, g in self.department_groups.items())):
+            bad = sorted(privileged.intersection(groups))
+            if bad:
+                raise ValueError(f"{name} names privileged group(s) {bad}: HR input never grants those")
+        return self
 
 
 @lru_cache(maxsize=1)

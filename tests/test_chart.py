@@ -12,10 +12,11 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+
+from tests.pss import restricted_violations
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "vibecode-workspace"
@@ -31,12 +32,6 @@ REQUIRED_LABEL_KEYS = {"app.kubernetes.io/managed-by", "helm.sh/chart"}
 
 # APIs served by both Kubernetes 1.20 (the test API server) and 1.33 (current KIND).
 ALLOWED_API_VERSIONS = {"v1", "apps/v1", "networking.k8s.io/v1"}
-
-# Pod Security Standards "restricted": the only volume types allowed.
-RESTRICTED_VOLUME_TYPES = {
-    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-    "persistentVolumeClaim", "projected", "secret",
-}
 
 AUTH_RESPONSE_HEADERS = "Remote-User,Remote-Name,Remote-Email,Remote-Groups"
 
@@ -261,58 +256,6 @@ def test_values_from_the_ops_builder_pass_the_schema(helm, tmp_path):
 
 
 # ------------------------------------------------------------- Pod Security restricted
-
-
-def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
-    """Every way ``pod_spec`` breaks Pod Security Standards "restricted" (and baseline)."""
-    problems: list[str] = []
-    psc = pod_spec.get("securityContext") or {}
-    for flag in ("hostNetwork", "hostPID", "hostIPC"):
-        if pod_spec.get(flag):
-            problems.append(f"pod: {flag}")
-    if psc.get("runAsUser") == 0:
-        problems.append("pod: runAsUser 0")
-    pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
-    if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
-        problems.append(f"pod: seccompProfile {pod_seccomp}")
-
-    containers = [
-        *(pod_spec.get("initContainers") or []),
-        *(pod_spec.get("containers") or []),
-        *(pod_spec.get("ephemeralContainers") or []),
-    ]
-    if not containers:
-        problems.append("pod: no containers")
-    for c in containers:
-        name = c.get("name", "?")
-        sc = c.get("securityContext") or {}
-        non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
-        if non_root is not True:
-            problems.append(f"{name}: runAsNonRoot is not true")
-        if sc.get("runAsUser") == 0:
-            problems.append(f"{name}: runAsUser 0")
-        if sc.get("privileged"):
-            problems.append(f"{name}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{name}: allowPrivilegeEscalation is not false")
-        caps = sc.get("capabilities") or {}
-        if "ALL" not in (caps.get("drop") or []):
-            problems.append(f"{name}: capabilities.drop lacks ALL")
-        extra_caps = set(caps.get("add") or []) - {"NET_BIND_SERVICE"}
-        if extra_caps:
-            problems.append(f"{name}: capabilities.add {sorted(extra_caps)}")
-        seccomp = (sc.get("seccompProfile") or {}).get("type", pod_seccomp)
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            problems.append(f"{name}: seccompProfile {seccomp}")
-        for port in c.get("ports") or []:
-            if port.get("hostPort"):
-                problems.append(f"{name}: hostPort {port['hostPort']}")
-
-    for vol in pod_spec.get("volumes") or []:
-        kinds = set(vol) - {"name"}
-        if not kinds or not kinds <= RESTRICTED_VOLUME_TYPES:
-            problems.append(f"volume {vol.get('name')}: type {sorted(kinds)}")
-    return problems
 
 
 def test_restricted_checker_catches_violations():

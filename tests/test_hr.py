@@ -16,6 +16,17 @@ HIRE = {"event_id": "evt-2026-0001", "type": "employee.hired", "occurred_at": "2
                      "groups": ["developers"]}}
 
 
+@pytest.fixture(autouse=True)
+def _hr_may_grant_the_test_groups(monkeypatch):
+    """The module's events ask for ``developers``; the default allowlist holds only ``users``."""
+    from tasks.settings import get_settings
+
+    monkeypatch.setenv("VIBECODE_HR_ALLOWED_GROUPS", '["developers", "users"]')
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 def hire(**employee) -> dict:
     body = copy.deepcopy(HIRE)
     body["employee"].update(employee)
@@ -105,3 +116,118 @@ def test_groups_default_and_department_mapping():
     body = hire(groups=[])
     assert effective_groups(parse_request(body).employee, s) == ["developers", "gpu", "users"]
     assert effective_groups(parse_request(hire(department="sales", groups=[])).employee, s) == ["users"]
+
+
+# -- full matches: a trailing newline is not a valid end of input -------------------------
+@pytest.mark.parametrize("username", ["alice\n", "alice\r\n", "alice\n\n", "\nalice"])
+def test_hr_refuses_trailing_newline_in_username(username):
+    with pytest.raises(InvalidInput) as exc:
+        parse_request(hire(username=username))
+    assert exc.value.field == "employee.username"
+
+
+@pytest.mark.parametrize("email", ["alice@example.com\n", "alice\n@example.com", "alice@example\n.com"])
+def test_hr_refuses_trailing_newline_in_email(email):
+    body = hire(email=email)
+    del body["employee"]["username"]
+    with pytest.raises(InvalidInput) as exc:
+        parse_request(body)
+    assert exc.value.field == "employee.email"
+    with pytest.raises(InvalidInput) as exc:  # with an explicit username the email is still checked
+        parse_request(hire(email=email))
+    assert exc.value.field == "employee.email"
+
+
+@pytest.mark.parametrize("field,value", [("employee_id", "E1001\n"), ("department", "engineering\n"),
+                                         ("groups", ["developers\n"])])
+def test_hr_refuses_trailing_newline_in_other_employee_fields(field, value):
+    with pytest.raises(InvalidInput) as exc:
+        parse_request(hire(**{field: value}))
+    assert exc.value.field.startswith(f"employee.{field}")
+
+
+def test_hr_refuses_trailing_newline_in_event_id():
+    with pytest.raises(InvalidInput) as exc:
+        parse_request({**HIRE, "event_id": "evt-1\n"})
+    assert exc.value.field == "event_id"
+
+
+def test_validate_username_and_snapshot_id_refuse_trailing_newline():
+    from tasks.names import validate_snapshot_id, validate_username
+
+    for bad in ("alice\n", "bob\r\n"):
+        with pytest.raises(InvalidInput):
+            validate_username(bad)
+    assert validate_snapshot_id("latest") == "latest" and validate_snapshot_id("0123abcd") == "0123abcd"
+    for bad in ("latest\n", "0123abcd\n", "LATEST", "0123"):
+        with pytest.raises(InvalidInput) as exc:
+            validate_snapshot_id(bad)
+        assert exc.value.field == "snapshot"
+
+
+def test_flow_username_parameter_refuses_trailing_newline():
+    from pydantic import TypeAdapter, ValidationError
+
+    from flows.common import Username
+
+    assert TypeAdapter(Username).validate_python("alice") == "alice"
+    for bad in ("alice\n", "admin"):
+        with pytest.raises(ValidationError):
+            TypeAdapter(Username).validate_python(bad)
+
+
+def test_cli_restore_refuses_a_snapshot_id_with_a_trailing_newline(capsys):
+    from vibecode_cli import main
+
+    assert main(["restore", "alice", "--snapshot", "0123abcd\n"]) == 2
+    assert "snapshot" in capsys.readouterr().err
+
+
+# -- groups: an allowlist, and never a privileged group -------------------------------------
+def test_hr_refuses_a_privileged_group_naming_the_field():
+    s = Settings(hr_allowed_groups=["developers", "users"])
+    with pytest.raises(InvalidInput, match="privileged") as exc:
+        parse_request(hire(groups=["developers", "admins"]), s)
+    assert exc.value.field == "employee.groups"
+
+
+def test_hr_refuses_a_privileged_group_even_when_an_operator_allowlists_it():
+    with pytest.raises(Exception, match="privileged"):  # the settings themselves are refused
+        Settings(hr_allowed_groups=["admins", "users"])
+    with pytest.raises(Exception, match="department_groups.it"):
+        Settings(department_groups={"it": ["admins"]})
+    s = Settings(privileged_groups=["root-ops"], hr_allowed_groups=["users"])
+    with pytest.raises(InvalidInput, match="privileged") as exc:
+        parse_request(hire(groups=["root-ops"]), s)
+    assert exc.value.field == "employee.groups"
+
+
+def test_hr_refuses_groups_outside_the_allowlist_naming_the_field():
+    s = Settings(department_groups={"engineering": ["developers", "gpu"]}, default_groups=["users"],
+                 hr_allowed_groups=None)  # the default allowlist (the module's env sets one)
+    assert parse_request(hire(groups=["gpu", "users"]), s).employee.groups == ["gpu", "users"]
+    with pytest.raises(InvalidInput, match="not a group HR may grant") as exc:
+        parse_request(hire(groups=["finance-approvers"]), s)
+    assert exc.value.field == "employee.groups"
+    with pytest.raises(InvalidInput) as exc:  # the default allowlist is the defaults + mappings only
+        parse_request(hire(groups=["developers"]), Settings(hr_allowed_groups=None))
+    assert exc.value.field == "employee.groups"
+
+
+def test_hr_group_allowlist_applies_to_the_flow_parameter_model_too():
+    """Prefect validates a flow's ``HRRequest`` parameter without parse_request: same refusal."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="privileged"):
+        HRRequest.model_validate(hire(groups=["admins"]))
+    with pytest.raises(ValidationError, match="not a group HR may grant"):
+        HRRequest.model_validate(hire(groups=["wheel"]))
+
+
+def test_effective_groups_never_include_a_privileged_group():
+    s = Settings(department_groups={"engineering": ["developers"]}, default_groups=["users"])
+    emp = parse_request(hire(groups=[]), s).employee
+    assert effective_groups(emp, s) == ["developers", "users"]
+    # even with settings that skipped validation (model_copy does not validate) and map a privileged group
+    s2 = s.model_copy(update={"privileged_groups": ["developers"]})
+    assert effective_groups(emp, s2) == ["users"]

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from ldap3 import BASE, Connection, Server
+import logging
+
+import pytest
+from ldap3 import BASE
 
 from tasks.identity import UserSpec, get_backend
+from tasks.errors import PermanentError
 from tasks.identity.ldapdir import LdapBackend
+from tests.fixtures.identity import admin_connection
 
 ALICE = UserSpec(username="alice", email="alice@example.com", given_name="Alice", family_name="Liddell",
                  groups=("developers", "users"), employee_id="E1001")
 
 
 def _password_of(settings, dn) -> bytes:
-    with Connection(Server(settings.ldap_url), settings.ldap_bind_dn,
-                    settings.ldap_password.get_secret_value(), auto_bind=True) as conn:
+    with admin_connection({"url": settings.ldap_url, "ca_file": settings.ldap_ca_file,
+                           "bind_dn": settings.ldap_bind_dn,
+                           "password": settings.ldap_password.get_secret_value()}) as conn:
         conn.search(dn, "(objectClass=*)", BASE, attributes=["userPassword"])
         return conn.entries[0].userPassword.value
 
@@ -69,3 +75,123 @@ def test_concurrent_hires_share_groups_without_losing_members(ldap_settings):
     users = backend.list_users()
     assert sorted(users) == [s.username for s in specs]
     assert all(u.groups == ("developers", "users") for u in users.values())
+
+
+# -- the bind password never crosses the wire in clear ------------------------------------------
+def test_ldap_binds_over_starttls_trusting_the_test_ca(ldap_settings):
+    """slapd refuses an unencrypted simple bind (olcSecurity simple_bind=128), so this working
+    proves the StartTLS upgrade happened before the password was sent."""
+    assert ldap_settings.ldap_url.startswith("ldap://") and ldap_settings.ldap_start_tls
+    backend = LdapBackend(ldap_settings)
+    assert backend.upsert(ALICE) == "created" and backend.get("alice").email == "alice@example.com"
+
+
+def test_ldap_binds_over_ldaps(ldap_settings, slapd):
+    s = ldap_settings.model_copy(update={"ldap_url": slapd["ldaps_url"], "ldap_start_tls": False})
+    backend = LdapBackend(s)
+    assert backend.upsert(ALICE) == "created" and backend.get("alice").groups == ("developers", "users")
+
+
+def test_ldap_refuses_a_password_bind_over_plain_ldap(ldap_settings, monkeypatch):
+    s = ldap_settings.model_copy(update={"ldap_start_tls": False})
+    from tasks.identity import ldapdir
+
+    opened = []
+    monkeypatch.setattr(ldapdir, "Connection", lambda *a, **k: opened.append(a) or pytest.fail("connected"))
+    with pytest.raises(PermanentError, match="refusing to send the bind password over plain ldap://"):
+        LdapBackend(s).get("alice")
+    assert opened == []  # refused before any connection was opened
+
+
+def test_ldap_refuses_a_server_certificate_from_an_untrusted_ca(ldap_settings, slapd, test_ca):
+    for update in ({"ldap_ca_file": test_ca["other_ca_file"]},  # StartTLS
+                   {"ldap_ca_file": test_ca["other_ca_file"], "ldap_url": slapd["ldaps_url"]}):
+        with pytest.raises(PermanentError, match="TLS"):
+            LdapBackend(ldap_settings.model_copy(update=update)).get("alice")
+
+
+def test_ldap_insecure_bind_only_when_loudly_allowed_and_warns(ldap_settings, caplog):
+    """With the insecure setting the bind really goes out in clear (this slapd then refuses it:
+    confidentiality required), and the operator is warned."""
+    s = ldap_settings.model_copy(update={"ldap_start_tls": False, "ldap_allow_insecure_bind": True})
+    with caplog.at_level(logging.WARNING, logger="tasks.identity.ldapdir"):
+        with pytest.raises(PermanentError, match="bind .* failed: LDAPConfidentialityRequiredResult"):
+            LdapBackend(s).get("alice")
+    assert any("INSECURE" in r.getMessage() and "without TLS" in r.getMessage() for r in caplog.records)
+    assert ldap_settings.ldap_password.get_secret_value() not in caplog.text
+
+
+# -- group clean-up never deletes a group another writer just joined ---------------------------------
+def _spec(username: str, groups: tuple[str, ...]) -> UserSpec:
+    return UserSpec(username=username, email=f"{username}@example.com", given_name="U", family_name=username,
+                    groups=groups, employee_id=f"E-{username}")
+
+
+def test_ldap_group_cleanup_keeps_a_group_another_writer_just_joined(ldap_settings, monkeypatch):
+    """Two writers, two connections, on the real slapd. Writer A moves alice, the last member of
+    ``developers``, out of it; just before A's delete of the now-empty group reaches the server,
+    writer B adds bob to ``developers``. bob's membership must survive."""
+    import ldap3
+
+    writer_a, writer_b = LdapBackend(ldap_settings), LdapBackend(ldap_settings)
+    writer_a.upsert(_spec("alice", ("developers", "users")))
+    developers = writer_a._group_dn("developers")
+    real_delete = ldap3.Connection.delete
+    interleaved = []
+
+    def delete(self, dn, controls=None):
+        if dn == developers and not interleaved:
+            interleaved.append(dn)
+            assert writer_b.upsert(_spec("bob", ("developers",))) == "created"  # B, between A's read and delete
+        return real_delete(self, dn, controls=controls)
+
+    monkeypatch.setattr(ldap3.Connection, "delete", delete)
+    assert writer_a.upsert(_spec("alice", ("users",))) == "updated"
+    assert interleaved == [developers]  # the race really happened
+    assert writer_b.get("bob").groups == ("developers",)
+    assert writer_a.get("alice").groups == ("users",)
+
+
+def test_ldap_last_member_leaving_still_deletes_the_group(ldap_settings):
+    backend = LdapBackend(ldap_settings)
+    backend.upsert(_spec("alice", ("developers", "users")))
+    backend.upsert(_spec("alice", ("users",)))
+    with admin_connection({"url": ldap_settings.ldap_url, "ca_file": ldap_settings.ldap_ca_file,
+                           "bind_dn": ldap_settings.ldap_bind_dn,
+                           "password": ldap_settings.ldap_password.get_secret_value()}) as conn:
+        conn.search(backend.groups_dn, "(objectClass=groupOfNames)", attributes=["cn"])
+        assert sorted(str(e.cn.value) for e in conn.entries) == ["users"]
+
+
+def test_ldap_two_writers_racing_on_one_group_lose_no_member(ldap_settings):
+    """Real concurrency: A repeatedly joins and leaves ``sre`` (deleting it each time it is the last
+    member) while B adds new people to ``sre``; every person B added must still be in it."""
+    from threading import Thread
+
+    a, b = LdapBackend(ldap_settings), LdapBackend(ldap_settings)
+    errors: list[BaseException] = []
+
+    def toggler():
+        try:
+            for _ in range(12):
+                a.upsert(_spec("alice", ("sre",)))
+                a.upsert(_spec("alice", ("users",)))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def joiner():
+        try:
+            for i in range(12):
+                b.upsert(_spec(f"joiner{i:02d}", ("sre",)))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [Thread(target=toggler), Thread(target=joiner)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    users = b.list_users()
+    assert all(users[f"joiner{i:02d}"].groups == ("sre",) for i in range(12)), \
+        {u: s.groups for u, s in users.items()}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tasks import mail
-from tasks.errors import TransientError
+from tasks.errors import PermanentError, TransientError
 from tasks.settings import Settings, get_settings
 
 
@@ -43,3 +45,61 @@ def test_with_totp_preprovisioning_the_email_promises_an_in_person_handoff():
     assert "reset-password" in body and "https://alice.vibecode.dev" in body
     assert "otpauth" not in body and "secret" not in body.lower()
     assert "in person" not in _msg(Settings(totp_preprovision=False)).get_content()
+
+
+# -- the SMTP password never crosses the wire in clear -------------------------------------------
+def _tls_settings(server, test_ca, **over) -> Settings:
+    return Settings(smtp_host=server["host"], smtp_port=server["port"], smtp_username=server["username"],
+                    smtp_password=server["password"], smtp_ca_file=test_ca["ca_file"], **over)
+
+
+def test_smtp_login_over_starttls_trusting_the_test_ca(smtp_tls_server, test_ca):
+    server = smtp_tls_server("starttls")
+    s = _tls_settings(server, test_ca, smtp_starttls=True)
+    mail.send(_msg(s), s)
+    assert server["inbox"].logins == [(server["username"], True)]  # logged in, inside TLS
+    assert len(server["inbox"].messages) == 1
+
+
+def test_smtp_login_over_implicit_tls_smtps(smtp_tls_server, test_ca):
+    server = smtp_tls_server("smtps")
+    s = _tls_settings(server, test_ca, smtp_ssl=True)
+    mail.send(_msg(s), s)
+    assert server["inbox"].logins == [(server["username"], True)]
+    assert len(server["inbox"].messages) == 1
+
+
+def test_smtp_refuses_to_send_a_password_without_tls(smtp_tls_server, test_ca):
+    server = smtp_tls_server("plain-auth")  # a server that would take the password in clear
+    s = _tls_settings(server, test_ca)
+    with pytest.raises(PermanentError, match="refusing to send smtp_password without TLS"):
+        mail.send(_msg(s), s)
+    assert server["inbox"].ehlos == 0 and server["inbox"].logins == [] and server["inbox"].messages == []
+
+
+def test_smtp_refuses_a_server_certificate_from_an_untrusted_ca(smtp_tls_server, test_ca):
+    for mode, flag in (("starttls", "smtp_starttls"), ("smtps", "smtp_ssl")):
+        server = smtp_tls_server(mode)
+        s = _tls_settings(server, test_ca, **{flag: True}).model_copy(
+            update={"smtp_ca_file": test_ca["other_ca_file"]})
+        with pytest.raises(PermanentError, match="certificate not trusted"):
+            mail.send(_msg(s), s)
+        assert server["inbox"].logins == [] and server["inbox"].messages == []
+
+
+def test_smtp_starttls_required_but_not_offered_is_permanent(smtp_tls_server, test_ca):
+    server = smtp_tls_server("plain-auth")
+    s = _tls_settings(server, test_ca, smtp_starttls=True)
+    with pytest.raises(PermanentError, match="does not support STARTTLS"):
+        mail.send(_msg(s), s)
+    assert server["inbox"].logins == []
+
+
+def test_smtp_insecure_auth_only_when_loudly_allowed_and_warns(smtp_tls_server, test_ca, caplog):
+    server = smtp_tls_server("plain-auth")
+    s = _tls_settings(server, test_ca, smtp_allow_insecure_auth=True)
+    with caplog.at_level(logging.WARNING, logger="tasks.mail"):
+        mail.send(_msg(s), s)
+    assert server["inbox"].logins == [(server["username"], False)]  # it really went in clear
+    assert any("INSECURE" in r.getMessage() for r in caplog.records)
+    assert server["password"] not in caplog.text

@@ -61,6 +61,7 @@ def platform(kube, namespace, platform_namespace, authelia_users, smtp_inbox, mo
     """
     monkeypatch.setenv("VIBECODE_READY_POLL_SECONDS", "0.2")
     monkeypatch.setenv("VIBECODE_DEPARTMENT_GROUPS", '{"engineering": ["engineering"]}')
+    monkeypatch.setenv("VIBECODE_HR_ALLOWED_GROUPS", '["developers", "engineering", "sre", "users"]')
     get_settings.cache_clear()
     minted: list[str] = []
     real = passwords.random_secret

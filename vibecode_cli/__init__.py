@@ -63,35 +63,71 @@ def cmd_limits(args) -> int:
     return 0
 
 
-def _read_event(path: str) -> object:
-    """An HR event as JSON from a file or ``-`` (stdin). Bounded: a real event is < 4 kB."""
-    raw = sys.stdin.read(65_537) if path == "-" else open(path, encoding="utf-8").read(65_537)
-    if len(raw) > 65_536:
-        raise InvalidInput("event", "is larger than 64 KiB")
+MAX_EVENT_BYTES = 65_536  # a real HR event is < 4 kB
+HR_COMMAND_TYPES = {"onboard": ("employee.hired", "employee.updated"), "offboard": ("employee.terminated",)}
+
+
+def _read_event(path: str) -> bytes:
+    """The raw event from a file or ``-`` (stdin), read no further than the size limit allows."""
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput("event", f"is not JSON ({exc.msg} at line {exc.lineno})") from None
+        if path == "-":
+            return sys.stdin.buffer.read(MAX_EVENT_BYTES + 1)
+        with open(path, "rb") as fh:
+            return fh.read(MAX_EVENT_BYTES + 1)
+    except OSError as exc:
+        raise InvalidInput("event", f"cannot read {path[:200]!r}: {exc.strerror or type(exc).__name__}") from None
 
 
-def _hr_command(args, allowed: tuple[str, ...]) -> int:
-    from flows.onboarding import run_hr_event
+def parse_hr_event(raw: bytes | str, command: str):
+    """Everything ``vibecode onboard|offboard`` checks before any flow starts: size, encoding,
+    JSON, the HR request itself, and that the event type belongs to the command.
+
+    Returns the validated :class:`tasks.hr.HRRequest`; anything else is ``InvalidInput``
+    naming the field, so hostile input never surfaces as another exception type.
+    """
     from tasks.hr import parse_request
 
-    request = parse_request(_read_event(args.event))  # validates before any flow runs
+    if isinstance(raw, str):
+        try:
+            raw = raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput("event", "is not valid UTF-8 text") from None
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidInput("event", "is larger than 64 KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("event", "is not UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput("event", f"is not JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise InvalidInput("event", "nests too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+        raise InvalidInput("event", f"is not usable JSON ({str(exc)[:80]})") from None
+    request = parse_request(data)
+    allowed = HR_COMMAND_TYPES[command]
     if request.type not in allowed:
-        raise InvalidInput("type", f"{request.type!r} does not belong to `vibecode {args.command}` "
+        raise InvalidInput("type", f"{request.type!r} does not belong to `vibecode {command}` "
                                    f"(expected {' or '.join(allowed)})")
+    return request
+
+
+def _hr_command(args) -> int:
+    request = parse_hr_event(_read_event(args.event), args.command)  # validates before any flow runs
+    from flows.onboarding import run_hr_event
+
     _print(run_hr_event(request.model_dump(mode="json")))
     return 0
 
 
 def cmd_onboard(args) -> int:
-    return _hr_command(args, ("employee.hired", "employee.updated"))
+    return _hr_command(args)
 
 
 def cmd_offboard(args) -> int:
-    return _hr_command(args, ("employee.terminated",))
+    return _hr_command(args)
 
 
 def _print_qr(data: str) -> None:
@@ -142,10 +178,11 @@ def cmd_restore(args) -> int:
         _print([{"id": s.id[:8], "time": s.time.isoformat(), "tags": list(s.tags)}
                 for s in list_snapshots(args.username)])
         return 0
-    from flows.backup import SNAPSHOT_RE, restore_workspace
+    from tasks.names import validate_snapshot_id
 
-    if not SNAPSHOT_RE.match(args.snapshot):
-        raise InvalidInput("snapshot", "must be 'latest' or a restic snapshot id (hex)")
+    validate_snapshot_id(args.snapshot)
+    from flows.backup import restore_workspace
+
     _print(restore_workspace(args.username, snapshot=args.snapshot,
                              target="in-place" if args.in_place else "new-pvc"))
     return 0

@@ -4,8 +4,11 @@ Every change is a compare-and-swap on the Secret's ``resourceVersion``: read, ch
 document, ``replace``; when another writer got there first the API server answers 409
 (:class:`~tasks.errors.Conflict`) and we re-read and re-apply, so 50 concurrent hires
 never lose each other's entries. Secret volumes are not watched reliably (symlink swap,
-read-only), so after a change Authelia's pod template gets a checksum annotation, which
-rolls it.
+read-only), so Authelia's pod template carries the checksum of the users file, which rolls
+it. That roll is *converged*, not a side effect of a write: every ``upsert``/``disable``
+makes sure the annotation names the file as it is now, even when the file needed no
+change, so a retry after "the write landed but the roll failed" (or "the write landed but
+the client saw an error") still ends with Authelia on the current file.
 """
 
 from __future__ import annotations
@@ -145,11 +148,17 @@ class FileBackend:
         new_hash = _LazyHash()
         return self._update(lambda doc: apply_disable(doc, username, new_hash))
 
+    def _read_text(self) -> tuple[dict, str]:
+        secret, _ = self._read()
+        raw = (secret.get("data") or {}).get(USERS_KEY)
+        return secret, base64.b64decode(raw).decode() if raw else ""
+
     def _update(self, mutate: Callable[[dict], tuple[dict, Change]]) -> Change:
         for attempt in range(MAX_ATTEMPTS):
-            secret, doc = self._read()
-            new_doc, change = mutate(doc)
+            secret, current_text = self._read_text()
+            new_doc, change = mutate(load_users(current_text))
             if change in ("unchanged", "absent"):
+                self.roll_authelia(checksum(current_text))  # converge: a lost roll is redone here
                 return change
             text = dump_users(new_doc)
             secret.setdefault("data", {})[USERS_KEY] = base64.b64encode(text.encode()).decode()
@@ -164,9 +173,20 @@ class FileBackend:
         raise Conflict(f"users database still contended after {MAX_ATTEMPTS} attempts")
 
     def roll_authelia(self, digest: str) -> bool:
-        """Annotate Authelia's pod template so the Deployment restarts onto the new file."""
+        """Make Authelia's pod template carry ``digest``, so the Deployment runs on that file.
+
+        Returns whether it had to change (a roll started). A missing Deployment is an error:
+        without it nobody reads the file, and a disabled person's session would silently
+        outlive the change.
+        """
         ns, name = self.settings.platform_namespace, self.settings.authelia_deployment
-        if self.kube.get("Deployment", ns, name) is None:
+        dep = self.kube.get("Deployment", ns, name)
+        if dep is None:
+            raise PermanentError(f"Authelia Deployment {ns}/{name} not found: the users file was written "
+                                 "but nothing will load it; install the platform chart (or set "
+                                 "VIBECODE_AUTHELIA_DEPLOYMENT) and rerun")
+        annotations = ((dep.get("spec") or {}).get("template") or {}).get("metadata", {}).get("annotations") or {}
+        if annotations.get(CHECKSUM_ANNOTATION) == digest:
             return False
         self.kube.patch("Deployment", ns, name,
                         {"spec": {"template": {"metadata": {"annotations": {CHECKSUM_ANNOTATION: digest}}}}})
