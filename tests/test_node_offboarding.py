@@ -19,7 +19,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from flows.onboarding import offboard_user, onboard_user, purge_offboarded
+from flows.offboarding import offboard_user, purge_offboarded
+from flows.onboarding import onboard_user
 from tasks import helm
 from tasks.hr import parse_request
 from tasks.identity.ledger import Ledger
