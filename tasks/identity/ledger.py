@@ -5,7 +5,9 @@ Why a ConfigMap per person and not one shared document: 50 concurrent hires then
 contend on it, and creating it (``exist_ok=False``) is an atomic claim of the username
 for one ``employee_id``. It records the event ids already processed, whether the welcome
 email went out for the current employment, and when the person left (the retention
-clock). It holds no secret.
+clock). It holds no secret. A person provisioned through SCIM also has their SCIM id (a
+label, to find them by it) and the SCIM resource as the identity provider last set it, so
+the gateway keeps no state of its own.
 
 Every change is a compare-and-swap on ``resourceVersion`` retried on ``Conflict``.
 """
@@ -20,6 +22,7 @@ from datetime import datetime
 from typing import Callable
 
 from tasks.errors import Conflict, InvalidInput, PermanentError
+from tasks.names import SCIM_ID_LABEL
 from tasks.settings import Settings, get_settings
 
 PREFIX = "vibecode-user-"
@@ -37,6 +40,8 @@ class Record:
     terminated_at: str = ""
     purged_at: str = ""
     last_error: str = ""
+    scim_id: str = ""  # set while a SCIM user is this person (cleared by a SCIM DELETE)
+    scim: str = ""  # JSON: the SCIM resource and its version, written only by the gateway
     resource_version: str = field(default="", compare=False)
 
     @property
@@ -69,6 +74,11 @@ def to_manifest(rec: Record, namespace: str) -> dict:
     data = {"username": rec.username, "employee_id": rec.employee_id, "state": rec.state,
             "events": json.dumps(list(rec.events)), "welcome": rec.welcome,
             "terminated_at": rec.terminated_at, "purged_at": rec.purged_at, "last_error": rec.last_error}
+    if rec.scim_id:
+        meta["labels"][SCIM_ID_LABEL] = rec.scim_id
+        data["scim_id"] = rec.scim_id
+    if rec.scim:
+        data["scim"] = rec.scim
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
 
 
@@ -77,7 +87,8 @@ def from_manifest(cm: dict) -> Record:
     return Record(username=d["username"], employee_id=d["employee_id"], state=d.get("state", "onboarding"),
                   events=tuple(json.loads(d.get("events") or "[]")), welcome=d.get("welcome", ""),
                   terminated_at=d.get("terminated_at", ""), purged_at=d.get("purged_at", ""),
-                  last_error=d.get("last_error", ""), resource_version=cm["metadata"].get("resourceVersion", ""))
+                  last_error=d.get("last_error", ""), scim_id=d.get("scim_id", ""), scim=d.get("scim", ""),
+                  resource_version=cm["metadata"].get("resourceVersion", ""))
 
 
 class Ledger:
@@ -99,6 +110,13 @@ class Ledger:
         if len(found) > 1:
             raise PermanentError(f"employee {employee_id} has {len(found)} ledger records; fix by hand")
         return from_manifest(found[0]) if found else None
+
+    def by_scim_id(self, scim_id: str) -> Record | None:
+        found = self.kube.list("ConfigMap", self.ns, f"{SELECTOR},{SCIM_ID_LABEL}={scim_id}")
+        return from_manifest(found[0]) if found else None
+
+    def scim_users(self) -> list[Record]:
+        return [from_manifest(cm) for cm in self.kube.list("ConfigMap", self.ns, f"{SELECTOR},{SCIM_ID_LABEL}")]
 
     def all(self, state: str | None = None) -> list[Record]:
         sel = SELECTOR + (f",vibecode.dev/state={state}" if state else "")
