@@ -32,6 +32,7 @@ from dataclasses import replace
 from typing import Annotated, Any, Callable
 
 import anyio
+from pydantic import EmailStr
 from scim2_models import (AuthenticationScheme, Bulk, ChangePassword, Email, EnterpriseUser, ETag, External,
                           Filter, InvalidValueException, Meta, Name, NotFoundException, Patch,
                           PreconditionFailedException, Reference, Required, Resource, ResourceType,
@@ -61,11 +62,15 @@ class VibeName(Name):
     family_name: Annotated[str | None, Required.true] = None
 
 
+class VibeEmail(Email):
+    value: Annotated[EmailStr | None, Required.true] = None
+
+
 class VibeUser(User):
     """The core User schema as VibeCode serves it: a name and an email are required."""
 
     name: Annotated[VibeName | None, Required.true] = None
-    emails: Annotated[list[Email] | None, Required.true] = None
+    emails: Annotated[list[VibeEmail] | None, Required.true] = None
 
 
 BEARER = AuthenticationScheme(type=AuthenticationScheme.Type.oauthbearertoken, name="OAuth Bearer Token",
