@@ -101,13 +101,16 @@ def test_the_pod_is_restricted_and_reads_secrets_only_by_reference(objects):
                               "verbs": ["get", "list", "create", "update", "delete"]}]
 
 
-def test_the_objects_are_accepted_by_a_real_api_server(objects, kube, namespace):
-    """Created for real (v1.20 serves every API version used); the Role goes to the
-    platform namespace, here the test's own namespace."""
+def test_the_objects_are_accepted_by_a_real_api_server(objects, apiserver, namespace):
+    """Created for real (v1.20 serves every API version used) with the Kubernetes client's
+    generic create; the Role goes to the platform namespace, here the test's own."""
+    from kubernetes import config, utils
+
+    api = config.new_client_from_config(str(apiserver.kubeconfig))
     for kind in ("ServiceAccount", "Role", "RoleBinding", "Service", "Deployment", "NetworkPolicy", "Ingress"):
         obj = yaml.safe_load(yaml.safe_dump(objects[kind]))
         obj["metadata"]["namespace"] = namespace
         if kind == "RoleBinding":
             obj["subjects"][0]["namespace"] = namespace
-        created = kube.create(obj, exist_ok=False)
-        assert created["metadata"]["uid"]
+        [created] = utils.create_from_dict(api, obj, namespace=namespace)
+        assert created.metadata.uid
