@@ -52,16 +52,16 @@ for _model in (TesterUser, TesterUser[EnterpriseUser]):
     _model.model_fields["user_name"].examples = FreshUsernames()
 
 
-def tester_provider() -> ScimProvider:
+def scim_tester_provider() -> ScimProvider:
     return ScimProvider(models=[TesterUser, EnterpriseUser],
                         resource_types=[ResourceType.from_resource(TesterUser[EnterpriseUser])])
 
 
-def tester_client(base_url: str, token: str, realistic: bool = True):
+def scim_tester_client(base_url: str, token: str, realistic: bool = True):
     """A scim2-client over httpx2 for :func:`scim2_tester.check_server`; ``realistic=False``
     leaves the model to discovery (scim2-tester's uuid values everywhere)."""
     import httpx2
     from scim2_client.engines.httpx2 import SyncSCIMClient
 
     http = httpx2.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-    return SyncSCIMClient(http, provider=tester_provider()) if realistic else SyncSCIMClient(http)
+    return SyncSCIMClient(http, provider=scim_tester_provider()) if realistic else SyncSCIMClient(http)
