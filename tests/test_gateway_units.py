@@ -190,3 +190,20 @@ def test_vibecode_gateway_refuses_to_start_with_a_short_secret(monkeypatch, caps
     err = capsys.readouterr().err
     assert "refusing to start" in err and "WEBHOOK_SECRETS[0] is 9 bytes" in err and "SCIM_TOKEN is 10 bytes" in err
     assert "too-short" not in err and "also-short" not in err
+
+
+# -- ledger fields (additive) ------------------------------------------------------------
+def test_ledger_records_without_scim_are_written_as_before_and_scim_fields_round_trip():
+    from tasks.identity.ledger import Record, from_manifest, to_manifest
+    from tasks.names import SCIM_ID_LABEL
+
+    plain = to_manifest(Record("alice", "E1"), "ns")
+    assert "scim" not in plain["data"] and "scim_id" not in plain["data"]
+    assert SCIM_ID_LABEL not in plain["metadata"]["labels"]
+    rec = Record("alice", "E1", scim_id="ab" * 16, scim='{"version": 1}')
+    cm = to_manifest(rec, "ns")
+    assert cm["metadata"]["labels"][SCIM_ID_LABEL] == "ab" * 16
+    cm["metadata"]["resourceVersion"] = "7"
+    back = from_manifest(cm)
+    assert (back.scim_id, back.scim) == (rec.scim_id, rec.scim)
+    assert from_manifest(plain).scim == ""
