@@ -109,6 +109,7 @@ def main() -> int:
         print("needs 2 CPUs (one for the gateway, one for Prefect and the load)", file=sys.stderr)
         return 2
     os.sched_setaffinity(0, {OTHERS_CPU})  # this process and the Prefect server it starts
+    load_before = [round(x, 2) for x in os.getloadavg()]
 
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
@@ -156,7 +157,10 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=20)
     results.update(concurrency=args.concurrency, gateway_cpu="1 core (pinned)",
-                   prefect_and_load_cpu="the other core")
+                   prefect_and_load_cpu="the other core",
+                   # The machine is shared: a load average well above 2 means the figures are
+                   # those of a contended machine, not of the code alone.
+                   loadavg_before=load_before, loadavg_after=[round(x, 2) for x in os.getloadavg()])
     out = ROOT / "benchmarks" / "results" / "gateway.json"
     recorded = json.loads(out.read_text()) if out.exists() else {}
     recorded.update({"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
