@@ -43,7 +43,8 @@ def runs_of(hr_deployments, name: str) -> list:
 def test_a_signed_hire_creates_exactly_one_run_with_the_event(gateway, hr_deployments):
     body = hire()
     before = len(runs_of(hr_deployments, ONBOARD))
-    resp = gateway.post_event(raw(body))
+    t0 = int(time.time())
+    resp = gateway.post_event(raw(body), t=t0)
     assert resp.status_code == 202, resp.text
     out = resp.json()
     assert out["deployment"] == ONBOARD
@@ -56,7 +57,7 @@ def test_a_signed_hire_creates_exactly_one_run_with_the_event(gateway, hr_deploy
     assert run.parameters["request"]["employee"]["username"] == body["employee"]["username"]
     assert run.state.is_scheduled()
     # The same event again (freshly signed, as a sender's retry is): same run, nothing new.
-    again = gateway.post_event(raw(body), t=int(time.time()) - 1)
+    again = gateway.post_event(raw(body), t=t0 - 1)
     assert again.status_code == 202 and again.json()["flow_run_id"] == out["flow_run_id"]
     assert len(runs_of(hr_deployments, ONBOARD)) == before + 1
 
