@@ -192,19 +192,20 @@ def test_prefect_unreachable_answers_503_with_retry_after(hr_deployments, caplog
         resp = gw.post_event(raw(hire()))
         assert resp.status_code == 503 and resp.headers["Retry-After"] == "7"
         assert "nothing was started" in resp.json()["error"]
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 15  # bounded by gateway_prefect_timeout_seconds, not by retries
         assert len(flow_runs()) == before
     finally:
         gw.stop()
 
 
 def test_rate_limit_answers_429_with_retry_after(hr_deployments):
-    gw = start_gateway(*gateway_settings(gateway_rate_per_second=1, gateway_rate_burst=3))
+    # One token per 100 s: no refill can happen while the test runs, however slow the machine.
+    gw = start_gateway(*gateway_settings(gateway_rate_per_second=0.01, gateway_rate_burst=3))
     try:
         codes = [httpx.post(f"{gw.url}/v1/hr/events", content=b"{}").status_code for _ in range(6)]
         assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429, 429]
         resp = httpx.post(f"{gw.url}/v1/hr/events", content=b"{}")
-        assert int(resp.headers["Retry-After"]) >= 1
+        assert 1 <= int(resp.headers["Retry-After"]) <= 100
         assert httpx.get(f"{gw.url}/healthz").status_code == 200  # probes are never limited
     finally:
         gw.stop()
