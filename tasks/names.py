@@ -29,6 +29,7 @@ RESERVED_USERNAMES = frozenset(
 RESERVED_PREFIXES = ("kube-", "vibecode-", "system-")
 
 PART_OF = "vibecode"
+SCIM_ID_LABEL = "vibecode.dev/scim-id"  # on a ledger record: the SCIM user that is this person
 
 
 def validate_username(username: object, field: str = "username") -> str:

@@ -191,6 +191,33 @@ class Settings(BaseSettings):
                                        "slower than this is a warning")
     health_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of each probe and each sink request")
 
+    # HR gateway (`vibecode gateway`): signed HR webhooks and SCIM 2.0
+    gateway_webhook_secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="Shared HMAC secrets for VibeCode-Signature (JSON list; two during a rotation), "
+                    "each at least 32 bytes")
+    gateway_scim_token: SecretStr | None = Field(
+        None, description="Bearer token identity providers send to /scim/v2 (at least 32 bytes)")
+    gateway_host: str = Field("127.0.0.1", description="Address the gateway listens on")
+    gateway_port: int = Field(8080, ge=1, le=65535, description="Port the gateway listens on")
+    gateway_max_body_bytes: int = Field(65536, ge=1024, le=1 << 20,
+                                        description="Largest request body accepted (413 above it)")
+    gateway_signature_tolerance_seconds: int = Field(
+        300, ge=30, le=3600, description="How far a signature's timestamp may be from now")
+    gateway_rate_per_second: float = Field(20, gt=0, description="Requests per second per client (token refill)")
+    gateway_rate_burst: int = Field(40, ge=1, description="Requests a client may send at once (bucket size)")
+    gateway_trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs of proxies (the ingress controller) whose X-Forwarded-For names the client")
+    gateway_retry_after_seconds: int = Field(10, ge=1, description="Retry-After sent with 503 and 429")
+    gateway_prefect_timeout_seconds: float = Field(
+        20, gt=0, description="How long one request waits for the Prefect API before answering 503")
+    gateway_onboard_deployment: str = Field("onboard-user/onboard-user",
+                                            description="Deployment for employee.hired / employee.updated")
+    gateway_offboard_deployment: str = Field("offboard-user/offboard-user",
+                                             description="Deployment for employee.terminated")
+    gateway_scim_max_results: int = Field(100, ge=1, le=1000, description="Largest SCIM list page")
+
     @field_validator("domain")
     @classmethod
     def _domain_is_dns(cls, v: str) -> str:

@@ -7,6 +7,7 @@
 - ``fixtures.identity`` slapd (LDAP) and aiosmtpd (SMTP)
 - ``fixtures.health``   a Prometheus Pushgateway; Datadog intake and Authelia health stand-ins
 - ``fixtures.node``     a real one-node cluster (kubelet, containerd) for tests marked ``node``
+- ``fixtures.gateway``  the HR gateway on loopback, with the HR deployments registered
 """
 
 pytest_plugins = [
@@ -17,4 +18,5 @@ pytest_plugins = [
     "tests.fixtures.identity",
     "tests.fixtures.health",
     "tests.fixtures.node",
+    "tests.fixtures.gateway",
 ]

@@ -28,7 +28,7 @@ def _lint(root: Path) -> subprocess.CompletedProcess:
 
 
 def _copy_tree(dst: Path) -> Path:
-    for d in ("vibecode_cli", "flows", "tasks"):
+    for d in ("vibecode_cli", "flows", "gateway", "tasks"):
         shutil.copytree(ROOT / d, dst / d, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", dst / "pyproject.toml")
     return dst
@@ -46,6 +46,8 @@ def test_architecture_contracts_hold():
     ("tasks/backup_status.py", "import prefect", "Pure modules import no adapter, no prefect, no I/O"),
     ("tasks/hr.py", "from tasks import kube", "Pure modules import no adapter, no prefect, no I/O"),
     ("tasks/objects.py", "import subprocess", "Pure modules import no adapter, no prefect, no I/O"),
+    ("gateway/runs.py", "import flows.onboarding", "CLI above flows above tasks"),
+    ("tasks/gateway/scim_map.py", "import prefect", "Pure modules import no adapter, no prefect, no I/O"),
 ])
 def test_architecture_test_catches_a_violation(tmp_path, module, line, contract):
     root = _copy_tree(tmp_path)

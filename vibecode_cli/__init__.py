@@ -214,6 +214,21 @@ def cmd_health(args) -> int:
     return 1 if report.status is Status.CRITICAL else 0
 
 
+def cmd_gateway(args) -> int:
+    """Serve the HR gateway (signed webhooks + SCIM) until interrupted."""
+    from gateway.server import RefusedToStart, serve
+    from tasks.settings import get_settings
+
+    try:
+        serve(get_settings(), host=args.host, port=args.port)
+    except RefusedToStart as exc:
+        print("vibecode gateway: refusing to start:", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vibecode", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -247,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     he = sub.add_parser("health", help="check the platform once (exit 1 when any check is critical)")
     he.add_argument("--json", action="store_true", help="print the checks as JSON")
     he.set_defaults(func=cmd_health)
+    gw = sub.add_parser("gateway", help="serve the HR gateway: signed HR webhooks and SCIM 2.0 (starts "
+                                        "onboarding/offboarding runs on PREFECT_API_URL)")
+    gw.add_argument("--host", default=None, help="listen address (default: setting gateway_host)")
+    gw.add_argument("--port", type=int, default=None, help="listen port (default: setting gateway_port)")
+    gw.set_defaults(func=cmd_gateway)
     lim = sub.add_parser("limits", help="create or update Prefect tag concurrency limits from settings")
     lim.set_defaults(func=cmd_limits)
     return p

@@ -5,6 +5,8 @@ and every decision on it are pure (:mod:`tasks.identity.record`); this module st
 Why a ConfigMap per person and not one shared document: 50 concurrent hires then never
 contend on it. Two creates make a claim atomic: the API server's create (``exist_ok=False``)
 is the only step that can say "you were first".
+A person provisioned through SCIM also has their SCIM id (a label, to find them by it) and
+the SCIM resource as the identity provider last set it, so the gateway keeps no state of its own.
 
 * ``vibecode-employee-<sha256(employee id)>``, the employee index, names the one username
   an employee id owns. Creating it claims the employee: two concurrent hires of one
@@ -28,7 +30,7 @@ from typing import Callable
 from tasks.errors import Conflict, InvalidInput, PermanentError
 from tasks.identity.record import Record, State, from_data, to_data
 from tasks.names import (COMPONENT_LABEL, EMPLOYEE_ID_LABEL, EMPLOYEE_INDEX_COMPONENT, LEDGER_COMPONENT,
-                         LEDGER_SELECTOR, PART_OF, PART_OF_LABEL, STATE_LABEL, USER_LABEL)
+                         LEDGER_SELECTOR, PART_OF, PART_OF_LABEL, SCIM_ID_LABEL, STATE_LABEL, USER_LABEL)
 from tasks.settings import Settings, get_settings
 
 PREFIX = "vibecode-user-"
@@ -52,6 +54,8 @@ def to_manifest(rec: Record, namespace: str) -> dict:
                        EMPLOYEE_ID_LABEL: rec.employee_id, STATE_LABEL: rec.state.value}}
     if rec.resource_version:
         meta["resourceVersion"] = rec.resource_version
+    if rec.scim_id:
+        meta["labels"][SCIM_ID_LABEL] = rec.scim_id
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": to_data(rec)}
 
 
@@ -101,6 +105,13 @@ class Ledger:
         if len(found) > 1:
             raise PermanentError(f"employee {employee_id} has {len(found)} ledger records; fix by hand")
         return from_manifest(found[0]) if found else None
+
+    def by_scim_id(self, scim_id: str) -> Record | None:
+        found = self.kube.list("ConfigMap", self.ns, f"{SELECTOR},{SCIM_ID_LABEL}={scim_id}")
+        return from_manifest(found[0]) if found else None
+
+    def scim_users(self) -> list[Record]:
+        return [from_manifest(cm) for cm in self.kube.list("ConfigMap", self.ns, f"{SELECTOR},{SCIM_ID_LABEL}")]
 
     def all(self, state: State | None = None) -> list[Record]:
         sel = SELECTOR + (f",{STATE_LABEL}={State(state).value}" if state else "")

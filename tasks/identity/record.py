@@ -98,6 +98,8 @@ class Record:
     changed_at: datetime | None = None  # ... of the newest applied hire or update (the person's data)
     left_at: datetime | None = None  # ... of the newest applied termination
     last_error: str = ""
+    scim_id: str = ""  # set while a SCIM user is this person (cleared by a SCIM DELETE)
+    scim: str = ""  # JSON: the SCIM resource and its version, written only by the gateway
     resource_version: str = field(default="", compare=False)
 
     @property
@@ -213,6 +215,7 @@ def to_data(rec: Record) -> dict[str, str]:
     data = {"username": rec.username, "employee_id": rec.employee_id, "state": rec.state.value,
             "events": json.dumps(list(rec.events)), "welcome": rec.welcome.encode(), "last_error": rec.last_error}
     data.update({k: getattr(rec, k).isoformat() if getattr(rec, k) else "" for k in _TIMES})
+    data.update({k: getattr(rec, k) for k in ("scim_id", "scim") if getattr(rec, k)})
     return data
 
 
@@ -220,5 +223,6 @@ def from_data(d: dict[str, str], resource_version: str = "") -> Record:
     return Record(username=d["username"], employee_id=d["employee_id"],
                   state=State(d.get("state") or State.ONBOARDING.value),
                   events=tuple(json.loads(d.get("events") or "[]")), welcome=Welcome.decode(d.get("welcome", "")),
-                  last_error=d.get("last_error", ""), resource_version=resource_version,
+                  last_error=d.get("last_error", ""), scim_id=d.get("scim_id", ""), scim=d.get("scim", ""),
+                  resource_version=resource_version,
                   **{k: _time(d.get(k, "")) for k in _TIMES})

@@ -1,0 +1,109 @@
+"""The gateway's ASGI middleware: per-client rate limit, per-request size bound, and one
+structured access-log line per request (no body, no query string, no header: so no token,
+no signature and no personal data reaches the log)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from starlette.exceptions import HTTPException
+
+from tasks.gateway.ratelimit import Limiter, client_key
+
+access_log = logging.getLogger("vibecode.gateway.access")
+
+UNLIMITED_PATHS = frozenset({"/healthz"})
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+def error_body(path: str, status: int, message: str) -> bytes:
+    """HR-API errors are ``{"error": ...}``; under /scim/v2 they are SCIM Error messages."""
+    if path.startswith("/scim/"):
+        return json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                           "status": str(status), "detail": message}).encode()
+    return json.dumps({"error": message}).encode()
+
+
+def _media(path: str) -> bytes:
+    return b"application/scim+json" if path.startswith("/scim/") else b"application/json"
+
+
+class GatewayMiddleware:
+    def __init__(self, app, *, max_body: int, limiter: Limiter, trusted_proxies: list[str],
+                 retry_after: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.limiter = limiter
+        self.trusted = list(trusted_proxies)
+        self.retry_after = retry_after
+
+    async def _refuse(self, send, path: str, status: int, message: str, extra: list | None = None) -> None:
+        body = error_body(path, status, message)
+        headers = [(b"content-type", _media(path)), (b"content-length", str(len(body)).encode()),
+                   *(extra or [])]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        path = scope.get("path", "")
+        headers = dict(scope.get("headers") or [])  # the last of a repeated header wins; we read two
+        peer = (scope.get("client") or (None, None))[0]
+        xff = headers.get(b"x-forwarded-for", b"").decode("latin-1") or None
+        client = client_key(peer, xff, self.trusted)
+        rid = uuid.uuid4().hex[:16]
+        state = {"status": 0, "bytes_in": 0, "started": False}
+
+        async def send_logged(message):
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["started"] = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            if path not in UNLIMITED_PATHS:
+                decision = self.limiter.check(client, time.monotonic())
+                if not decision.allowed:
+                    await self._refuse(send_logged, path, 429, "too many requests from this client; slow down",
+                                       [(b"retry-after", str(decision.retry_after).encode())])
+                    return
+            length = headers.get(b"content-length")
+            if length is not None:
+                if not length.isdigit() or len(length) > 12:
+                    await self._refuse(send_logged, path, 400, "Content-Length is not a number")
+                    return
+                if int(length) > self.max_body:
+                    # Refused on the header alone: not one byte of the body is read.
+                    await self._refuse(send_logged, path, 413, f"request body is larger than {self.max_body} bytes")
+                    return
+
+            async def bounded_receive():
+                message = await receive()
+                if message["type"] == "http.request":
+                    state["bytes_in"] += len(message.get("body", b""))
+                    if state["bytes_in"] > self.max_body:
+                        raise BodyTooLarge(self.max_body)
+                return message
+
+            try:
+                await self.app(scope, bounded_receive, send_logged)
+            except BodyTooLarge as exc:
+                if state["started"]:
+                    raise
+                await self._refuse(send_logged, path, 413, exc.detail)
+        finally:
+            access_log.info(json.dumps({
+                "request_id": rid, "client": client, "method": scope.get("method"), "path": path[:200],
+                "status": state["status"], "ms": round((time.perf_counter() - started) * 1000, 2),
+                "bytes_in": state["bytes_in"]}, separators=(",", ":")))

@@ -1,0 +1,349 @@
+"""SCIM 2.0 (RFC 7643/7644) under ``/scim/v2``, so Okta and Entra ID provisioning can
+drive onboarding.
+
+The protocol (routing, discovery, validation, filters, PATCH, ETags, error messages) is
+scim2-server's :class:`~scim2_server.applications.asgi.ASGIApplication` over scim2-models;
+what is ours is the storage, :class:`LedgerStorage`:
+
+- a SCIM user *is* a person's ledger record (:mod:`tasks.identity.ledger`): its SCIM id
+  is a label and the resource is kept in the record, so a restart (or a second replica)
+  loses nothing and no other state exists;
+- every write that means something to HR starts a flow run
+  (:mod:`tasks.gateway.scim_map` decides which), with the HR event id
+  ``scim-<id>-v<version>`` as idempotency key;
+- the HR rules are :func:`tasks.hr.parse_request`'s; a refusal is a SCIM 400 naming the
+  SCIM attribute, and changes nothing;
+- the write is stored first and the run started second; if Prefect cannot be reached the
+  write is undone and the client gets 503 with Retry-After (identity providers retry).
+
+The published User schema marks ``name`` (given and family name) and ``emails`` required,
+because a person's identity and welcome email need them. Passwords are never stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import logging
+import re
+import uuid
+from dataclasses import replace
+from typing import Annotated, Any, Callable
+
+import anyio
+from pydantic import EmailStr
+from scim2_models import (AuthenticationScheme, Bulk, ChangePassword, Email, EnterpriseUser, ETag, External,
+                          Filter, InvalidValueException, Meta, Name, NotFoundException, Patch,
+                          PreconditionFailedException, Reference, Required, Resource, ResourceType,
+                          SCIMException, ScimProvider, SearchRequest, ServiceProviderConfig, Sort,
+                          UnauthorizedException, UniquenessException, User)
+from scim2_server.applications.asgi import ASGIApplication
+from scim2_server.requests import ScimRequest
+from scim2_server.responses import ScimResponse
+from scim2_server.service import ScimService
+from scim2_server.storage import AsyncScimStorage, SearchPage
+
+from gateway.runs import PrefectUnavailable, RunStarter
+from tasks.errors import Conflict, InvalidInput
+from tasks.gateway import scim_map
+from tasks.hr import parse_request
+from tasks.identity.ledger import Ledger, Record
+from tasks.settings import Settings
+
+log = logging.getLogger("vibecode.gateway")
+
+SCIM_ID = re.compile(r"^[0-9a-f]{32}$")
+NOT_STORED = ("id", "meta", "password")
+
+
+class VibeName(Name):
+    given_name: Annotated[str | None, Required.true] = None
+    family_name: Annotated[str | None, Required.true] = None
+
+
+class VibeEmail(Email):
+    value: Annotated[EmailStr | None, Required.true] = None
+
+
+class VibeUser(User):
+    """The core User schema as VibeCode serves it: a name and an email are required."""
+
+    name: Annotated[VibeName | None, Required.true] = None
+    emails: Annotated[list[VibeEmail] | None, Required.true] = None
+
+
+BEARER = AuthenticationScheme(type=AuthenticationScheme.Type.oauthbearertoken, name="OAuth Bearer Token",
+                              description="A static bearer token from the gateway's settings",
+                              spec_uri=Reference[External]("https://www.rfc-editor.org/rfc/rfc6750"),
+                              primary=True)
+
+
+def provider(max_results: int) -> ScimProvider:
+    config = ServiceProviderConfig(
+        patch=Patch(supported=True), bulk=Bulk(supported=False, max_operations=0, max_payload_size=0),
+        filter=Filter(supported=True, max_results=max_results), change_password=ChangePassword(supported=False),
+        sort=Sort(supported=False), etag=ETag(supported=True), authentication_schemes=[BEARER])
+    return ScimProvider(models=[VibeUser, EnterpriseUser],
+                        resource_types=[ResourceType.from_resource(VibeUser[EnterpriseUser])], config=config)
+
+
+class ServiceUnavailable(SCIMException):
+    status = 503
+    _default_detail = "The Prefect API is unreachable; nothing was changed. Retry later"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _version_tag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+class LedgerStorage(AsyncScimStorage):
+    """SCIM users kept in the ledger ConfigMaps; writes start onboarding/offboarding runs.
+
+    Kubernetes calls are blocking, so they run in worker threads; starting a run is
+    awaited on the event loop.
+    """
+
+    def __init__(self, settings: Settings, starter: RunStarter, ledger_factory: Callable[[], Ledger] | None = None,
+                 clock: Callable[[], dt.datetime] = _now) -> None:
+        self.settings = settings
+        self.starter = starter
+        self._ledger_factory = ledger_factory or (lambda: Ledger(settings))
+        self._ledger: Ledger | None = None
+        self.clock = clock
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = self._ledger_factory()
+        return self._ledger
+
+    # -- record <-> resource ---------------------------------------------------------
+    @staticmethod
+    def _state(rec: Record) -> dict:
+        return json.loads(rec.scim) if rec.scim else {}
+
+    def _resource(self, resource_type: ResourceType, rec: Record, model: type[Resource[Any]]) -> Resource[Any]:
+        st = self._state(rec)
+        res = model.model_validate(st["resource"])
+        res.id = rec.scim_id
+        res.meta = Meta(resource_type=resource_type.name, created=dt.datetime.fromisoformat(st["created"]),
+                        last_modified=dt.datetime.fromisoformat(st["lastModified"]),
+                        version=_version_tag(st["version"]))
+        return res
+
+    @staticmethod
+    def _wire(resource: Resource[Any]) -> dict:
+        data = resource.model_dump(mode="json")
+        for key in NOT_STORED:
+            data.pop(key, None)
+        return data
+
+    async def _run(self, fn, *args):
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    async def _record(self, resource_id: str) -> Record:
+        rec = await self._run(self.ledger.by_scim_id, resource_id) if SCIM_ID.match(resource_id or "") else None
+        if rec is None or not rec.scim:
+            raise NotFoundException(detail=f"User {resource_id!r} not found")
+        return rec
+
+    # -- HR --------------------------------------------------------------------------
+    def _hr_body(self, user: dict, event_type: str, scim_id: str, version: int, username: str,
+                 employee_id: str, id_source: str) -> dict:
+        body = scim_map.hr_event(user, event_type=event_type, event_id=scim_map.event_id(scim_id, version),
+                                 occurred_at=self.clock(), username=username, employee_id=employee_id)
+        try:
+            return parse_request(body).model_dump(mode="json")
+        except InvalidInput as exc:
+            attr = scim_map.scim_attribute(exc.field, id_source)
+            raise InvalidValueException(detail=f"{attr}: {str(exc).split(': ', 1)[-1]}") from None
+
+    async def _start(self, hr: dict) -> str:
+        deployment = (self.settings.gateway_offboard_deployment if hr["type"] == "employee.terminated"
+                      else self.settings.gateway_onboard_deployment)
+        try:
+            run = await self.starter.start(deployment, {"request": hr}, hr["event_id"])
+        except PrefectUnavailable as exc:
+            raise ServiceUnavailable(detail=str(exc)) from None
+        log.info("scim %s for %s -> flow run %s on %s", hr["type"], hr["event_id"], run.flow_run_id, deployment)
+        return run.flow_run_id
+
+    def _check_unique(self, user_name: str, scim_id: str) -> None:
+        """userName is unique (caseExact false) among the SCIM users."""
+        wanted = user_name.casefold()
+        for rec in self.ledger.scim_users():
+            if rec.scim_id != scim_id and str(self._state(rec).get("resource", {}).get("userName", "")).casefold() == wanted:
+                raise UniquenessException(detail="userName is already taken by another User")
+
+    # -- storage API -----------------------------------------------------------------
+    async def get(self, resource_type: ResourceType, resource_id: str, *, response_parameters=None) -> Resource[Any]:
+        rec = await self._record(resource_id)
+        return self._resource(resource_type, rec, type_model(resource_type))
+
+    async def search(self, resource_types: list[ResourceType], search_request: SearchRequest[Any], *,
+                     position: Any = None) -> SearchPage:
+        resource_type = resource_types[0]
+        model = type_model(resource_type)
+        records = await self._run(self.ledger.scim_users)
+        found = [self._resource(resource_type, r, model) for r in records if r.scim]
+        if search_request.filter is not None:
+            found = [r for r in found if search_request.filter.match(r)]
+        found.sort(key=lambda r: r.id)
+        start = search_request.start_index_0 or 0
+        stop = None if search_request.count is None else start + search_request.count
+        return SearchPage(len(found), found[start:stop])
+
+    async def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        scim_id = uuid.uuid4().hex
+        user = self._wire(resource)
+        username = scim_map.username_for(user)
+        employee_id, id_source = scim_map.employee_id_for(user, scim_id)
+        event = scim_map.event_type_for(None, user, username=username or "", employee_id=employee_id)
+        # Validate everything before anything is written (an inactive new user has no event yet,
+        # but must still be a valid person for the day they are activated).
+        hr = self._hr_body(user, event or "employee.hired", scim_id, 1, username or "", employee_id, id_source)
+        username = hr["employee"]["username"]
+        now = self.clock().isoformat()
+        state = json.dumps({"version": 1, "created": now, "lastModified": now, "resource": user})
+        rec, created_record = await self._run(self._claim, username, employee_id, scim_id, state, user["userName"])
+        if event is not None:
+            try:
+                await self._start(hr)
+            except ServiceUnavailable:
+                await self._run(self._undo_create, rec, created_record)
+                raise
+        return self._resource(resource_type, rec, type(resource))
+
+    def _claim(self, username: str, employee_id: str, scim_id: str, state: str, user_name: str) -> tuple[Record, bool]:
+        self._check_unique(user_name, scim_id)
+        existed = self.ledger.get(username) is not None
+        try:
+            self.ledger.claim(username, employee_id)
+        except InvalidInput:
+            raise UniquenessException(detail=f"userName gives username {username!r}, which belongs to another "
+                                             f"employee; send that person's externalId or employeeNumber, or "
+                                             f"another userName") from None
+
+        def attach(r: Record) -> Record:
+            if r.scim_id and r.scim_id != scim_id:
+                raise UniquenessException(detail="this person is already a SCIM User (another id)")
+            return replace(r, scim_id=scim_id, scim=state)
+
+        return self.ledger.update(username, attach), not existed
+
+    def _undo_create(self, rec: Record, created_record: bool) -> None:
+        def detach(r: Record) -> Record:
+            return replace(r, scim_id="", scim="") if r.scim_id == rec.scim_id else r
+
+        after = self.ledger.update(rec.username, detach)
+        if created_record and not after.events and after.state == "onboarding" and not after.scim_id:
+            self.ledger.kube.delete("ConfigMap", self.ledger.ns, f"vibecode-user-{rec.username}")
+
+    async def update(self, resource_type: ResourceType, resource: Resource[Any], *,
+                     expected_version: str | None = None) -> Resource[Any]:
+        rec = await self._record(resource.id)
+        old_state = self._state(rec)
+        old_version = old_state["version"]
+        if expected_version is not None and expected_version != _version_tag(old_version):
+            raise PreconditionFailedException
+        user = self._wire(resource)
+        version = old_version + 1
+        event = scim_map.event_type_for(old_state["resource"], user, username=rec.username,
+                                        employee_id=rec.employee_id)
+        hr = None
+        if event is not None:
+            # A termination is about the person as they were: it must go through even if
+            # the same request also blanked a field the HR event needs.
+            source = old_state["resource"] if event == "employee.terminated" else user
+            hr = self._hr_body(source, event, rec.scim_id, version, rec.username, rec.employee_id, "externalId")
+        new_state = {**old_state, "version": version, "lastModified": self.clock().isoformat(), "resource": user}
+        saved = await self._run(self._swap, rec, old_version, json.dumps(new_state), user.get("userName", ""))
+        if hr is not None:
+            try:
+                await self._start(hr)
+            except ServiceUnavailable:
+                await self._run(self._revert, saved, version, rec.scim)
+                raise
+        return self._resource(resource_type, saved, type(resource))
+
+    def _swap(self, rec: Record, old_version: int, new_state: str, user_name: str) -> Record:
+        if user_name:
+            self._check_unique(user_name, rec.scim_id)
+
+        def change(r: Record) -> Record:
+            if r.scim_id != rec.scim_id or self._state(r).get("version") != old_version:
+                raise PreconditionFailedException(detail="the User changed meanwhile; read it again")
+            return replace(r, scim=new_state)
+
+        return self.ledger.update(rec.username, change)
+
+    def _revert(self, saved: Record, version: int, old_state: str) -> None:
+        def change(r: Record) -> Record:
+            return replace(r, scim=old_state) if self._state(r).get("version") == version else r
+
+        self.ledger.update(saved.username, change)
+
+    async def delete(self, resource_type: ResourceType, resource_id: str, *,
+                     expected_version: str | None = None) -> None:
+        rec = await self._record(resource_id)
+        state = self._state(rec)
+        if expected_version is not None and expected_version != _version_tag(state["version"]):
+            raise PreconditionFailedException
+        version = state["version"] + 1
+        hr = None
+        if scim_map.is_active(state["resource"]):
+            hr = self._hr_body(state["resource"], "employee.terminated", rec.scim_id, version, rec.username,
+                               rec.employee_id, "externalId")
+
+        def detach(r: Record) -> Record:
+            if r.scim_id != rec.scim_id:
+                raise NotFoundException(detail=f"User {resource_id!r} not found")
+            return replace(r, scim_id="", scim="")
+
+        # Terminate first: if Prefect is down, the User still exists and the client retries.
+        if hr is not None:
+            await self._start(hr)
+        await self._run(self.ledger.update, rec.username, detach)
+
+
+_MODELS: dict[str, type[Resource[Any]]] = {}
+
+
+def type_model(resource_type: ResourceType) -> type[Resource[Any]]:
+    return _MODELS[resource_type.name]
+
+
+class GatewayScimApp(ASGIApplication):
+    """scim2-server's ASGI app with the gateway's bearer token (constant-time compare) and
+    Retry-After on 503."""
+
+    def __init__(self, storage: AsyncScimStorage, scim_provider: ScimProvider, token: str) -> None:
+        super().__init__(storage, scim_provider, ScimService(scim_provider))
+        self._token = token.encode()
+        for rt in scim_provider.resource_types:
+            _MODELS[rt.name] = scim_provider.model_for(rt)
+        self.retry_after = "10"
+
+    def check_auth(self, request: ScimRequest) -> None:
+        scheme, _, token = (request.header("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._token):
+            raise UnauthorizedException(detail="a valid bearer token is required")
+
+    def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
+        response = super().handle_exception(request, exception)
+        if isinstance(exception, ServiceUnavailable):
+            response.headers["Retry-After"] = self.retry_after
+        return response
+
+
+def scim_app(settings: Settings, starter: RunStarter, storage: AsyncScimStorage | None = None) -> GatewayScimApp:
+    assert settings.gateway_scim_token is not None
+    app = GatewayScimApp(storage or LedgerStorage(settings, starter), provider(settings.gateway_scim_max_results),
+                         settings.gateway_scim_token.get_secret_value())
+    app.retry_after = str(settings.gateway_retry_after_seconds)
+    return app
