@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import pytest
 
-from flows.onboarding import offboard_user, onboard_user
+from flows.offboarding import offboard_user
+from flows.onboarding import onboard_user
 from tests.fixtures.gateway import flow_runs, gateway_settings, start_gateway
 from tests.fixtures.storage import make_tree
 from tests.test_gateway_scim import ENTERPRISE, client_for, scim_user

@@ -144,6 +144,7 @@ def hr_env(monkeypatch):
 @pytest.fixture
 def no_flow_may_start(monkeypatch):
     """Any attempt to run an HR flow from here is recorded; validation must never get that far."""
+    import flows.offboarding
     import flows.onboarding
 
     started: list = []
@@ -152,8 +153,9 @@ def no_flow_may_start(monkeypatch):
         started.append(args)
         raise AssertionError("a flow was started")
 
-    for name in ("run_hr_event", "onboard_user", "offboard_user"):
-        monkeypatch.setattr(flows.onboarding, name, refuse)
+    for module, name in ((flows.onboarding, "run_hr_event"), (flows.onboarding, "onboard_user"),
+                         (flows.offboarding, "offboard_user")):
+        monkeypatch.setattr(module, name, refuse)
     return started
 
 
