@@ -38,8 +38,7 @@ from pydantic import BaseModel
 
 from flows.workspace import provision_workspace
 from tasks import helm, mail, totp
-from tasks.backup_jobs import job_state
-from tasks.backup_wait import JobWaiter
+from tasks.jobs import await_job, job_state
 from flows.common import KUBE_API, HELM, USERS_DB as USERS_DB_TAG, now as _now, transient_retries
 from tasks.errors import BackupRequired, PermanentError, Timeout, TransientError
 from tasks.hr import HRRequest, effective_groups, parse_request
@@ -165,14 +164,10 @@ def _wait_for_job(kube, ns: str, name: str, timeout: float, first_poll: float) -
     """Wait for one Job through the same LIST+WATCH waiter the backups use (woken by the
     status change, no polling); (succeeded | failed, reason), or a transient Timeout.
     ``first_poll`` is the pause before re-listing after a broken watch."""
-    waiter = JobWaiter(lambda: kube.list_watch("Job", ns, totp.PROVISION_JOB_SELECTOR), first_poll)
-    try:
-        state, reason = waiter.wait(name, timeout)
-    finally:
-        waiter.close()
-    if state == "running":
-        raise Timeout(f"Job {ns}/{name} still running after {timeout:.0f} s ({reason})")
-    return state, reason
+    result = await_job(kube, ns, totp.PROVISION_JOB_SELECTOR, name, timeout, first_poll)
+    if result.state == "running":
+        raise Timeout(f"Job {ns}/{name} still running after {timeout:.0f} s ({result.reason})")
+    return result.state, result.reason
 
 
 @task(name="preprovision-totp", tags=[KUBE_API], **transient_retries(2))
@@ -262,7 +257,7 @@ def restore_previous_work(username: str) -> str:
     resumed by its rerun. The purge only ever ran after a verified backup, and retention
     never expires the newest good snapshot, so there is always one to restore.
     """
-    from flows.backup import restore_workspace
+    from flows.restore import restore_workspace
 
     result = restore_workspace(username, snapshot="latest", target="in-place")
     Ledger().update(username, lambda r: replace(r, purged_at=""))

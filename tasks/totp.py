@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from urllib.parse import quote, urlencode
 
 from tasks.names import PART_OF, validate_username
-from tasks.objects import restricted_container_security
+from tasks.objects import restricted_job
 from tasks.settings import Settings
 
 SECRET_BYTES = 32  # Authelia's default --secret-size
@@ -115,37 +115,22 @@ def provision_job(username: str, settings: Settings) -> dict:
     args = ["storage", "user", "totp", "generate", "$(USERNAME)", "--secret", f"$({SECRET_KEY})",
             "--issuer", "$(ISSUER)", "--algorithm", ALGORITHM, "--digits", str(DIGITS),
             "--period", str(PERIOD), "--config", CONFIG_FILE]
-    pod = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{
-            "name": "authelia",
-            "image": settings.authelia_image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["/app/authelia"],  # the binary itself, not the image's su-exec entrypoint
-            "args": args,
-            "env": env,
-            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-            "securityContext": restricted_container_security(),
-            "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-                             {"name": "tmp", "mountPath": "/tmp"}],
-        }],
-        "volumes": [{"name": "config", "secret": {"secretName": settings.authelia_config_secret,
-                                                  "defaultMode": 0o444}},
-                    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+    container = {
+        "name": "authelia",
+        "image": settings.authelia_image,
+        "command": ["/app/authelia"],  # the binary itself, not the image's su-exec entrypoint
+        "args": args,
+        "env": env,
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
     }
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": settings.platform_namespace, "labels": labels},
-        "spec": {
-            "backoffLimit": 0,  # a second try with the same secret fails the same way; a rerun retries
-            "activeDeadlineSeconds": int(settings.totp_job_timeout_seconds),
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        },
-    }
+    volumes = [{"name": "config", "secret": {"secretName": settings.authelia_config_secret, "defaultMode": 0o444}},
+               {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    # A second try with the same secret fails the same way; a rerun retries.
+    return restricted_job(name=name, namespace=settings.platform_namespace, labels=labels, container=container,
+                          volumes=volumes, run_as_user=RUN_AS, run_as_group=RUN_AS,
+                          deadline_seconds=int(settings.totp_job_timeout_seconds))
 
 
 def otpauth_uri(username: str, secret: str, issuer: str) -> str:

@@ -104,7 +104,7 @@ def cmd_totp_handoff(args) -> int:
     from datetime import datetime, timezone
 
     from tasks import totp
-    from tasks.backup_jobs import job_state
+    from tasks.jobs import job_state
     from tasks.kube import connect
     from tasks.names import validate_username
     from tasks.settings import get_settings
@@ -161,7 +161,7 @@ def cmd_restore(args) -> int:
         _print([{"id": s.id[:8], "time": s.time.isoformat(), "tags": list(s.tags)}
                 for s in list_snapshots(args.username)])
         return 0
-    from flows.backup import SNAPSHOT_RE, restore_workspace
+    from flows.restore import SNAPSHOT_RE, restore_workspace
 
     if not SNAPSHOT_RE.match(args.snapshot):
         raise InvalidInput("snapshot", "must be 'latest' or a restic snapshot id (hex)")
@@ -196,6 +196,14 @@ def cmd_health(args) -> int:
     return 1 if report.status is Status.CRITICAL else 0
 
 
+def cmd_rotate_restic_password(args) -> int:
+    """Passwords come only from the environment (VIBECODE_RESTIC_PASSWORD, VIBECODE_RESTIC_NEW_PASSWORD)."""
+    from flows.restore import rotate_restic_password
+
+    _print(rotate_restic_password())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vibecode", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -228,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     he = sub.add_parser("health", help="check the platform once (exit 1 when any check is critical)")
     he.add_argument("--json", action="store_true", help="print the checks as JSON")
     he.set_defaults(func=cmd_health)
+    rot = sub.add_parser("rotate-restic-password",
+                         help="move every backup repository to the password in VIBECODE_RESTIC_NEW_PASSWORD "
+                              "(old: VIBECODE_RESTIC_PASSWORD); then make the new one VIBECODE_RESTIC_PASSWORD")
+    rot.set_defaults(func=cmd_rotate_restic_password)
     lim = sub.add_parser("limits", help="create or update Prefect tag concurrency limits from settings")
     lim.set_defaults(func=cmd_limits)
     return p
