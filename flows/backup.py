@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.common import KUBE_API, Username, now as _now, run_id as _run_id, table_artifact, transient_retries
 from tasks import kube, mail
 from tasks.backup_jobs import RUN_LABEL, WORKSPACE_POD_SELECTOR, backup_job, backup_secret, workspace_nodes
-from tasks.backup_repo import open_repository, record_and_expire
+from tasks.backup_repo import ensure_repository, open_repository, record_and_expire
 from tasks.backup_status import (
     BackupReport,
     Outcome,
@@ -102,7 +102,7 @@ def run_backup_job(username: str, run_id: str, node: str | None, kind: str = "ba
     """Create the repository on its first night, start the Job and wait for it. One task:
     each step is idempotent (a retry finds its own Job), and every task run costs Prefect
     API round trips per workspace."""
-    open_repository(username).ensure_init()
+    ensure_repository(username)
     job = backup_job(workspace_names(username), get_settings(), run_id, node, kind=kind, tag=tag)
     kube.connect().create(job)
     return await_run_job(job["metadata"]["name"], run_id, shared)

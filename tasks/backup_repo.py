@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 
+import time
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timezone
 
 from tasks import kube
-from tasks.errors import PermanentError
-from tasks.names import validate_username
-from tasks.restic import PARTIAL_TAG, Snapshot, run_tag
+from tasks.errors import Conflict, PermanentError, TransientError
+from tasks.names import COMPONENT_LABEL, PART_OF, PART_OF_LABEL, USER_LABEL, validate_username
+from tasks.restic import PARTIAL_TAG, Snapshot, repository, run_tag
 from tasks.restic_runner import Restic
 from tasks.retention import KeepPolicy, plan_retention
 from tasks.settings import Settings, get_settings
@@ -32,6 +33,51 @@ def open_repository(username: str, settings: Settings | None = None) -> Restic:
     s = settings or get_settings()
     username = validate_username(username)
     return Restic.for_workspace(s, username, backup_secret_data(s))
+
+
+INIT_CLAIM_STALE_SECONDS = 120.0  # a claim this old whose repository still does not exist was abandoned
+INIT_WAIT_SECONDS = 30.0
+
+
+def init_claim(username: str, settings: Settings) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"vibecode-restic-init-{username}", "namespace": settings.namespace,
+                         "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: "backup", USER_LABEL: username}},
+            "data": {"repository": repository(settings, username)}}
+
+
+def ensure_repository(username: str, settings: Settings | None = None) -> bool:
+    """Open the workspace's repository, creating it first if there is none; True if created now.
+
+    On S3 two ``restic init`` running at once both succeed, each writing its own master
+    key and config, and the repository is left unreadable ("ciphertext verification
+    failed"): S3 has no create-if-absent. So only the run that wins an atomic Kubernetes
+    create (a ConfigMap per repository) may initialise; the others wait for the repository
+    to appear. A claim left by a run that died is deleted once it is stale."""
+    s = settings or get_settings()
+    restic = open_repository(username, s)
+    if restic.exists():
+        return False
+    client = kube.connect(s)
+    claim = init_claim(username, s)
+    try:
+        client.create(claim, exist_ok=False)
+    except Conflict:
+        deadline = time.monotonic() + INIT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if restic.exists():
+                return False
+            time.sleep(1.0)
+        existing = client.get("ConfigMap", s.namespace, claim["metadata"]["name"]) or {}
+        created = (existing.get("metadata") or {}).get("creationTimestamp", "")
+        try:
+            age = (datetime.now(timezone.utc) - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+        except ValueError:
+            age = INIT_CLAIM_STALE_SECONDS
+        if age >= INIT_CLAIM_STALE_SECONDS:
+            client.delete("ConfigMap", s.namespace, claim["metadata"]["name"])
+        raise TransientError(f"the repository of {username} is being initialised by another run") from None
+    return restic.ensure_init()
 
 
 def repository_usernames(settings: Settings | None = None) -> list[str]:

@@ -114,8 +114,8 @@ def restore_script(username: str, snapshot: str, run_id: str, empty: bool = Fals
 
 
 def already_initialised(stderr: str) -> bool:
-    """``restic init`` lost a race with another init: the repository exists (restic 0.14
-    says "config file already exists"; some backends say "already initialized")."""
+    """``restic init`` found a repository: restic 0.14 says "repository master key and config
+    already initialized" on S3 and "config file already exists" on a local backend."""
     low = stderr.lower()
     return "config file already exists" in low or "already initialized" in low
 

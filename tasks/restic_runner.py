@@ -72,17 +72,24 @@ class Restic:
             raise Timeout(f"restic {args[0]} did not finish in {timeout:.0f}s") from None
 
     # -- the operations the flows need ----------------------------------------
-    def ensure_init(self) -> bool:
-        """Create the repository if there is none; True if it was created now. Another
-        process creating it at the same moment is not an error: the repository exists."""
+    def exists(self) -> bool:
         try:
             self.run(["cat", "config"], what="open repository")
-            return False
+            return True
         except NotFound:
-            proc = self.run_raw(["init"])
-            if proc.returncode != 0 and not already_initialised(proc.stderr):
-                raise classify_failure(proc.stderr, "restic init") from None
-            return proc.returncode == 0
+            return False
+
+    def ensure_init(self) -> bool:
+        """Create the repository if there is none; True if it was created now. One that
+        another process created in between is not an error. This does not make concurrent
+        inits safe on S3 (both succeed and corrupt the repository): callers serialise them,
+        see :func:`tasks.backup_repo.ensure_repository`."""
+        if self.exists():
+            return False
+        proc = self.run_raw(["init"])
+        if proc.returncode != 0 and not already_initialised(proc.stderr):
+            raise classify_failure(proc.stderr, "restic init")
+        return proc.returncode == 0
 
     def snapshots(self) -> list[Snapshot]:
         out = self.run(["snapshots", "--json"], what="list snapshots").stdout

@@ -127,10 +127,14 @@ def test_failed_totp_job_reason_is_its_termination_message_stand_in(kube, namesp
 
 
 # -- 3. restic init race ------------------------------------------------------------------------
-def test_concurrent_restic_init_counts_as_already_initialised(backup_settings):
-    probe = restic_for(backup_settings, "gina")
-    assert probe.run_raw(["init"]).returncode == 0
-    assert "config file already exists" in probe.run_raw(["init"]).stderr  # restic 0.14's words to the loser
+def test_restic_init_that_finds_a_repository_counts_as_already_initialised(backup_settings, tmp_path):
+    """restic 0.14's words, checked against the real S3 server and a local repository."""
+    s3 = restic_for(backup_settings, "gina")
+    assert s3.run_raw(["init"]).returncode == 0
+    assert "repository master key and config already initialized" in s3.run_raw(["init"]).stderr
+    local = Restic(env={**s3.env, "RESTIC_REPOSITORY": str(tmp_path / "repo")})
+    assert local.run_raw(["init"]).returncode == 0
+    assert "config file already exists" in local.run_raw(["init"]).stderr
 
     racing = restic_for(backup_settings, "hugo")
     real_run = racing.run
@@ -139,12 +143,41 @@ def test_concurrent_restic_init_counts_as_already_initialised(backup_settings):
         try:
             return real_run(args, **kw)
         finally:
-            if args == ["cat", "config"]:  # another process wins the init between our check and our init
+            if args == ["cat", "config"]:  # another process inits between our check and our init
                 assert restic_for(backup_settings, "hugo").run_raw(["init"]).returncode == 0
 
     racing.run = run
     assert racing.ensure_init() is False  # not an error: the repository exists
     assert restic_for(backup_settings, "hugo").snapshots() == []
+
+
+def test_concurrent_first_backups_initialise_each_repository_once_and_it_stays_readable(
+        kube, namespace, backup_settings):
+    """On S3, concurrent `restic init` all succeed and leave the repository unreadable."""
+    from flows.backup import ensure_backup_secret
+    from tasks.backup_repo import ensure_repository
+
+    ensure_backup_secret.fn()
+    users = ["ines", "jon", "kai"]
+    created: dict[str, list[bool]] = {u: [] for u in users}
+    errors: list[Exception] = []
+
+    def init(user):
+        try:
+            created[user].append(ensure_repository(user))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=init, args=(u,)) for u in users for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for user in users:
+        assert sorted(created[user]) == [False, False, False, True]  # exactly one run initialised it
+        repo = restic_for(backup_settings, user)
+        assert repo.snapshots() == [] and repo.check(0)[0] is True
 
 
 # -- 4. broken and expired watches ----------------------------------------------------------------
@@ -273,6 +306,7 @@ def test_waiter_resumes_after_an_expired_watch_and_raises_only_permanent_errors(
             yield "SYNC", [{"metadata": {"name": "j"}, "status": {"active": 1}}]
             raise WatchExpired("watch Job: HTTP 410 too old resource version")
         yield "SYNC", [done]
+        time.sleep(0.5)  # the server holds the watch open
 
     waiter = JobWaiter(list_watch, retry_interval=0.05)
     assert waiter.wait("j", 5) == ("succeeded", "Complete") and len(calls) == 2 and waiter.relists == 1
