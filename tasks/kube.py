@@ -244,16 +244,27 @@ class Kube:
                 listed = self.api_client.sanitize_for_serialization(method(*args, **kw))
             yield "SYNC", listed.get("items", [])
             resource_version = listed["metadata"]["resourceVersion"]
-        stream = watch.Watch().stream(method, *args, resource_version=resource_version,
-                                      timeout_seconds=timeout_seconds, **kw)
-        while True:
-            with api_errors(what):
-                event = next(stream, None)
-            if event is None:
-                return
-            if event["type"] == "ERROR":
-                raise watch_error(event.get("raw_object") or {}, what)
-            yield event["type"], self.api_client.sanitize_for_serialization(event["object"])
+        # The raw event stream, not kubernetes.watch.Watch: that helper ends the stream
+        # silently on a 410 Gone when a timeout is set, which would hide an expired watch.
+        with api_errors(what):
+            resp = method(*args, watch=True, resource_version=resource_version, timeout_seconds=timeout_seconds,
+                          _preload_content=False, **kw)
+        try:
+            lines = watch.watch.iter_resp_lines(resp)
+            while True:
+                with api_errors(what):
+                    line = next(lines, None)
+                if line is None:
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    raise watch_error(event.get("object") or {}, what)
+                yield event["type"], event["object"]
+        finally:
+            resp.close()
+            resp.release_conn()
 
     def create(self, manifest: dict, exist_ok: bool = True) -> dict:
         """Create; with ``exist_ok`` a 409 returns the existing object (idempotent create)."""

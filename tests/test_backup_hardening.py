@@ -31,23 +31,16 @@ from tasks.restic import EMPTY_TAG, PRE_RESTORE_TAG
 from tasks.restic_runner import Restic
 from tasks.settings import get_settings
 from tests.fixtures.kube import finish_job
-from tests.fixtures.storage import make_tree, restic_for, tree_state
+from tests.fixtures.storage import restic_for, tree_state
+from tests.test_backup_flow import add_workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def add_volume(kube, ns, kubelet, user, tmp_path, tree=True):
-    kube.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                 "metadata": {"name": f"ws-{user}-workspace", "namespace": ns,
-                              "labels": {"app.kubernetes.io/part-of": "vibecode", "vibecode.dev/volume": "workspace",
-                                         "vibecode.dev/user": user}},
-                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
-    d = tmp_path / f"pvc-{user}"
-    d.mkdir()
-    os.chown(d, 1000, 1000)
-    if tree:
-        make_tree(d)
-    kubelet.volumes[f"ws-{user}-workspace"] = d
+    d = add_workspace(kube, ns, kubelet, user, tmp_path)  # owned by the workspace uid, as code-server writes
+    if not tree:
+        wipe(d)
     return d
 
 
@@ -259,6 +252,7 @@ def test_broken_watch_is_relisted_and_only_each_jobs_real_outcome_counts(kube, n
     cfg = copy.copy(kube.api_client.configuration)
     up = urlparse(cfg.host)
     proxy = BreakableProxy((up.hostname, up.port))
+    cfg.refresh_api_key_hook = None  # the kubeconfig loader's hook would reset the host to the API server's
     cfg.host = f"https://127.0.0.1:{proxy.port}"
     flaky = Kube(k8s.ApiClient(cfg))
     for name in ("j1", "j2"):
@@ -286,14 +280,6 @@ def test_broken_watch_is_relisted_and_only_each_jobs_real_outcome_counts(kube, n
     finally:
         close_waiter(shared_key(namespace, "run=r1"))
         proxy.close()
-
-
-def test_expired_watch_is_a_distinct_transient_error(kube, namespace):
-    kube.create(_job(namespace, "j1"))
-    with pytest.raises(WatchExpired) as exc:  # resourceVersion 1 was compacted out of the watch cache long ago
-        for _ in kube.list_watch("Job", namespace, "run=r1", timeout_seconds=5, resource_version="1"):
-            pass
-    assert is_transient(exc.value)
 
 
 def test_waiter_resumes_after_an_expired_watch_and_raises_only_permanent_errors():
@@ -452,8 +438,9 @@ def _probe_job(ns, name, script, **pod_extra):
 
     container = {"name": "probe", "image": "busybox", "command": ["/bin/sh", "-c", "$(SCRIPT)"],
                  "args": [], "workingDir": "/work/sub",
-                 "env": [{"name": "SCRIPT", "value": script}, {"name": "GREETING", "value": "hi $(WHO) $$(WHO)"},
-                         {"name": "WHO", "value": "there"},
+                 "env": [{"name": "SCRIPT", "value": script}, {"name": "WHO", "value": "there"},
+                         {"name": "GREETING", "value": "hi $(WHO) $$(WHO) $(LATER)"}, {"name": "LATER", "value": "x"},
+                         {"name": "RO", "value": "/ro"}, {"name": "SEC", "value": "/sec"}, {"name": "CM", "value": "/cm"},
                          {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "probe", "key": "token"}}}],
                  "volumeMounts": [{"name": "work", "mountPath": "/work"},
                                   {"name": "ro", "mountPath": "/ro", "readOnly": True},
@@ -505,3 +492,26 @@ def test_job_stand_in_honours_vars_workdir_uid_read_only_secret_configmap_and_de
     assert (work / "sub" / "out.txt").stat().st_uid == 1234
     assert deadline.state == "failed" and "longer than specified deadline" in deadline.reason
     assert refused.state == "failed" and "only PVC, emptyDir, Secret and ConfigMap volumes" in refused.reason
+
+
+def test_watch_errors_map_410_to_watch_expired_and_5xx_to_transient():
+    from kubernetes.client.exceptions import ApiException
+
+    from tasks.errors import ServerError
+    from tasks.kube import map_api_error, watch_error
+
+    assert isinstance(map_api_error(ApiException(status=410, reason="Gone"), "watch"), WatchExpired)
+    assert isinstance(watch_error({"code": 410, "reason": "Expired", "message": "too old"}, "w"), WatchExpired)
+    assert isinstance(watch_error({"code": 500, "message": "etcd"}, "w"), ServerError)
+    assert not is_transient(watch_error({"code": 403, "message": "forbidden"}, "w"))
+
+
+def test_cli_rotate_restic_password_reads_passwords_only_from_the_environment(kube, namespace, backup_settings,
+                                                                              capsys):
+    from vibecode_cli import main as cli
+
+    with pytest.raises(SystemExit):
+        cli(["rotate-restic-password", "--new-password", "on-the-command-line"])
+    assert cli(["rotate-restic-password"]) == 2
+    assert "restic_new_password" in capsys.readouterr().err
+    assert kube.get("Secret", namespace, backup_settings.backup_secret) is None  # nothing changed
