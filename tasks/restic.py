@@ -25,6 +25,7 @@ in an error message.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
@@ -174,7 +175,8 @@ def classify_failure(stderr: str, what: str) -> VibecodeError:
         return PermanentError(msg)
     if "repository is already locked" in low or "unable to create lock" in low:
         return TransientError(msg)
-    if any(s in low for s in ("connection refused", "dial tcp", "i/o timeout", "timeout", "503", "502",
-                              "500 internal", "slowdown", "connection reset")):
+    # HTTP codes as whole words: restic prints hex blob and pack ids, which often contain "503"
+    if any(s in low for s in ("connection refused", "dial tcp", "i/o timeout", "timeout", "500 internal",
+                              "slowdown", "connection reset")) or re.search(r"\b50[23]\b", low):
         return ServerError(msg)
     return PermanentError(msg)
