@@ -111,7 +111,7 @@ def restore_previous_work(username: str) -> str:
     never expires the newest good snapshot, so there is always one to restore. Untagged:
     the restore flow's own tasks take the API slots they need.
     """
-    from flows.backup import restore_workspace
+    from flows.restore import restore_workspace
 
     result = restore_workspace(username, snapshot="latest", target="in-place")
     Ledger().update(username, lambda r: replace(r, purged_at=None))

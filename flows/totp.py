@@ -23,8 +23,7 @@ from prefect import task
 
 from flows.common import KUBE_API, now as _now, transient_retries
 from tasks import totp
-from tasks.backup_jobs import job_state
-from tasks.backup_wait import JobWaiter
+from tasks.jobs import await_job, job_state
 from tasks.errors import PermanentError, Timeout
 from tasks.kube import connect
 from tasks.names import validate_username
@@ -38,14 +37,10 @@ def _wait_for_job(kube, ns: str, name: str, timeout: float, first_poll: float) -
     """Wait for one Job through the LIST+WATCH waiter the backups use (woken by the status
     change, no polling); (succeeded | failed, reason), or a transient Timeout.
     ``first_poll`` is the pause before re-listing after a broken watch."""
-    waiter = JobWaiter(lambda: kube.list_watch("Job", ns, totp.PROVISION_JOB_SELECTOR), first_poll)
-    try:
-        state, reason = waiter.wait(name, timeout)
-    finally:
-        waiter.close()
-    if state == "running":
-        raise Timeout(f"Job {ns}/{name} still running after {timeout:.0f} s ({reason})")
-    return state, reason
+    result = await_job(kube, ns, totp.PROVISION_JOB_SELECTOR, name, timeout, first_poll)
+    if result.state == "running":
+        raise Timeout(f"Job {ns}/{name} still running after {timeout:.0f} s ({result.reason})")
+    return result.state, result.reason
 
 
 @task(name="start-totp-provisioning", tags=[KUBE_API], **RETRY)

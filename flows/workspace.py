@@ -14,9 +14,11 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from tasks import helm, kube
-from flows.common import HELM, KUBE_API, Username, transient_retries
+from flows.common import HELM, KUBE_API, Username, now, transient_retries
 from tasks.errors import PermanentError, Timeout
-from tasks.names import workspace_names
+from tasks.jobs import job_state
+from tasks.names import RESTORING_ANNOTATION, workspace_names
+from tasks.restore_guard import guard_holds, guarding_job
 from tasks.objects import deployment_progress, workspace_values
 from tasks.settings import get_settings
 
@@ -36,6 +38,30 @@ class ProvisionResult(BaseModel):
 def ensure_namespace(name: str) -> None:
     kube.connect().create({"apiVersion": "v1", "kind": "Namespace",
                            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "vibecode"}}})
+
+
+@task(name="check-restore-guard", tags=[KUBE_API], **RETRY)
+def check_restore_guard(username: str) -> str:
+    """Refuse to start a workspace whose volume a restore is writing; clear a guard that lapsed
+    (its restore Job finished or is gone). See :mod:`tasks.restore_guard`."""
+    s = get_settings()
+    names = workspace_names(username)
+    client = kube.connect()
+    notes = []
+    for kind, name in (("Deployment", names.deployment), ("PersistentVolumeClaim", names.workspace_pvc)):
+        obj = client.get(kind, s.namespace, name)
+        value = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(RESTORING_ANNOTATION)
+        if not value:
+            continue
+        job = client.get("Job", s.namespace, guarding_job(value))
+        holds, why = guard_holds(value, job, job_state(job)[0] if job else None, now(),
+                                 setup_seconds=2 * s.backup_timeout_seconds + 120)
+        if holds:
+            raise PermanentError(f"workspace {username} is being restored ({why}; {kind} {name} has "
+                                 f"{RESTORING_ANNOTATION}); it can start when the restore has finished")
+        client.annotate(kind, s.namespace, name, {RESTORING_ANNOTATION: None})
+        notes.append(f"cleared a lapsed restore guard on {kind} {name}: {why}")
+    return "; ".join(notes) or "no restore in progress"
 
 
 @task(name="install-workspace-release", tags=[KUBE_API, HELM], **RETRY)
@@ -78,6 +104,8 @@ def provision_workspace(username: Username, replicas: Annotated[int, Field(ge=0,
     s = get_settings()
     logger = get_run_logger()
     ensure_namespace(s.namespace)
+    if replicas > 0:
+        check_restore_guard(names.username)
     release = install_release(names.username, replicas)
     ready = wait_available(names.username)
     result = ProvisionResult(username=names.username, url=f"https://{names.host(s.domain)}",

@@ -3,35 +3,37 @@
 Mounting the claim in a Job - rather than reading it through the workspace pod, as
 Velero's file-system backup does - covers stopped workspaces too. A ReadWriteOnce
 volume that a running workspace holds can only be mounted on that node, so the Job is
-pinned there with node affinity (the scheduler still checks resources, unlike nodeName).
+pinned there.
 
 Secrets reach the container only through ``secretKeyRef``; a manifest never holds one.
+The pod skeleton (restricted security, termination messages) is :func:`tasks.objects.restricted_job`.
 """
 
 from __future__ import annotations
 
-from tasks.backup_status import (  # noqa: F401 - the annotation contract, re-exported
-    LAST_BACKUP_OUTCOME,
-    LAST_BACKUP_REASON,
-    LAST_BACKUP_SNAPSHOT,
-    LAST_BACKUP_TIME,
-    LAST_BACKUP_VERIFIED,
-    has_verified_backup,
+from tasks.backup_status import has_verified_backup  # noqa: F401 - the annotation contract, re-exported
+from tasks.names import (
+    BACKUP_RUN_LABEL,
+    COMPONENT_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    USER_LABEL,
+    VOLUME_LABEL,
+    WORKSPACE_POD_SELECTOR,  # noqa: F401 - re-exported for the flows
+    WorkspaceNames,
 )
-from tasks.names import PART_OF, WorkspaceNames
-from tasks.objects import restricted_container_security
-from tasks.restic import SECRET_ENV, backup_args, plain_env, restore_args
+from tasks.objects import restricted_job
+from tasks.restic import NIGHTLY_TAG, SECRET_ENV, backup_script, plain_env, restore_script
 from tasks.settings import Settings
 
 DATA_DIR = "/data"  # the PVC; restic runs here and backs up "."
 CACHE_DIR = "/cache"
-WORKSPACE_POD_SELECTOR = f"app.kubernetes.io/name=code-server,app.kubernetes.io/part-of={PART_OF}"
-USER_LABEL = "vibecode.dev/user"
-RUN_LABEL = "vibecode.dev/backup-run"
+RUN_LABEL = BACKUP_RUN_LABEL
+SHELL = ["/bin/sh", "-c"]  # the restic image is Alpine-based: its busybox sh runs the scripts of tasks.restic
 
 
 def job_name(names: WorkspaceNames, kind: str, run_id: str) -> str:
-    return f"{names.release}-{kind}-{run_id}"  # <= 3+32+8+9 characters: fits a label value
+    return f"{names.release}-{kind}-{run_id}"  # <= 3+32+11+9 characters: fits a label value
 
 
 def backup_secret(settings: Settings, namespace: str) -> dict | None:
@@ -43,7 +45,7 @@ def backup_secret(settings: Settings, namespace: str) -> dict | None:
         return None
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": settings.backup_secret, "namespace": namespace,
-                         "labels": {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/component": "backup"}},
+                         "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: "backup"}},
             "stringData": {k: v.get_secret_value() for k, v in values.items()}}
 
 
@@ -60,65 +62,49 @@ def workspace_nodes(pods: list[dict]) -> dict[str, str]:
 
 
 def _restic_job(names: WorkspaceNames, settings: Settings, *, name: str, component: str, run_id: str,
-                claim: str, read_only: bool, args: list[str], node: str | None) -> dict:
+                claim: str, read_only: bool, script: str, node: str | None) -> dict:
     env = [{"name": k, "value": v} for k, v in plain_env(settings, names.username, CACHE_DIR).items()]
     env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": settings.backup_secret, "key": k}}}
             for k in SECRET_ENV]
     env.append({"name": "TMPDIR", "value": "/tmp"})
-    labels = {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/component": component,
-              USER_LABEL: names.username, RUN_LABEL: run_id}
-    pod_security = {"runAsNonRoot": True, "runAsUser": settings.backup_run_as_user,
-                    "runAsGroup": settings.backup_run_as_group, "seccompProfile": {"type": "RuntimeDefault"}}
-    if not read_only:  # a fresh restore volume must be writable by the workspace's uid
-        pod_security |= {"fsGroup": settings.backup_run_as_group, "fsGroupChangePolicy": "OnRootMismatch"}
-    pod = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": pod_security,
-        "containers": [{
-            "name": "restic",
-            "image": settings.restic_image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["restic"],
-            "args": args,
-            "workingDir": DATA_DIR,
-            "env": env,
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
-            "securityContext": restricted_container_security(),
-            "volumeMounts": [{"name": "data", "mountPath": DATA_DIR, "readOnly": read_only},
-                             {"name": "cache", "mountPath": CACHE_DIR},
-                             {"name": "tmp", "mountPath": "/tmp"}],
-        }],
-        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}},
-                    {"name": "cache", "emptyDir": {"sizeLimit": "2Gi"}},
-                    {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}],
+    labels = {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: component, USER_LABEL: names.username, RUN_LABEL: run_id}
+    container = {
+        "name": "restic",
+        "image": settings.restic_image,
+        "command": SHELL,
+        "args": [script],
+        "workingDir": DATA_DIR,
+        "env": env,
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
+        "volumeMounts": [{"name": "data", "mountPath": DATA_DIR, "readOnly": read_only},
+                         {"name": "cache", "mountPath": CACHE_DIR},
+                         {"name": "tmp", "mountPath": "/tmp"}],
     }
-    if node:
-        pod["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
-        "spec": {
-            "backoffLimit": 0,  # a retry would only hide which files failed; the next night retries
-            "activeDeadlineSeconds": int(settings.backup_timeout_seconds),
-            "ttlSecondsAfterFinished": settings.backup_job_ttl_seconds,
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        },
-    }
+    volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}},
+               {"name": "cache", "emptyDir": {"sizeLimit": "2Gi"}},
+               {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}]
+    return restricted_job(name=name, namespace=settings.namespace, labels=labels, container=container,
+                          volumes=volumes, run_as_user=settings.backup_run_as_user,
+                          run_as_group=settings.backup_run_as_group,
+                          # a fresh restore volume must be writable by the workspace's uid
+                          fs_group=None if read_only else settings.backup_run_as_group,
+                          node=node, deadline_seconds=int(settings.backup_timeout_seconds),
+                          ttl_seconds=settings.backup_job_ttl_seconds)
 
 
-def backup_job(names: WorkspaceNames, settings: Settings, run_id: str, node: str | None = None) -> dict:
-    return _restic_job(names, settings, name=job_name(names, "backup", run_id), component="backup",
+def backup_job(names: WorkspaceNames, settings: Settings, run_id: str, node: str | None = None,
+               kind: str = "backup", tag: str = NIGHTLY_TAG) -> dict:
+    """``kind``/``tag``: "backup"/nightly, or "prerestore"/pre-restore before an in-place restore."""
+    return _restic_job(names, settings, name=job_name(names, kind, run_id), component=kind,
                        run_id=run_id, claim=names.workspace_pvc, read_only=True,
-                       args=backup_args(names.username, run_id), node=node)
+                       script=backup_script(names.username, run_id, tag), node=node)
 
 
-def restore_job(names: WorkspaceNames, settings: Settings, run_id: str, claim: str, snapshot: str) -> dict:
+def restore_job(names: WorkspaceNames, settings: Settings, run_id: str, claim: str, snapshot: str,
+                empty: bool = False) -> dict:
     return _restic_job(names, settings, name=job_name(names, "restore", run_id), component="restore",
                        run_id=run_id, claim=claim, read_only=False,
-                       args=restore_args(names.username, snapshot), node=None)
+                       script=restore_script(names.username, snapshot, run_id, empty), node=None)
 
 
 def restore_pvc(names: WorkspaceNames, source: dict, run_id: str) -> dict:
@@ -130,20 +116,5 @@ def restore_pvc(names: WorkspaceNames, source: dict, run_id: str) -> dict:
         new_spec["storageClassName"] = spec["storageClassName"]
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": f"{names.release}-restore-{run_id}", "namespace": source["metadata"]["namespace"],
-                         "labels": {**names.labels, "vibecode.dev/volume": "restore", RUN_LABEL: run_id}},
+                         "labels": {**names.labels, VOLUME_LABEL: "restore", RUN_LABEL: run_id}},
             "spec": new_spec}
-
-
-def job_state(job: dict | None) -> tuple[str, str]:
-    """(running | succeeded | failed, reason) from a Job's conditions, as ``kubectl wait`` reads them."""
-    if job is None:
-        return "failed", "the Job disappeared"
-    status = job.get("status") or {}
-    for cond in status.get("conditions") or []:
-        if cond.get("status") != "True":
-            continue
-        if cond.get("type") == "Complete":
-            return "succeeded", "Complete"
-        if cond.get("type") == "Failed":
-            return "failed", cond.get("message") or cond.get("reason") or "the pod failed"
-    return "running", f"{status.get('active', 0)} pod(s) active"

@@ -6,18 +6,21 @@ anything; health checks and the reaper read the same annotations.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 
 from pydantic import BaseModel
 
-ANNOTATION_PREFIX = "vibecode.dev/last-backup-"
-LAST_BACKUP_TIME = f"{ANNOTATION_PREFIX}time"  # RFC 3339, UTC
-LAST_BACKUP_OUTCOME = f"{ANNOTATION_PREFIX}outcome"  # Completed | PartiallyFailed | Failed
-LAST_BACKUP_SNAPSHOT = f"{ANNOTATION_PREFIX}snapshot"  # restic id of the last *good* snapshot
-LAST_BACKUP_VERIFIED = f"{ANNOTATION_PREFIX}verified"  # "true" | "false"
-LAST_BACKUP_REASON = f"{ANNOTATION_PREFIX}reason"  # set when not Completed
-LAST_VERIFIED_TIME = f"{ANNOTATION_PREFIX}verified-time"  # RFC 3339: the last Completed + verified backup
+from tasks.names import (  # noqa: F401 - the annotation keys, re-exported for readers of this contract
+    LAST_BACKUP_OUTCOME,
+    LAST_BACKUP_PREFIX as ANNOTATION_PREFIX,
+    LAST_BACKUP_REASON,
+    LAST_BACKUP_SNAPSHOT,
+    LAST_BACKUP_TIME,
+    LAST_BACKUP_VERIFIED,
+    LAST_VERIFIED_TIME,
+)
 
 
 class Outcome(str, Enum):
@@ -73,6 +76,26 @@ def classify(job_state: str, job_reason: str, snapshot_id: str | None, retention
     if problems:
         return Outcome.PARTIALLY_FAILED, "; ".join(problems)
     return Outcome.COMPLETED, ""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the repository says after a backup Job: the run's snapshot, retention, verification."""
+
+    snapshot_id: str | None = None
+    retention_error: str | None = None
+    verified: bool | None = None  # None: not checked (no snapshot, or the check could not run)
+    check_detail: str = ""
+
+
+def workspace_outcome(job_state: str, job_reason: str, recorded: Recorded,
+                      error: str | None = None) -> tuple[Outcome, str]:
+    """One workspace's outcome; ``error`` is a step that raised (after its retries)."""
+    if error and recorded.snapshot_id is None:
+        return Outcome.FAILED, f"backup failed: {error}"
+    outcome, reason = classify(job_state, job_reason, recorded.snapshot_id, recorded.retention_error,
+                               recorded.verified, recorded.check_detail)
+    return outcome, f"{reason}; {error}" if error else reason
 
 
 def run_outcome(outcomes: list[Outcome]) -> Outcome:

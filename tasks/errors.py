@@ -58,6 +58,10 @@ class ServerError(TransientError):
     """5xx or a connection that failed: the API server may be restarting."""
 
 
+class WatchExpired(TransientError):
+    """410 Gone on a watch: its resourceVersion was compacted away. Re-list and watch again."""
+
+
 class Timeout(TransientError):
     """We waited as long as we promised to and the world did not converge."""
 

@@ -27,6 +27,7 @@ from tasks.errors import (
     ServerError,
     TooManyRequests,
     VibecodeError,
+    WatchExpired,
 )
 from tasks.settings import Settings, get_settings
 
@@ -69,6 +70,8 @@ def map_api_error(exc: BaseException, what: str) -> VibecodeError:
             return Forbidden(msg)
         if status in (400, 422):
             return Invalid(msg)
+        if status == 410:  # a watch or list continuation whose resourceVersion was compacted
+            return WatchExpired(msg)
         if status == 429:
             retry_after = None
             headers = exc.headers or {}
@@ -95,6 +98,17 @@ def _reason(exc: ApiException) -> str:
         return str(body.get("message") or exc.reason or "")
     except (ValueError, TypeError):
         return str(exc.reason or "")
+
+
+def watch_error(status: dict, what: str) -> VibecodeError:
+    """An ERROR event's Status -> our taxonomy: 410 (expired) and 5xx are transient."""
+    code = status.get("code") or 0
+    msg = f"{what}: HTTP {code} {status.get('message', 'watch error')}"
+    if code == 410 or status.get("reason") in ("Expired", "Gone"):
+        return WatchExpired(msg)
+    if code >= 500 or code == 429:
+        return ServerError(msg)
+    return PermanentError(msg)
 
 
 @contextmanager
@@ -208,12 +222,16 @@ class Kube:
         return time.perf_counter() - started
 
     def list_watch(self, kind: str, namespace: str | None, selector: str | None = None,
-                   timeout_seconds: int = 10) -> Iterator[tuple[str, Any]]:
+                   timeout_seconds: int = 10, resource_version: str | None = None) -> Iterator[tuple[str, Any]]:
         """An informer's core: one LIST, then a WATCH from its resourceVersion.
 
         Yields ``("SYNC", items)`` first, then ``(ADDED|MODIFIED|DELETED, object)`` until the
         server ends the watch after ``timeout_seconds``; callers loop to resume. Waiting on
         events instead of polling notices a finished Job at once and costs one request.
+        With ``resource_version`` there is no LIST: the watch resumes from there.
+
+        A watch that expired (410 Gone: its version was compacted) raises :class:`WatchExpired`,
+        a broken one :class:`ServerError`; both are transient, and the caller re-lists.
         """
         from kubernetes import watch
 
@@ -221,19 +239,32 @@ class Kube:
         args = [namespace] if namespaced else []
         kw = {"label_selector": selector} if selector else {}
         what = f"watch {kind} in {namespace} ({selector})"
-        with api_errors(what):
-            listed = self.api_client.sanitize_for_serialization(method(*args, **kw))
-        yield "SYNC", listed.get("items", [])
-        stream = watch.Watch().stream(method, *args, resource_version=listed["metadata"]["resourceVersion"],
-                                      timeout_seconds=timeout_seconds, **kw)
-        while True:
+        if resource_version is None:
             with api_errors(what):
-                event = next(stream, None)
-            if event is None:
-                return
-            if event["type"] == "ERROR":  # e.g. 410 Gone: the caller re-lists
-                raise PermanentError(f"{what}: {event['raw_object'].get('message', 'watch error')}")
-            yield event["type"], self.api_client.sanitize_for_serialization(event["object"])
+                listed = self.api_client.sanitize_for_serialization(method(*args, **kw))
+            yield "SYNC", listed.get("items", [])
+            resource_version = listed["metadata"]["resourceVersion"]
+        # The raw event stream, not kubernetes.watch.Watch: that helper ends the stream
+        # silently on a 410 Gone when a timeout is set, which would hide an expired watch.
+        with api_errors(what):
+            resp = method(*args, watch=True, resource_version=resource_version, timeout_seconds=timeout_seconds,
+                          _preload_content=False, **kw)
+        try:
+            lines = watch.watch.iter_resp_lines(resp)
+            while True:
+                with api_errors(what):
+                    line = next(lines, None)
+                if line is None:
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    raise watch_error(event.get("object") or {}, what)
+                yield event["type"], event["object"]
+        finally:
+            resp.close()
+            resp.release_conn()
 
     def create(self, manifest: dict, exist_ok: bool = True) -> dict:
         """Create; with ``exist_ok`` a 409 returns the existing object (idempotent create)."""

@@ -113,13 +113,42 @@ def workspace_names(username: str) -> WorkspaceNames:
     return WorkspaceNames(validate_username(username))
 
 
+
+# -- label and annotation vocabulary (every selector is built from these) --------------
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+NAME_LABEL = "app.kubernetes.io/name"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+USER_LABEL = "vibecode.dev/user"
+VOLUME_LABEL = "vibecode.dev/volume"  # workspace | extensions | restore
+BACKUP_RUN_LABEL = "vibecode.dev/backup-run"  # the run id on backup/restore Jobs, their pods and restore PVCs
+JOB_NAME_LABEL = "job-name"  # set by the Job controller on every pod of a Job
+
+# On a workspace's Deployment and volume while a restore writes into the volume: the name of
+# the restore Job. Provisioning and the reaper must not start the workspace while it is set.
+RESTORING_ANNOTATION = "vibecode.dev/restoring"
+
+LAST_BACKUP_PREFIX = "vibecode.dev/last-backup-"
+LAST_BACKUP_TIME = f"{LAST_BACKUP_PREFIX}time"  # RFC 3339, UTC
+LAST_BACKUP_OUTCOME = f"{LAST_BACKUP_PREFIX}outcome"  # Completed | PartiallyFailed | Failed
+LAST_BACKUP_SNAPSHOT = f"{LAST_BACKUP_PREFIX}snapshot"  # restic id of the last *good* snapshot
+LAST_BACKUP_VERIFIED = f"{LAST_BACKUP_PREFIX}verified"  # "true" | "false"
+LAST_BACKUP_REASON = f"{LAST_BACKUP_PREFIX}reason"  # set when not Completed
+LAST_VERIFIED_TIME = f"{LAST_BACKUP_PREFIX}verified-time"  # RFC 3339: the last Completed + verified backup
+
+WORKSPACE_POD_SELECTOR = f"{NAME_LABEL}=code-server,{PART_OF_LABEL}={PART_OF}"
+
+
+def selector(**labels: str) -> str:
+    """A label selector from label keys of this module: ``selector(**{USER_LABEL: "alice"})``."""
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
 # Label every workspace volume carries, so backups and the reaper can list them in one call.
-WORKSPACE_PVC_SELECTOR = "app.kubernetes.io/part-of=vibecode,vibecode.dev/volume=workspace"
+WORKSPACE_PVC_SELECTOR = selector(**{PART_OF_LABEL: PART_OF, VOLUME_LABEL: "workspace"})
 
 # Every workspace Deployment carries these labels (chart: workspace.labels); the reaper lists
 # them in one call.
 WORKSPACE_DEPLOYMENT_SELECTOR = f"app.kubernetes.io/name=code-server,app.kubernetes.io/part-of={PART_OF}"
-USER_LABEL = "vibecode.dev/user"
 STOPPED_AT = "vibecode.dev/stopped-at"  # RFC 3339; also copied onto the volumes when the release goes
 
 # The onboarding ledger (tasks.identity.ledger): one record per person, one index entry per

@@ -19,6 +19,43 @@ def restricted_container_security() -> dict[str, Any]:
             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
 
 
+def restricted_job(*, name: str, namespace: str, labels: dict[str, str], container: dict[str, Any],
+                   volumes: list[dict], run_as_user: int, run_as_group: int, deadline_seconds: int,
+                   fs_group: int | None = None, node: str | None = None,
+                   ttl_seconds: int | None = None) -> dict[str, Any]:
+    """A one-pod, never-retried Job under Pod Security "restricted", for every Job we create.
+
+    ``backoffLimit: 0``: a second try repeats the same failure and hides which one it was;
+    the caller (a rerun, the next night) retries. The container gets the restricted
+    security context and ``terminationMessagePolicy: FallbackToLogsOnError``, so a failed
+    Job's pod status carries what the program said last (see :mod:`tasks.jobs`). ``node``
+    pins the pod with node affinity (the scheduler still checks resources, unlike
+    ``nodeName``)."""
+    pod_security: dict[str, Any] = {"runAsNonRoot": True, "runAsUser": run_as_user, "runAsGroup": run_as_group,
+                                    "seccompProfile": {"type": "RuntimeDefault"}}
+    if fs_group is not None:
+        pod_security |= {"fsGroup": fs_group, "fsGroupChangePolicy": "OnRootMismatch"}
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security,
+        "containers": [{"imagePullPolicy": "IfNotPresent", **container,
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "securityContext": restricted_container_security()}],
+        "volumes": volumes,
+    }
+    if node:
+        pod["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
+    spec: dict[str, Any] = {"backoffLimit": 0, "activeDeadlineSeconds": deadline_seconds,
+                            "template": {"metadata": {"labels": labels}, "spec": pod}}
+    if ttl_seconds is not None:
+        spec["ttlSecondsAfterFinished"] = ttl_seconds
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": spec}
+
+
 def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 1) -> dict[str, Any]:
     """Values for ``charts/vibecode-workspace``; the chart's values.schema.json is the contract."""
     repository, _, tag = settings.workspace_image.rpartition(":")

@@ -1,29 +1,44 @@
-"""restic, the one data path for backups: command lines shared by Jobs and local runs.
+"""restic command lines and scripts, and what restic's output means. Pure: no subprocess.
 
-The Job builder and :class:`Restic` take their arguments from the same functions, so a
-test (or the benchmark, or an operator's laptop) can run *the Job's own* command against
-a directory standing in for the PVC. Backups run with the volume as working directory
-and ``.`` as the path, which puts the files at the snapshot root: a restore ``--target``
-gets the volume's contents, not ``data/...``.
+The Job builders (:mod:`tasks.backup_jobs`) and the runner on this machine
+(:mod:`tasks.restic_runner`) take their arguments from the same functions, so a test (or
+the benchmark, or an operator's laptop) can run *the Job's own* command against a
+directory standing in for the PVC. Backups run with the volume as working directory and
+``.`` as the path, which puts the files at the snapshot root: a restore gets the
+volume's contents, not ``data/...``.
 
-Secrets travel only in the subprocess environment, never on a command line or in an
-error message.
+Empty volumes: restic 0.14 refuses to save an empty snapshot ("snapshot is empty", also
+for empty stdin). The backup script then saves a one-line marker file
+:data:`EMPTY_MARKER` from stdin, tagged :data:`EMPTY_TAG`, and a restore of such a
+snapshot excludes the marker. So an empty volume gets a real snapshot that retention,
+``restic check``, ``has_verified_backup`` and "restore latest" treat like any other, and
+restoring it gives back exactly an empty volume (a recorded "empty" outcome without a
+snapshot would make "latest" restore an older, non-empty state instead).
+
+Restores write into a staging folder on the target volume and only then replace the
+volume's contents with it (restic 0.14 has no ``restore --delete``), so the volume ends up
+holding exactly the snapshot, and a failed restic run deletes nothing.
+
+Secrets travel only in the process environment (or stdin), never on a command line or
+in an error message.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from dataclasses import dataclass, field
+import re
+import shlex
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from tasks.errors import NotFound, PermanentError, ServerError, TransientError, VibecodeError
 from tasks.settings import Settings
 
 NIGHTLY_TAG = "nightly"
 PARTIAL_TAG = "partial"  # added when restic saved a snapshot but could not read every file
+EMPTY_TAG = "empty"  # the volume was empty: the snapshot holds only EMPTY_MARKER
+PRE_RESTORE_TAG = "pre-restore"  # taken just before an in-place restore replaced the volume's contents
+EMPTY_MARKER = ".vibecode-empty"
+STAGING_PREFIX = ".vibecode-restore-"  # staging folder of an in-place restore, at the volume's root
 RUN_TAG_PREFIX = "vibecode-run="
 
 # env var -> key in the platform Secret (same names, so the Secret reads like the env it feeds)
@@ -45,15 +60,72 @@ def run_tag(run_id: str) -> str:
     return f"{RUN_TAG_PREFIX}{run_id}"
 
 
-def backup_args(username: str, run_id: str) -> list[str]:
+def backup_args(username: str, run_id: str, kind_tag: str = NIGHTLY_TAG) -> list[str]:
     """``--host`` is fixed to the username: pod names change nightly and restic picks the
     parent snapshot by host and path, so a stable host keeps unchanged files unread."""
-    return ["backup", ".", "--host", username, "--tag", NIGHTLY_TAG, "--tag", username,
+    return ["backup", ".", "--host", username, "--tag", kind_tag, "--tag", username,
             "--tag", run_tag(run_id)]
 
 
-def restore_args(username: str, snapshot: str = "latest") -> list[str]:
-    return ["restore", snapshot, "--host", username, "--target", "."]
+def empty_backup_args(username: str, run_id: str, kind_tag: str = NIGHTLY_TAG) -> list[str]:
+    """The snapshot of an empty volume: the marker file from stdin, tagged as such."""
+    return ["backup", "--stdin", "--stdin-filename", EMPTY_MARKER, "--host", username, "--tag", kind_tag,
+            "--tag", username, "--tag", run_tag(run_id), "--tag", EMPTY_TAG]
+
+
+def restore_args(username: str, snapshot: str = "latest", target: str = ".", empty: bool = False) -> list[str]:
+    return ["restore", snapshot, "--host", username, "--target", target,
+            *(["--exclude", f"/{EMPTY_MARKER}"] if empty else [])]
+
+
+def _sh(args: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def backup_script(username: str, run_id: str, kind_tag: str = NIGHTLY_TAG, restic: str = "restic") -> str:
+    """``sh -c`` script for a backup Job, run in the volume: an empty volume gets the marker snapshot."""
+    return (f'if [ -z "$(ls -A .)" ]; then\n'
+            f'  echo "vibecode: the volume is empty" | {_sh([restic, *empty_backup_args(username, run_id, kind_tag)])}\n'
+            f'else\n'
+            f'  exec {_sh([restic, *backup_args(username, run_id, kind_tag)])}\n'
+            f'fi\n')
+
+
+def restore_script(username: str, snapshot: str, run_id: str, empty: bool = False, restic: str = "restic") -> str:
+    """``sh -c`` script for a restore Job, run in the target volume.
+
+    restic restores into a staging folder; only when that succeeded is every other entry
+    of the volume removed and the staged entries moved up. A rerun starts over cleanly."""
+    stage = shlex.quote(f"{STAGING_PREFIX}{run_id}")
+    restore = _sh([restic, *restore_args(username, snapshot, "-", empty)]).replace(" --target -", ' --target "$stage"')
+    entries = '{d}/* {d}/.[!.]* {d}/..?*'
+    return (f"set -eu\n"
+            f"stage={stage}\n"
+            f'rm -rf "$stage"; mkdir "$stage"\n'
+            f"{restore}\n"
+            f'for e in {entries.format(d=".")}; do\n'
+            f'  [ -e "$e" ] || [ -L "$e" ] || continue\n'
+            f'  [ "$e" = "./$stage" ] || rm -rf "$e"\n'
+            f"done\n"
+            f'for e in {entries.format(d=chr(34) + "$stage" + chr(34))}; do\n'
+            f'  [ -e "$e" ] || [ -L "$e" ] || continue\n'
+            f'  mv "$e" .\n'
+            f"done\n"
+            f'rmdir "$stage"\n')
+
+
+def already_initialised(stderr: str) -> bool:
+    """``restic init`` found a repository: restic 0.14 says "repository master key and config
+    already initialized" on S3 and "config file already exists" on a local backend."""
+    low = stderr.lower()
+    return "config file already exists" in low or "already initialized" in low
+
+
+def newest_good(snapshots: list["Snapshot"], username: str) -> "Snapshot | None":
+    """What "latest" restores: the newest snapshot of this workspace that is neither partial
+    nor a pre-restore safety copy (those are restorable by id)."""
+    good = [x for x in snapshots if x.hostname == username and x.good and PRE_RESTORE_TAG not in x.tags]
+    return max(good, key=lambda x: x.time, default=None)
 
 
 def check_args(read_data_percent: int) -> list[str]:
@@ -75,6 +147,10 @@ class Snapshot:
     @property
     def good(self) -> bool:
         return PARTIAL_TAG not in self.tags
+
+    @property
+    def empty(self) -> bool:
+        return EMPTY_TAG in self.tags
 
     @classmethod
     def from_json(cls, d: dict) -> "Snapshot":
@@ -99,80 +175,8 @@ def classify_failure(stderr: str, what: str) -> VibecodeError:
         return PermanentError(msg)
     if "repository is already locked" in low or "unable to create lock" in low:
         return TransientError(msg)
-    if any(s in low for s in ("connection refused", "dial tcp", "i/o timeout", "timeout", "503", "502",
-                              "500 internal", "slowdown", "connection reset")):
+    # HTTP codes as whole words: restic prints hex blob and pack ids, which often contain "503"
+    if any(s in low for s in ("connection refused", "dial tcp", "i/o timeout", "timeout", "500 internal",
+                              "slowdown", "connection reset")) or re.search(r"\b50[23]\b", low):
         return ServerError(msg)
     return PermanentError(msg)
-
-
-@dataclass
-class Restic:
-    """restic on this machine, against one repository. ``env`` holds the secrets."""
-
-    env: dict[str, str]
-    binary: str = "restic"
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def for_workspace(cls, settings: Settings, username: str, secrets: dict[str, str]) -> "Restic":
-        cache = os.environ.get("RESTIC_CACHE_DIR") or str(Path.home() / ".cache" / "restic")
-        missing = [k for k in SECRET_ENV if not secrets.get(k)]
-        if missing:
-            raise PermanentError(f"backup secret lacks {', '.join(missing)}")
-        return cls(env={**plain_env(settings, username, cache), **{k: secrets[k] for k in SECRET_ENV}},
-                   binary=settings.restic_binary)
-
-    def run(self, args: list[str], cwd: str | Path | None = None, timeout: float | None = None,
-            what: str | None = None) -> subprocess.CompletedProcess:
-        """Run restic; raise a classified error on failure (exit code 3 included)."""
-        proc = self.run_raw(args, cwd=cwd, timeout=timeout)
-        if proc.returncode != 0:
-            raise classify_failure(proc.stderr, what or f"restic {args[0]}")
-        return proc
-
-    def run_raw(self, args: list[str], cwd: str | Path | None = None,
-                timeout: float | None = None) -> subprocess.CompletedProcess:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-               **self.env, **self.extra_env}
-        try:
-            return subprocess.run([self.binary, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                                  timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            from tasks.errors import Timeout
-
-            raise Timeout(f"restic {args[0]} did not finish in {timeout:.0f}s") from None
-
-    # -- the operations the flow needs ----------------------------------------
-    def ensure_init(self) -> bool:
-        """Create the repository if there is none; True if it was created now."""
-        try:
-            self.run(["cat", "config"], what="open repository")
-            return False
-        except NotFound:
-            proc = self.run_raw(["init"])
-            if proc.returncode != 0 and "already initialized" not in proc.stderr:
-                raise classify_failure(proc.stderr, "restic init") from None
-            return proc.returncode == 0
-
-    def snapshots(self) -> list[Snapshot]:
-        out = self.run(["snapshots", "--json"], what="list snapshots").stdout
-        return sorted((Snapshot.from_json(d) for d in json.loads(out or "[]")), key=lambda s: s.time)
-
-    def add_tag(self, snapshot_ids: list[str], tag: str) -> None:
-        if snapshot_ids:
-            self.run(["tag", "--add", tag, *snapshot_ids], what="tag snapshots")
-
-    def forget(self, snapshot_ids: list[str], prune: bool = True) -> None:
-        """Forget exactly these snapshots; the policy was decided in :mod:`tasks.retention`."""
-        if snapshot_ids:
-            self.run(["forget", *(["--prune"] if prune else []), *snapshot_ids], what="forget snapshots")
-
-    def check(self, read_data_percent: int) -> tuple[bool, str]:
-        """(ok, detail). A failed check is a finding about the repository, not an exception."""
-        proc = self.run_raw(check_args(read_data_percent))
-        if proc.returncode == 0:
-            return True, "no errors were found"
-        err = classify_failure(proc.stderr + proc.stdout, "restic check")
-        if isinstance(err, (TransientError, NotFound)) or "wrong password" in proc.stderr.lower():
-            raise err
-        return False, str(err)

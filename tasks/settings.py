@@ -159,6 +159,10 @@ class Settings(BaseSettings):
         7 * 86400, ge=0, description="ttlSecondsAfterFinished of backup Jobs (Kubernetes 1.21+)")
     restic_binary: str = Field(
         "restic", description="restic executable on the worker (repository maintenance runs there)")
+    restic_new_password: SecretStr | None = Field(
+        None, description="Set only to rotate the restic password: `vibecode rotate-restic-password` adds a key "
+                          "for it to every repository, writes it into the backup Secret, then removes the key of "
+                          "restic_password. Afterwards set restic_password to it and unset this.")
 
     # API politeness and metrics
     kube_concurrency: int = Field(

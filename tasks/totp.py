@@ -52,7 +52,7 @@ from urllib.parse import quote, urlencode
 import yaml
 
 from tasks.names import PART_OF, validate_username
-from tasks.objects import restricted_container_security
+from tasks.objects import restricted_job
 from tasks.settings import Settings
 
 SECRET_BYTES = 32  # Authelia's default --secret-size
@@ -131,39 +131,24 @@ def provision_job(username: str, settings: Settings) -> dict:
     name = handoff_name(username)
     labels = _labels(username, PROVISION_COMPONENT)
     args = ["storage", "user", "totp", "import", IMPORT_FILE, "--config", CONFIG_FILE]
-    pod = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{
-            "name": "authelia",
-            "image": settings.authelia_image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["/app/authelia"],  # the binary itself, not the image's su-exec entrypoint
-            "args": args,
-            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-            "securityContext": restricted_container_security(),
-            "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-                             {"name": "handoff", "mountPath": HANDOFF_DIR, "readOnly": True},
-                             {"name": "tmp", "mountPath": "/tmp"}],
-        }],
-        "volumes": [{"name": "config", "secret": {"secretName": settings.authelia_config_secret,
-                                                  "defaultMode": 0o444}},
-                    {"name": "handoff", "secret": {"secretName": name, "defaultMode": 0o444,
-                                                   "items": [{"key": IMPORT_KEY, "path": IMPORT_KEY}]}},
-                    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+    container = {
+        "name": "authelia",
+        "image": settings.authelia_image,
+        "command": ["/app/authelia"],  # the binary itself, not the image's su-exec entrypoint
+        "args": args,
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                         {"name": "handoff", "mountPath": HANDOFF_DIR, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
     }
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": settings.platform_namespace, "labels": labels},
-        "spec": {
-            "backoffLimit": 0,  # a second try with the same secret fails the same way; a rerun retries
-            "activeDeadlineSeconds": int(settings.totp_job_timeout_seconds),
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        },
-    }
+    volumes = [{"name": "config", "secret": {"secretName": settings.authelia_config_secret, "defaultMode": 0o444}},
+               {"name": "handoff", "secret": {"secretName": name, "defaultMode": 0o444,
+                                              "items": [{"key": IMPORT_KEY, "path": IMPORT_KEY}]}},
+               {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    # A second try with the same secret fails the same way; a rerun retries.
+    return restricted_job(name=name, namespace=settings.platform_namespace, labels=labels, container=container,
+                          volumes=volumes, run_as_user=RUN_AS, run_as_group=RUN_AS,
+                          deadline_seconds=int(settings.totp_job_timeout_seconds))
 
 
 def otpauth_uri(username: str, secret: str, issuer: str) -> str:

@@ -20,3 +20,21 @@ pytest_plugins = [
     "tests.fixtures.node",
     "tests.fixtures.gateway",
 ]
+
+
+def pytest_configure(config):
+    """A base temp folder of this session's own. The kubelet stand-in runs Jobs as the pod's
+    uid, which must traverse down to the volume folders; under the shared
+    /tmp/pytest-of-<user>, any other pytest session starting resets that folder to 0700."""
+    import tempfile
+
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="vibecode-pytest-")
+        config._vibecode_basetemp = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    if getattr(config, "_vibecode_basetemp", None):
+        shutil.rmtree(config._vibecode_basetemp, ignore_errors=True)

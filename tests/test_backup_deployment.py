@@ -4,7 +4,8 @@ from pathlib import Path
 
 import yaml
 
-from flows.backup import backup_workspaces, restore_workspace
+from flows.backup import backup_workspaces
+from flows.restore import restore_workspace
 from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ import json
 import boto3
 import pytest
 
-from flows.backup import backup_workspaces, restore_workspace
+from flows.backup import backup_workspaces
+from flows.restore import restore_workspace
 from tasks.backup_status import (
     LAST_BACKUP_OUTCOME,
     LAST_BACKUP_REASON,

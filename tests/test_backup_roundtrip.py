@@ -11,7 +11,8 @@ import shutil
 
 import pytest
 
-from flows.backup import backup_workspaces, restore_workspace
+from flows.backup import backup_workspaces
+from flows.restore import restore_workspace
 from tasks.backup_status import Outcome
 from tasks.settings import get_settings
 from tests.fixtures.storage import make_tree, tree_state

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tasks.backup_jobs import backup_job, backup_secret, job_state, restore_job, restore_pvc, workspace_nodes
+from tasks.backup_jobs import backup_job, backup_secret, restore_job, restore_pvc, workspace_nodes
 from tasks.backup_status import (
     LAST_BACKUP_OUTCOME,
     LAST_BACKUP_REASON,
@@ -22,8 +22,9 @@ from tasks.backup_status import (
     run_outcome,
 )
 from tasks.errors import NotFound, PermanentError, ServerError, TransientError
+from tasks.jobs import job_state
 from tasks.names import workspace_names
-from tasks.restic import Snapshot, backup_args, classify_failure
+from tasks.restic import Snapshot, backup_args, backup_script, classify_failure, restore_script
 from tasks.settings import Settings
 
 NOW = datetime(2026, 11, 28, 2, 30, tzinfo=timezone.utc)
@@ -37,8 +38,9 @@ def test_backup_job_mounts_read_only_pins_the_node_and_holds_no_secret():
     pod = job["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["image"] == s.restic_image and ":" in c["image"]
-    assert c["command"] + c["args"] == ["restic", *backup_args("alice", "abcd1234")]
-    assert {"nightly", "alice"} <= set(c["args"][i + 1] for i, a in enumerate(c["args"]) if a == "--tag")
+    assert c["command"] + c["args"] == ["/bin/sh", "-c", backup_script("alice", "abcd1234")]
+    assert "exec restic " + " ".join(backup_args("alice", "abcd1234")) in c["args"][0]
+    assert "--tag nightly --tag alice" in c["args"][0]
     data = next(v for v in pod["volumes"] if v["name"] == "data")
     assert data["persistentVolumeClaim"] == {"claimName": "ws-alice-workspace", "readOnly": True}
     assert next(m for m in c["volumeMounts"] if m["name"] == "data")["readOnly"] is True
@@ -64,7 +66,8 @@ def test_stopped_workspace_is_not_pinned_and_restore_mounts_read_write():
     pod = job["spec"]["template"]["spec"]
     data = next(v for v in pod["volumes"] if v["name"] == "data")
     assert data["persistentVolumeClaim"] == {"claimName": "ws-bob-restore-r1", "readOnly": False}
-    assert pod["containers"][0]["args"][:2] == ["restore", "latest"]
+    assert pod["containers"][0]["args"] == [restore_script("bob", "latest", "r1")]
+    assert "restic restore latest --host bob" in pod["containers"][0]["args"][0]
 
 
 def test_workspace_nodes_only_for_pods_that_hold_the_volume():
@@ -144,6 +147,9 @@ def test_restic_errors_map_to_the_taxonomy():
     assert isinstance(classify_failure("Fatal: wrong password or no key found", "x"), PermanentError)
     assert isinstance(classify_failure("repository is already locked by PID 1", "x"), TransientError)
     assert isinstance(classify_failure("dial tcp 127.0.0.1:9: connect: connection refused", "x"), ServerError)
+    assert isinstance(classify_failure("Save(<data/1c2d>) returned error: 503 Service Unavailable", "x"), ServerError)
+    # a corrupted pack whose id happens to contain "503" is a finding, not an outage
+    assert not isinstance(classify_failure("pack 9f503ab1: ciphertext verification failed", "x"), TransientError)
 
 
 def test_snapshot_times_keep_their_instant():
@@ -173,7 +179,7 @@ def test_one_watch_serves_every_waiter_and_timeouts_stay_running():
     import threading
     import time
 
-    from tasks.backup_wait import JobWaiter
+    from tasks.jobs import JobWaiter
 
     streams = []
     stuck = {"metadata": {"name": "stuck"}, "status": {"active": 1}}

@@ -42,7 +42,8 @@ def test_leave_purge_and_rehire_brings_the_work_back(platform, kube, backup_sett
     assert left.deletion.startswith("defer")
     pvc = kube.get("PersistentVolumeClaim", ns, "ws-alice-workspace")
     assert has_verified_backup(pvc, datetime.now(timezone.utc))
-    assert [r.argv[1] for r in job_kubelet.runs if r.returncode == 0][:1] == ["backup"]
+    assert [r.job for r in job_kubelet.runs if r.returncode == 0][:1] == [next(
+        j["metadata"]["name"] for j in kube.list("Job", ns) if "-backup-" in j["metadata"]["name"])]
 
     purged = purge_offboarded(now=datetime.now(timezone.utc) + timedelta(days=31))
     assert "uninstalled" in purged["alice"] and helm.status("ws-alice", ns) is None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta, timezone
 
-from tasks.restic import PARTIAL_TAG, Restic, Snapshot
+from tasks.restic import PARTIAL_TAG, Snapshot
+from tasks.restic_runner import Restic
 from tasks.retention import KeepPolicy, plan_retention
 
 FIRST = date(2026, 8, 30)  # 90 nights: 2026-08-30 .. 2026-11-27 (a Friday, ISO week 48)

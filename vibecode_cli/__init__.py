@@ -181,7 +181,7 @@ def cmd_restore(args) -> int:
     from tasks.names import validate_snapshot_id
 
     validate_snapshot_id(args.snapshot)
-    from flows.backup import restore_workspace
+    from flows.restore import restore_workspace
 
     _print(restore_workspace(args.username, snapshot=args.snapshot,
                              target="in-place" if args.in_place else "new-pvc"))
@@ -229,6 +229,14 @@ def cmd_gateway(args) -> int:
     return 0
 
 
+def cmd_rotate_restic_password(args) -> int:
+    """Passwords come only from the environment (VIBECODE_RESTIC_PASSWORD, VIBECODE_RESTIC_NEW_PASSWORD)."""
+    from flows.restore import rotate_restic_password
+
+    _print(rotate_restic_password())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vibecode", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -267,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--host", default=None, help="listen address (default: setting gateway_host)")
     gw.add_argument("--port", type=int, default=None, help="listen port (default: setting gateway_port)")
     gw.set_defaults(func=cmd_gateway)
+    rot = sub.add_parser("rotate-restic-password",
+                         help="move every backup repository to the password in VIBECODE_RESTIC_NEW_PASSWORD "
+                              "(old: VIBECODE_RESTIC_PASSWORD); then make the new one VIBECODE_RESTIC_PASSWORD")
+    rot.set_defaults(func=cmd_rotate_restic_password)
     lim = sub.add_parser("limits", help="create or update Prefect tag concurrency limits from settings")
     lim.set_defaults(func=cmd_limits)
     return p
