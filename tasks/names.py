@@ -103,3 +103,23 @@ def workspace_names(username: str) -> WorkspaceNames:
 
 # Label every workspace volume carries, so backups and the reaper can list them in one call.
 WORKSPACE_PVC_SELECTOR = "app.kubernetes.io/part-of=vibecode,vibecode.dev/volume=workspace"
+
+# Every workspace Deployment carries these labels (chart: workspace.labels); the reaper lists
+# them in one call.
+WORKSPACE_DEPLOYMENT_SELECTOR = f"app.kubernetes.io/name=code-server,app.kubernetes.io/part-of={PART_OF}"
+# Every volume of every workspace (workspace and extensions), for dormancy.
+WORKSPACE_VOLUMES_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},vibecode.dev/volume"
+# Backup and restore Jobs (tasks.backup_jobs labels them by component and user).
+RESTIC_JOBS_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},app.kubernetes.io/component in (backup,restore)"
+USER_LABEL = "vibecode.dev/user"
+
+# Idle reaping (tasks.reap). On the workspace Deployment unless said otherwise.
+REAP_EXEMPT = "vibecode.dev/reap"  # "false": never warned or stopped by the reaper
+LAST_ACTIVITY = "vibecode.dev/last-activity"  # RFC 3339; counts as activity when newer than the heartbeat
+IDLE_WARNED_AT = "vibecode.dev/idle-warned-at"  # RFC 3339: when the owner was warned
+IDLE_WARNING_RULE = "vibecode.dev/idle-warning"  # which rule warned: idle | max-session
+STOPPED_AT = "vibecode.dev/stopped-at"  # RFC 3339; also copied onto the volumes when the release goes
+STOP_REASON = "vibecode.dev/stop-reason"
+DORMANT_DELETED_AT = "vibecode.dev/dormant-deleted-at"  # on the volumes, once the release was uninstalled
+# Set by the backup/restore flows while they work on a workspace: the reaper never stops it.
+RESTORING = "vibecode.dev/restoring"

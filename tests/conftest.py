@@ -5,6 +5,7 @@
 - ``fixtures.prefect``  a real Prefect server on SQLite (session scope: ~30 s to start)
 - ``fixtures.storage``  an S3 protocol server (moto) and restic
 - ``fixtures.identity`` slapd (LDAP) and aiosmtpd (SMTP)
+- ``fixtures.codeserver`` real code-server processes on loopback
 """
 
 pytest_plugins = [
@@ -13,4 +14,5 @@ pytest_plugins = [
     "tests.fixtures.prefect",
     "tests.fixtures.storage",
     "tests.fixtures.identity",
+    "tests.fixtures.codeserver",
 ]
