@@ -108,7 +108,8 @@ WORKSPACE_PVC_SELECTOR = "app.kubernetes.io/part-of=vibecode,vibecode.dev/volume
 # them in one call.
 WORKSPACE_DEPLOYMENT_SELECTOR = f"app.kubernetes.io/name=code-server,app.kubernetes.io/part-of={PART_OF}"
 # Every volume of every workspace (workspace and extensions), for dormancy.
-WORKSPACE_VOLUMES_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},vibecode.dev/volume"
+VOLUME_LABEL = "vibecode.dev/volume"  # workspace | extensions
+WORKSPACE_VOLUMES_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},{VOLUME_LABEL}"
 # Backup and restore Jobs (tasks.backup_jobs labels them by component and user).
 RESTIC_JOBS_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},app.kubernetes.io/component in (backup,restore)"
 USER_LABEL = "vibecode.dev/user"

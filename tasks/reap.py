@@ -44,6 +44,7 @@ from tasks.names import (
     STOP_REASON,
     STOPPED_AT,
     USER_LABEL,
+    VOLUME_LABEL,
 )
 from tasks.offboard import deletion_decision
 
@@ -204,7 +205,7 @@ def _dormancy(ws: Workspace, stopped_at: datetime, now: datetime, period: timede
               what: str) -> Decision:
     """The one rule that also decides offboarding deletions: a verified backup taken after the
     stop, and the period over. No backup yet means: take one now, delete on a later run."""
-    if not any(((v.get("metadata") or {}).get("labels") or {}).get("vibecode.dev/volume") == "workspace"
+    if not any(((v.get("metadata") or {}).get("labels") or {}).get(VOLUME_LABEL) == "workspace"
                for v in ws.volumes):
         return Decision("keep", "dormant, but no workspace volume was found to prove a backup of", DORMANT)
     if now - stopped_at < period:

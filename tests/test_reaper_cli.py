@@ -51,3 +51,33 @@ def test_reap_dry_run_json_prints_the_plan_and_writes_nothing(prefect_server, ku
     assert cli(["reap", "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert "dry run:" in text and "yan" in text and "backing up first" in text
+
+
+def test_a_run_writes_only_what_changes_and_leaves_a_table_artifact(prefect_server, kube, namespace, monkeypatch):
+    from flows.reaper import reap_idle_workspaces
+    from tasks.settings import get_settings
+
+    R = datetime.now(timezone.utc)
+    monkeypatch.setenv("VIBECODE_REAP_PROBE_URLS", json.dumps({"kim": "http://127.0.0.1:1", "lee": "http://127.0.0.1:1"}))
+    get_settings.cache_clear()
+    add_workspace(kube, namespace, "kim")  # probe fails: kept, unknown
+    play_controller(kube, namespace, "kim", R - timedelta(hours=30))
+    add_workspace(kube, namespace, "lee", annotations={"vibecode.dev/reap": "false"})
+    add_workspace(kube, namespace, "max", replicas=0)  # stopped by someone else: left alone
+    before = {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in kube.list("Deployment", namespace)}
+    for _ in range(2):
+        report = reap_idle_workspaces()
+        assert {r.username: r.action for r in report.rows} == {"kim": "keep", "lee": "keep", "max": "keep"}
+        assert report.unknown == 1 and all(r.outcome == "" for r in report.rows)
+    after = {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in kube.list("Deployment", namespace)}
+    assert after == before  # nothing changed, so nothing was written
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_latest_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["reap-decisions"])))
+    rows = artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
+    assert {r["username"]: r["action"] for r in rows} == {"kim": "keep", "lee": "keep", "max": "keep"}
+    assert "probe failed" in next(r["reason"] for r in rows if r["username"] == "kim")
