@@ -68,7 +68,7 @@ def test_a_run_writes_only_what_changes_and_leaves_a_table_artifact(prefect_serv
     for _ in range(2):
         report = reap_idle_workspaces()
         assert {r.username: r.action for r in report.rows} == {"kim": "keep", "lee": "keep", "max": "keep"}
-        assert report.unknown == 1 and all(r.outcome == "" for r in report.rows)
+        assert report.unknown == 2 and all(r.outcome == "" for r in report.rows)  # kim and lee: closed port
     after = {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in kube.list("Deployment", namespace)}
     assert after == before  # nothing changed, so nothing was written
 
