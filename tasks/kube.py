@@ -221,6 +221,19 @@ class Kube:
         self.server_version()
         return time.perf_counter() - started
 
+    def list_json(self, kind: str, namespace: str | None, selector: str | None = None) -> list[dict]:
+        """:meth:`list`, with the items as the API server sent them: the client's model round trip
+        costs milliseconds per object, seconds for a thousand Deployments. Times stay RFC 3339
+        strings, as in the API."""
+        import json
+
+        method, namespaced = self._method("list", kind)
+        args = [namespace] if namespaced else []
+        kw = {"label_selector": selector} if selector else {}
+        with api_errors(f"list {kind} in {namespace} ({selector})"):
+            resp = method(*args, _preload_content=False, **kw)
+            return json.loads(resp.data).get("items") or []
+
     def list_watch(self, kind: str, namespace: str | None, selector: str | None = None,
                    timeout_seconds: int = 10, resource_version: str | None = None) -> Iterator[tuple[str, Any]]:
         """An informer's core: one LIST, then a WATCH from its resourceVersion.

@@ -153,11 +153,25 @@ STOPPED_AT = "vibecode.dev/stopped-at"  # RFC 3339; also copied onto the volumes
 
 # The onboarding ledger (tasks.identity.ledger): one record per person, one index entry per
 # employee id, both ConfigMaps in the platform namespace.
-PART_OF_LABEL = "app.kubernetes.io/part-of"
-COMPONENT_LABEL = "vibecode.dev/component"
+RECORD_COMPONENT_LABEL = "vibecode.dev/component"
 EMPLOYEE_ID_LABEL = "vibecode.dev/employee-id"
 STATE_LABEL = "vibecode.dev/state"
 LEDGER_COMPONENT = "onboarding"
 EMPLOYEE_INDEX_COMPONENT = "employee-index"
-LEDGER_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{COMPONENT_LABEL}={LEDGER_COMPONENT}"
-EMPLOYEE_INDEX_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{COMPONENT_LABEL}={EMPLOYEE_INDEX_COMPONENT}"
+LEDGER_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{RECORD_COMPONENT_LABEL}={LEDGER_COMPONENT}"
+EMPLOYEE_INDEX_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{RECORD_COMPONENT_LABEL}={EMPLOYEE_INDEX_COMPONENT}"
+
+# Every volume of every workspace (workspace and extensions), for dormancy.
+WORKSPACE_VOLUMES_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},{VOLUME_LABEL}"
+# Backup and restore Jobs (tasks.backup_jobs labels them by component and user).
+RESTIC_JOBS_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},app.kubernetes.io/component in (backup,restore)"
+
+# Idle reaping (tasks.reap). On the workspace Deployment unless said otherwise.
+REAP_EXEMPT = "vibecode.dev/reap"  # "false": never warned or stopped by the reaper
+LAST_ACTIVITY = "vibecode.dev/last-activity"  # RFC 3339; counts as activity when newer than the heartbeat
+IDLE_WARNED_AT = "vibecode.dev/idle-warned-at"  # RFC 3339: when the owner was warned
+IDLE_WARNING_RULE = "vibecode.dev/idle-warning"  # which rule warned: idle | max-session
+STOP_REASON = "vibecode.dev/stop-reason"
+DORMANT_DELETED_AT = "vibecode.dev/dormant-deleted-at"  # on the volumes, once the release was uninstalled
+# Set by the backup/restore flows while they work on a workspace: the reaper never stops it.
+RESTORING = RESTORING_ANNOTATION

@@ -12,8 +12,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ReapGroupPolicy(BaseModel):
+    """A group's overrides of the reaper's defaults; unset fields keep the default."""
+
+    model_config = {"extra": "forbid"}
+
+    idle_timeout_seconds: int | None = Field(None, ge=60, description="Idle time before the workspace is stopped")
+    warning_lead_seconds: int | None = Field(None, ge=0, description="How long before a stop the owner is warned")
+    max_session_seconds: int | None = Field(None, ge=0, description="Stop after this long running even if a tab "
+                                                                    "keeps it alive; 0 disables")
+    dormancy_days: int | None = Field(None, ge=0, description="Uninstall a stopped workspace after this long "
+                                                              "(verified backup required); 0 disables")
+    volume_dormancy_days: int | None = Field(None, ge=0, description="Delete its volumes after this long "
+                                                                     "(verified backup required); 0 disables")
 
 
 class Settings(BaseSettings):
@@ -168,8 +183,6 @@ class Settings(BaseSettings):
     kube_concurrency: int = Field(
         10, ge=1, le=100,
         description="Server-side limit of concurrent Kubernetes API tasks (tag kube-api), and the client pool size")
-    idle_timeout_seconds: int = Field(3600, ge=60, description="Idle time after which a workspace is stopped")
-
     # Health checks and metrics (flows.health; checks in tasks.health, sinks in tasks.health_sinks)
     datadog_api_key: SecretStr | None = Field(None, description="Datadog API key; sent only in the DD-API-KEY "
                                               "header. Unset (and no block) turns the Datadog sink off")
@@ -221,6 +234,58 @@ class Settings(BaseSettings):
     gateway_offboard_deployment: str = Field("offboard-user/offboard-user",
                                              description="Deployment for employee.terminated")
     gateway_scim_max_results: int = Field(100, ge=1, le=1000, description="Largest SCIM list page")
+
+    # Idle reaping (flows.reaper; decisions in tasks.reap)
+    idle_timeout_seconds: int = Field(7200, ge=60, description="A workspace whose last activity (code-server's "
+                                      "lastHeartbeat, or the vibecode.dev/last-activity annotation) is older "
+                                      "than this is warned, then stopped")
+    reap_warning_lead_seconds: int = Field(900, ge=0, description="The owner is emailed this long before a stop; "
+                                           "a stop needs a warning at least this old. Must be below the idle "
+                                           "timeout")
+    reap_max_session_seconds: int = Field(12 * 3600, ge=0, description="A workspace running this long is warned "
+                                          "and stopped even if an open tab keeps it alive; 0 disables")
+    reap_dormancy_days: int = Field(30, ge=0, description="A workspace stopped by the reaper this long has its "
+                                    "release uninstalled (volumes kept) once a verified backup newer than the "
+                                    "stop exists; 0 disables")
+    reap_volume_dormancy_days: int = Field(90, ge=0, description="After this long stopped its volumes are "
+                                           "deleted too (same backup rule); 0 disables; at least the dormancy")
+    reap_group_policies: dict[str, ReapGroupPolicy] = Field(default_factory=dict, description="Per-group "
+                                                            "overrides (Authelia group -> fields of "
+                                                            "ReapGroupPolicy); a member of several gets the "
+                                                            "most lenient value of each")
+    reap_probe_url: str = Field("http://{service}.{namespace}.svc.cluster.local:80", description="Base URL of "
+                                "a workspace's code-server; {username}, {service} and {namespace} are filled "
+                                "in and /healthz appended. No query string. The API server's service proxy "
+                                "may keep its connection to the pod open, and code-server renews its "
+                                "heartbeat while any connection is open: prefer the Service address")
+    reap_probe_urls: dict[str, str] = Field(default_factory=dict, description="username -> base URL, overriding "
+                                            "reap_probe_url for that workspace")
+    reap_probe_concurrency: int = Field(50, ge=1, le=500, description="Probes in flight at once")
+    reap_probe_timeout_seconds: float = Field(5, gt=0, le=60, description="Per probe; a timeout counts as "
+                                              "unknown, never as idle")
+
+    @field_validator("reap_probe_url")
+    @classmethod
+    def _probe_url_template(cls, v: str) -> str:
+        from tasks.reap import check_probe_base
+
+        return check_probe_base(v, "reap_probe_url")
+
+    @field_validator("reap_probe_urls")
+    @classmethod
+    def _probe_urls(cls, v: dict[str, str]) -> dict[str, str]:
+        from tasks.reap import check_probe_base
+
+        return {user: check_probe_base(url, f"reap_probe_urls.{user}") for user, url in v.items()}
+
+    @model_validator(mode="after")
+    def _reap_policies_coherent(self) -> "Settings":
+        from tasks.reap import policy_problems
+
+        problem = policy_problems(self)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("domain")
     @classmethod

@@ -8,6 +8,7 @@
 - ``fixtures.health``   a Prometheus Pushgateway; Datadog intake and Authelia health stand-ins
 - ``fixtures.node``     a real one-node cluster (kubelet, containerd) for tests marked ``node``
 - ``fixtures.gateway``  the HR gateway on loopback, with the HR deployments registered
+- ``fixtures.codeserver`` real code-server processes on loopback
 """
 
 pytest_plugins = [
@@ -19,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures.health",
     "tests.fixtures.node",
     "tests.fixtures.gateway",
+    "tests.fixtures.codeserver",
 ]
 
 

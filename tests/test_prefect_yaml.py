@@ -31,3 +31,10 @@ def test_scheduled_deployments():
     assert deps["backup-workspaces"]["concurrency_limit"]["collision_strategy"] == "CANCEL_NEW"
     assert deps["purge-offboarded"]["schedules"][0]["cron"] == "0 4 * * *"
     assert {"onboard-user", "offboard-user", "restore-workspace", "provision-workspace"} <= set(deps)
+
+
+def test_reaper_runs_every_15_minutes_and_never_overlaps():
+    dep = _deployments()["reap-idle-workspaces"]
+    assert dep["schedules"][0]["cron"] == "*/15 * * * *"
+    assert dep["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    assert "resume-workspace" in _deployments()

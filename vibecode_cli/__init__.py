@@ -237,6 +237,29 @@ def cmd_rotate_restic_password(args) -> int:
     return 0
 
 
+def cmd_reap(args) -> int:
+    from flows.reaper import reap_idle_workspaces
+
+    report = reap_idle_workspaces(dry_run=args.dry_run)
+    if args.json:
+        _print(report)
+    else:
+        print(f"{'dry run: ' if report.dry_run else ''}{report.counts}; {report.unknown} probe(s) failed (kept)")
+        for r in report.rows:
+            print(f"{r.username:<24} {r.action:<15} {r.reason}{'  -> ' + r.outcome if r.outcome else ''}")
+    return 1 if any(r.outcome.startswith(("failed", "backup failed")) for r in report.rows) else 0
+
+
+def cmd_resume(args) -> int:
+    from tasks.names import validate_username
+
+    validate_username(args.username)
+    from flows.reaper import resume_workspace
+
+    _print(resume_workspace(args.username))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vibecode", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -279,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="move every backup repository to the password in VIBECODE_RESTIC_NEW_PASSWORD "
                               "(old: VIBECODE_RESTIC_PASSWORD); then make the new one VIBECODE_RESTIC_PASSWORD")
     rot.set_defaults(func=cmd_rotate_restic_password)
+    rp = sub.add_parser("reap", help="warn, then stop, idle workspaces; delete long-stopped ones after a verified "
+                                     "backup")
+    rp.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    rp.add_argument("--json", action="store_true", help="the whole report as JSON")
+    rp.set_defaults(func=cmd_reap)
+    rm = sub.add_parser("resume", help="start a stopped workspace again and wait until it serves")
+    rm.add_argument("username")
+    rm.set_defaults(func=cmd_resume)
     lim = sub.add_parser("limits", help="create or update Prefect tag concurrency limits from settings")
     lim.set_defaults(func=cmd_limits)
     return p

@@ -29,7 +29,7 @@ from typing import Callable
 
 from tasks.errors import Conflict, InvalidInput, PermanentError
 from tasks.identity.record import Record, State, from_data, to_data
-from tasks.names import (COMPONENT_LABEL, EMPLOYEE_ID_LABEL, EMPLOYEE_INDEX_COMPONENT, LEDGER_COMPONENT,
+from tasks.names import (RECORD_COMPONENT_LABEL, EMPLOYEE_ID_LABEL, EMPLOYEE_INDEX_COMPONENT, LEDGER_COMPONENT,
                          LEDGER_SELECTOR, PART_OF, PART_OF_LABEL, SCIM_ID_LABEL, STATE_LABEL, USER_LABEL)
 from tasks.settings import Settings, get_settings
 
@@ -50,7 +50,7 @@ def index_name(employee_id: str) -> str:
 
 def to_manifest(rec: Record, namespace: str) -> dict:
     meta = {"name": _name(rec.username), "namespace": namespace,
-            "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: LEDGER_COMPONENT, USER_LABEL: rec.username,
+            "labels": {PART_OF_LABEL: PART_OF, RECORD_COMPONENT_LABEL: LEDGER_COMPONENT, USER_LABEL: rec.username,
                        EMPLOYEE_ID_LABEL: rec.employee_id, STATE_LABEL: rec.state.value}}
     if rec.resource_version:
         meta["resourceVersion"] = rec.resource_version
@@ -66,7 +66,7 @@ def from_manifest(cm: dict) -> Record:
 def index_manifest(employee_id: str, username: str, namespace: str) -> dict:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": index_name(employee_id), "namespace": namespace,
-                         "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: EMPLOYEE_INDEX_COMPONENT,
+                         "labels": {PART_OF_LABEL: PART_OF, RECORD_COMPONENT_LABEL: EMPLOYEE_INDEX_COMPONENT,
                                     EMPLOYEE_ID_LABEL: employee_id, USER_LABEL: username}},
             "data": {"employee_id": employee_id, "username": username}}
 
