@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import flows.backup
-from flows.backup import backup_workspaces, restore_workspace
+from flows.backup import backup_workspaces
+from flows.restore import restore_workspace
 from flows.workspace import provision_workspace
 from tasks.backup_status import Outcome
 from tasks.names import workspace_names
