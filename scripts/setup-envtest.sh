@@ -44,22 +44,22 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 # etcd: Debian's etcd-server puts the binary at /usr/bin/etcd.
 if ! command -v etcd >/dev/null 2>&1; then
   log "installing etcd-server"
-  as_root apt-get update -qq >&2
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >&2
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq etcd-server >&2
 fi
 ln -sf "$(command -v etcd)" "$assets/etcd"
 
 if ! complete "$assets" || [[ "$(cat "$assets/.recipe" 2>/dev/null)" != "$RECIPE" ]]; then
   log "building Kubernetes $K8S_VERSION (${BINS[*]}) from Debian's source package (one-off, ~12 min)"
-  as_root apt-get update -qq >&2
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
       golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev >&2
   # Enable deb-src by deriving a stanza from the machine's own deb sources.
   if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ ; then
     src=/etc/apt/sources.list.d/debian.sources
     [[ -f "$src" ]] || { log "no $src to derive deb-src from"; exit 1; }
     sed 's/^Types: deb$/Types: deb-src/' "$src" | as_root tee /etc/apt/sources.list.d/vibecode-deb-src.sources >/dev/null
-    as_root apt-get update -qq >&2
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
   fi
   work="$cache/envtest/build"
   rm -rf "$work"; mkdir -p "$work"

@@ -20,11 +20,28 @@ if $with_tests; then
   have slapd || need_apt+=(slapd)
   have ldapadd || need_apt+=(ldap-utils)
   have prometheus-pushgateway || need_apt+=(prometheus-pushgateway)
+  # For the Kubernetes build and code-server (installed here, before they run in parallel below).
+  for pkg in golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev libkrb5-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+  done
+  have npm || need_apt+=(npm)
 fi
 if ((${#need_apt[@]})); then
   echo "setup: apt-get install ${need_apt[*]}" >&2
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The two long one-off builds (Kubernetes from source, ~12 min; code-server from npm, ~4 min)
+# run in the background while the venv is installed; both are cached outside the repo.
+bg=()
+if $with_tests; then
+  [[ "$(uname -s)" == Linux ]] && scripts/setup-node.sh
+  logs="${VIBECODE_CACHE:-$HOME/.cache/vibecode}/logs"; mkdir -p "$logs"
+  scripts/setup-envtest.sh >/dev/null 2>"$logs/setup-envtest.log" & bg+=($!)
+  if [[ "$(uname -s)" == Linux ]]; then
+    scripts/setup-codeserver.sh >/dev/null 2>"$logs/setup-codeserver.log" & bg+=($!)
+  fi
 fi
 
 py=${PYTHON:-python3}
@@ -39,10 +56,14 @@ fi
 bin=$(.venv/bin/python scripts/install_tools.py)
 echo "setup: helm and kubectl in $bin" >&2
 if $with_tests; then
-  [[ "$(uname -s)" == Linux ]] && scripts/setup-node.sh
-  scripts/setup-envtest.sh >/dev/null
+  for pid in "${bg[@]}"; do
+    if ! wait "$pid"; then
+      echo "setup: a background build failed; its log:" >&2
+      tail -n 40 "$logs"/setup-*.log >&2
+      exit 1
+    fi
+  done
   if [[ "$(uname -s)" == Linux ]]; then
-    scripts/setup-codeserver.sh >/dev/null
     .venv/bin/python -m tests.harness.images >&2   # cached in ~/.cache/vibecode/images
   fi
 fi
