@@ -7,11 +7,12 @@ anything; health checks and the reaper read the same annotations.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import Enum
 
 from pydantic import BaseModel
 
+from tasks.timefmt import rfc3339
 from tasks.names import (  # noqa: F401 - the annotation keys, re-exported for readers of this contract
     LAST_BACKUP_OUTCOME,
     LAST_BACKUP_PREFIX as ANNOTATION_PREFIX,
@@ -107,8 +108,6 @@ def run_outcome(outcomes: list[Outcome]) -> Outcome:
     return Outcome.PARTIALLY_FAILED
 
 
-def rfc3339(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def annotations(result: WorkspaceResult, now: datetime) -> dict[str, str]:

@@ -29,6 +29,7 @@ from tasks.backup_status import (
     run_outcome,
 )
 from tasks.names import STOPPED_AT, USER_LABEL
+from tasks.timefmt import parse_time as _time
 
 BACKUP_WARNING = timedelta(hours=26)  # one missed night
 BACKUP_CRITICAL = timedelta(hours=50)  # two missed nights
@@ -116,14 +117,6 @@ def _names(items: list[str]) -> str:
     return ", ".join(items[:NAME_LIMIT]) + (f" and {more} more" if more > 0 else "")
 
 
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else None
 
 
 def _meta(obj: dict) -> dict:

@@ -34,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Mapping
 from urllib.parse import urlsplit
 
+from tasks.timefmt import parse_time, rfc3339  # noqa: F401 - rfc3339 is part of this API
 from tasks.names import (
     DORMANT_DELETED_AT,
     IDLE_WARNED_AT,
@@ -103,19 +104,6 @@ class Decision:
     idle_seconds: float | None = None
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """RFC 3339 to an aware datetime; anything else is None (and so never counts)."""
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else None
-
-
-def rfc3339(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ago(d: timedelta) -> str:

@@ -52,6 +52,7 @@ from urllib.parse import quote, urlencode
 import yaml
 
 from tasks.names import PART_OF, validate_username
+from tasks.timefmt import parse_time as _parse_time
 from tasks.objects import restricted_job
 from tasks.settings import Settings
 
@@ -159,14 +160,6 @@ def otpauth_uri(username: str, secret: str, issuer: str) -> str:
     return f"otpauth://totp/{label}?{query}"
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else None
 
 
 def is_expired(secret: dict, now: datetime) -> bool:
