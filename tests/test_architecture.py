@@ -42,6 +42,7 @@ def test_architecture_contracts_hold():
 
 @pytest.mark.parametrize("module, line, contract", [
     ("tasks/names.py", "import flows.common", "CLI above flows above tasks"),
+    ("vibecode_cli/__init__.py", "from tasks import kube", "The CLI reaches Kubernetes only through flows"),
     ("flows/workspace.py", "from kubernetes import client", "Only the Kubernetes adapter imports kubernetes"),
     ("tasks/backup_status.py", "import prefect", "Pure modules import no adapter, no prefect, no I/O"),
     ("tasks/hr.py", "from tasks import kube", "Pure modules import no adapter, no prefect, no I/O"),
