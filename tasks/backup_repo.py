@@ -77,7 +77,11 @@ def ensure_repository(username: str, settings: Settings | None = None) -> bool:
         if age >= INIT_CLAIM_STALE_SECONDS:
             client.delete("ConfigMap", s.namespace, claim["metadata"]["name"])
         raise TransientError(f"the repository of {username} is being initialised by another run") from None
-    return restic.ensure_init()
+    try:
+        return restic.ensure_init()
+    except Exception:
+        client.delete("ConfigMap", s.namespace, claim["metadata"]["name"])  # let the next attempt init
+        raise
 
 
 def repository_usernames(settings: Settings | None = None) -> list[str]:

@@ -169,14 +169,16 @@ def classify_failure(stderr: str, what: str) -> VibecodeError:
     tail = " ".join(line.strip() for line in stderr.strip().splitlines()[-3:])[-500:]
     msg = f"{what}: {tail or 'restic failed without a message'}"
     low = stderr.lower()
+    # Unreachable storage first: restic adds "Is there a repository ...?" to every failure to
+    # open the config file, and an outage must never look like "no repository yet" (that would
+    # start an init). HTTP codes as whole words: restic prints hex ids, which often contain "503".
+    if any(s in low for s in ("connection refused", "dial tcp", "i/o timeout", "timeout", "500 internal",
+                              "slowdown", "connection reset")) or re.search(r"\b50[23]\b", low):
+        return ServerError(msg)
     if "is there a repository at the following location" in low:
         return NotFound(msg)
     if "wrong password" in low or "no key found" in low:
         return PermanentError(msg)
     if "repository is already locked" in low or "unable to create lock" in low:
         return TransientError(msg)
-    # HTTP codes as whole words: restic prints hex blob and pack ids, which often contain "503"
-    if any(s in low for s in ("connection refused", "dial tcp", "i/o timeout", "timeout", "500 internal",
-                              "slowdown", "connection reset")) or re.search(r"\b50[23]\b", low):
-        return ServerError(msg)
     return PermanentError(msg)

@@ -147,6 +147,10 @@ def test_restic_errors_map_to_the_taxonomy():
     assert isinstance(classify_failure("Fatal: wrong password or no key found", "x"), PermanentError)
     assert isinstance(classify_failure("repository is already locked by PID 1", "x"), TransientError)
     assert isinstance(classify_failure("dial tcp 127.0.0.1:9: connect: connection refused", "x"), ServerError)
+    # restic 0.14's own words for unreachable S3 end with the "no repository" hint: an outage, never "absent"
+    unreachable = ('Fatal: unable to open config file: Stat: Get "http://127.0.0.1:1/bucket/?location=": '
+                   "dial tcp 127.0.0.1:1: connect: connection refused\nIs there a repository at the following location?")
+    assert isinstance(classify_failure(unreachable, "x"), ServerError)
     assert isinstance(classify_failure("Save(<data/1c2d>) returned error: 503 Service Unavailable", "x"), ServerError)
     # a corrupted pack whose id happens to contain "503" is a finding, not an outage
     assert not isinstance(classify_failure("pack 9f503ab1: ciphertext verification failed", "x"), TransientError)
