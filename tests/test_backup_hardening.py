@@ -98,22 +98,23 @@ def test_failed_totp_job_reason_is_its_termination_message_stand_in(kube, namesp
     from tasks import totp
 
     s = get_settings()
+    ns = s.platform_namespace  # the TOTP Job lives with Authelia, not with the workspaces
     job = kube.create(totp.provision_job("carol", s))
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    kube.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}})
+    kube.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}})
     kube.create({"apiVersion": "v1", "kind": "Pod",
-                 "metadata": {"name": "vibecode-totp-carol-x1", "namespace": namespace,
+                 "metadata": {"name": "vibecode-totp-carol-x1", "namespace": ns,
                               "labels": {"job-name": "vibecode-totp-carol"}},
                  "spec": job["spec"]["template"]["spec"]})
-    kube.patch_status("Pod", namespace, "vibecode-totp-carol-x1", {"phase": "Failed", "containerStatuses": [{
+    kube.patch_status("Pod", ns, "vibecode-totp-carol-x1", {"phase": "Failed", "containerStatuses": [{
         "name": "authelia", "ready": False, "restartCount": 0, "image": c["image"], "imageID": "",
         "state": {"terminated": {"exitCode": 1, "reason": "Error",
                                  "message": "error: a TOTP configuration already exists for user carol"}}}]})
-    finish_job(kube, namespace, "vibecode-totp-carol", succeeded=False, reason="BackoffLimitExceeded",
+    finish_job(kube, ns, "vibecode-totp-carol", succeeded=False, reason="BackoffLimitExceeded",
                message="Job has reached the specified backoff limit")
 
-    result = await_job(kube, namespace, totp.PROVISION_JOB_SELECTOR, "vibecode-totp-carol", 5, 0.1)
+    result = await_job(kube, ns, totp.PROVISION_JOB_SELECTOR, "vibecode-totp-carol", 5, 0.1)
 
     assert result.state == "failed"
     assert "authelia exited 1 (Error): error: a TOTP configuration already exists for user carol" in result.reason

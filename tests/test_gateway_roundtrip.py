@@ -60,7 +60,7 @@ def test_create_get_deactivate_reactivate_runs_the_real_flows(platform, kube, ba
 
             hired = _execute(_run_for(hr_deployments, "onboard-user/onboard-user", f"scim-{uid}-v1"))
             assert hired.state.is_completed(), hired.state
-            entry = users_file(kube, ns)["alice"]
+            entry = users_file(kube)["alice"]
             assert entry["disabled"] is False and entry["email"] == "alice@example.com"
             assert kube.get("Deployment", ns, "ws-alice")["spec"]["replicas"] == 1
             assert len(platform["inbox"].messages) == 1
@@ -75,7 +75,7 @@ def test_create_get_deactivate_reactivate_runs_the_real_flows(platform, kube, ba
             assert off.status_code in (200, 204) and c.get(f"/Users/{uid}").json()["active"] is False
             left = _execute(_run_for(hr_deployments, "offboard-user/offboard-user", f"scim-{uid}-v2"))
             assert left.state.is_completed(), left.state
-            assert users_file(kube, ns)["alice"]["disabled"] is True
+            assert users_file(kube)["alice"]["disabled"] is True
             assert kube.get("Deployment", ns, "ws-alice")["spec"]["replicas"] == 0
             assert any(r.argv[1] == "backup" and r.returncode == 0 for r in job_kubelet.runs)
 
@@ -84,7 +84,7 @@ def test_create_get_deactivate_reactivate_runs_the_real_flows(platform, kube, ba
             assert on.status_code in (200, 204) and c.get(f"/Users/{uid}").json()["active"] is True
             back = _execute(_run_for(hr_deployments, "onboard-user/onboard-user", f"scim-{uid}-v3"))
             assert back.state.is_completed(), back.state
-            assert users_file(kube, ns)["alice"]["disabled"] is False
+            assert users_file(kube)["alice"]["disabled"] is False
             assert kube.get("Deployment", ns, "ws-alice")["spec"]["replicas"] == 1
             assert c.get(f"/Users/{uid}").json()["meta"]["version"] == 'W/"3"'
     finally:

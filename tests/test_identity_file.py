@@ -98,48 +98,48 @@ def test_fifty_concurrent_writers_lose_nothing_and_duplicate_nothing(authelia_us
 
 
 # -- the Authelia roll is converged, not a side effect of a write ----------------------------
-def _template_checksum(kube, namespace):
-    dep = kube.get("Deployment", namespace, "authelia")
+def _template_checksum(kube, platform_namespace):
+    dep = kube.get("Deployment", platform_namespace, "authelia")
     return (dep["spec"]["template"]["metadata"].get("annotations") or {}).get(filedb.CHECKSUM_ANNOTATION)
 
 
 def test_retry_after_a_failed_authelia_roll_still_rolls_authelia_onto_the_disabled_user(authelia_users, kube,
-                                                                                      namespace):
+                                                                                      platform_namespace):
     """The Secret write succeeds but the roll fails (here: the Deployment is missing); the retry
     finds the file "unchanged" and must still put its checksum on Authelia's pod template."""
     from tasks.errors import PermanentError
     from tests.fixtures.identity import authelia_deployment_manifest
 
     authelia_users.upsert(ALICE)
-    kube.delete("Deployment", namespace, "authelia")
+    kube.delete("Deployment", platform_namespace, "authelia")
     with pytest.raises(PermanentError, match="Authelia Deployment .* not found"):
         authelia_users.disable("alice")
-    assert yaml.safe_load(_file(kube, namespace))["users"]["alice"]["disabled"] is True  # the write landed
+    assert yaml.safe_load(_file(kube, platform_namespace))["users"]["alice"]["disabled"] is True  # the write landed
 
-    kube.create(authelia_deployment_manifest(namespace))  # the platform is back, without our annotation
-    assert _template_checksum(kube, namespace) is None
+    kube.create(authelia_deployment_manifest(platform_namespace))  # the platform is back, without our annotation
+    assert _template_checksum(kube, platform_namespace) is None
     assert authelia_users.disable("alice") == "unchanged"  # the retry
-    assert _template_checksum(kube, namespace) == hashlib.sha256(_file(kube, namespace).encode()).hexdigest()
+    assert _template_checksum(kube, platform_namespace) == hashlib.sha256(_file(kube, platform_namespace).encode()).hexdigest()
 
 
 def test_an_unchanged_upsert_repairs_a_stale_checksum_and_an_up_to_date_one_is_not_rewritten(authelia_users, kube,
-                                                                                          namespace):
+                                                                                          platform_namespace):
     authelia_users.upsert(ALICE)
-    current = hashlib.sha256(_file(kube, namespace).encode()).hexdigest()
-    kube.patch("Deployment", namespace, "authelia",
+    current = hashlib.sha256(_file(kube, platform_namespace).encode()).hexdigest()
+    kube.patch("Deployment", platform_namespace, "authelia",
                {"spec": {"template": {"metadata": {"annotations": {filedb.CHECKSUM_ANNOTATION: "stale"}}}}})
     assert authelia_users.upsert(ALICE) == "unchanged"
-    assert _template_checksum(kube, namespace) == current
-    generation = kube.get("Deployment", namespace, "authelia")["metadata"]["generation"]
+    assert _template_checksum(kube, platform_namespace) == current
+    generation = kube.get("Deployment", platform_namespace, "authelia")["metadata"]["generation"]
     assert authelia_users.upsert(ALICE) == "unchanged"
     assert authelia_users.disable("nobody") == "absent"
-    assert kube.get("Deployment", namespace, "authelia")["metadata"]["generation"] == generation  # no needless roll
+    assert kube.get("Deployment", platform_namespace, "authelia")["metadata"]["generation"] == generation  # no needless roll
 
 
-def test_a_missing_authelia_deployment_is_an_error_not_silence(authelia_users, kube, namespace):
+def test_a_missing_authelia_deployment_is_an_error_not_silence(authelia_users, kube, platform_namespace):
     from tasks.errors import PermanentError
 
-    kube.delete("Deployment", namespace, "authelia")
+    kube.delete("Deployment", platform_namespace, "authelia")
     with pytest.raises(PermanentError, match="Authelia Deployment .* not found"):
         authelia_users.upsert(ALICE)
     with pytest.raises(PermanentError, match="not found"):

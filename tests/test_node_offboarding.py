@@ -44,6 +44,7 @@ def node_platform(node_kube, node_namespace, node_backup_settings, smtp_inbox, m
 
     monkeypatch.setenv("VIBECODE_READY_POLL_SECONDS", "1")
     monkeypatch.setenv("VIBECODE_DEPARTMENT_GROUPS", '{"engineering": ["engineering"]}')
+    monkeypatch.setenv("VIBECODE_HR_ALLOWED_GROUPS", '["developers", "engineering", "users"]')
     get_settings.cache_clear()
     s = get_settings()
     node_kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",

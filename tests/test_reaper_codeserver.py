@@ -78,7 +78,8 @@ def endpoints(monkeypatch, code_servers, kube, namespace, smtp_inbox, free_close
             "dave": f"http://127.0.0.1:{free_closed_port}"}
     monkeypatch.setenv("VIBECODE_REAP_PROBE_URLS", json.dumps(urls))
     get_settings.cache_clear()
-    owners_secret(kube, namespace, {u: f"{u}@example.com" for u in ("alice", "bob", "carol", "dave", "erin")})
+    owners_secret(kube, get_settings().platform_namespace,  # the users database lives with Authelia
+                  {u: f"{u}@example.com" for u in ("alice", "bob", "carol", "dave", "erin")})
     return {"alice": alice, "bob": bob, "erin": erin}
 
 
