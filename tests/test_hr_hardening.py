@@ -25,6 +25,7 @@ from tasks.identity.ledger import Ledger
 from tasks.identity.record import State
 from tasks.limits import KUBE_API, ensure_concurrency_limits
 from tasks.settings import Settings, get_settings
+from tests.concurrency import run_in_threads
 from tests.fixtures.storage import make_tree
 from tests.test_offboard import backup_calls  # noqa: F401 - fixture reuse
 from tests.test_onboard import HIRE, event, platform, users_file  # noqa: F401 - fixture reuse
@@ -120,19 +121,7 @@ def test_concurrent_hires_of_one_employee_under_two_usernames_make_one_identity(
     monkeypatch.setattr(Ledger, "by_employee", looked_up_together)
     bodies = [event("evt-d1", employee_id="E7", username="dana", email="dana@example.com"),
               event("evt-d2", employee_id="E7", username="dana2", email="dana@example.com")]
-    results, errors = [], []
-
-    def run(body):
-        try:
-            results.append(onboard_user(parse_request(body)))
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(b,)) for b in bodies]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    results, errors = run_in_threads(lambda body: onboard_user(parse_request(body)), bodies)
     assert not errors and len(results) == 2
     (owner,) = {r.username for r in results}
     assert owner in ("dana", "dana2")

@@ -21,6 +21,7 @@ from tasks.hr import parse_request
 from tasks.identity import UserSpec, filedb, passwords
 from tasks.identity.ledger import Ledger
 from tasks.settings import get_settings
+from tests.concurrency import run_in_threads
 from tests.fixtures.kube import mark_deployment_available
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
@@ -189,19 +190,7 @@ def test_fifty_concurrent_hires_lose_and_duplicate_nothing(platform, kube):
 def test_a_few_full_onboardings_run_concurrently(platform, kube):
     bodies = [event(f"evt-c{i}", employee_id=f"C{i}", username=f"conc{i}", email=f"conc{i}@example.com")
               for i in range(3)]
-    errors: list[BaseException] = []
-
-    def run(body):
-        try:
-            run_hr_event(body)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(b,)) for b in bodies]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    _, errors = run_in_threads(run_hr_event, bodies)
     assert not errors
     assert sorted(users_file(kube)) == ["conc0", "conc1", "conc2"]
     assert sorted(m["To"].addresses[0].username for m in platform["inbox"].messages) == ["conc0", "conc1", "conc2"]
