@@ -6,7 +6,6 @@ the Helm and Kubernetes adapters. Rerunning with the same input changes nothing.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from prefect import flow, get_run_logger, task
@@ -15,11 +14,12 @@ from pydantic import BaseModel, Field
 
 from tasks import helm, kube
 from flows.common import HELM, KUBE_API, Username, now, transient_retries
-from tasks.errors import PermanentError, Timeout
+from tasks.errors import PermanentError
 from tasks.jobs import job_state
 from tasks.names import RESTORING_ANNOTATION, workspace_names
 from tasks.restore_guard import guard_holds, guarding_job
-from tasks.objects import deployment_progress, workspace_values
+from tasks.objects import workspace_values
+from tasks.rollout import await_available
 from tasks.settings import get_settings
 
 RETRY = transient_retries(4)
@@ -74,9 +74,9 @@ def install_release(username: str, replicas: int) -> helm.ReleaseResult:
 
 @task(name="wait-workspace-available", **RETRY)
 def wait_available(username: str) -> str:
-    """Poll the Deployment until it is available; bounded by settings.ready_timeout_seconds.
+    """Wait on a watch until the Deployment is available; bounded by settings.ready_timeout_seconds.
 
-    Untagged: a wait must not hold a ``kube-api`` slot (one GET per poll is cheap; holding
+    Untagged: a wait must not hold a ``kube-api`` slot (a watch is one cheap request; holding
     a slot for minutes would starve every other run's API calls under the limit).
 
     A timeout is transient (the node may still be pulling the image), so the task's
@@ -84,17 +84,8 @@ def wait_available(username: str) -> str:
     """
     s = get_settings()
     names = workspace_names(username)
-    client = kube.connect()
-    deadline = time.monotonic() + s.ready_timeout_seconds
-    while True:
-        state, reason = deployment_progress(client.get("Deployment", s.namespace, names.deployment))
-        if state == "ready":
-            return reason
-        if state == "failed":
-            raise PermanentError(f"workspace {username}: rollout failed: {reason}")
-        if time.monotonic() >= deadline:
-            raise Timeout(f"workspace {username} not available after {s.ready_timeout_seconds:.0f}s: {reason}")
-        time.sleep(s.ready_poll_seconds)
+    return await_available(kube.connect(), s.namespace, names.deployment, names.selector,
+                           s.ready_timeout_seconds, s.ready_poll_seconds)
 
 
 @flow(name="provision-workspace", log_prints=False)

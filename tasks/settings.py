@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     ready_timeout_seconds: float = Field(
         300, gt=0,
         description="How long provisioning waits for a workspace to become available (then retried as transient)")
-    ready_poll_seconds: float = Field(2, gt=0, description="Pause between availability checks while provisioning")
+    ready_poll_seconds: float = Field(
+        2, gt=0, description="Pause before watching a Deployment again after its watch broke while provisioning")
     helm_pending_grace_seconds: float = Field(
         300, ge=0, description="A helm release pending-install/-upgrade/-rollback for longer than this is taken "
                                "as stuck (helm was killed) and recovered: rolled back to its last deployed "
