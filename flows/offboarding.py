@@ -33,6 +33,7 @@ from tasks.hr import HRRequest
 from tasks.identity import get_backend
 from tasks.identity.ledger import Ledger
 from tasks.identity.record import EVENT_KINDS, Record, State
+from tasks.jobs import job_state
 from tasks.kube import connect
 from tasks.names import workspace_names
 from tasks.offboard import Decision, deletion_decision
@@ -99,6 +100,12 @@ def delete_workspace(username: str, now: datetime) -> str:
     names = workspace_names(username)
     kube = connect(s)
     uninstalled = helm.uninstall(names.release, s.namespace, s)
+    # Finished Jobs (the final backup among them) keep pods that name the claims, and the PVC
+    # protection controller holds a claim while any pod names it; a Job's TTL clean-up is not
+    # there on every cluster (alpha before 1.21). A running Job is left to finish.
+    for job in kube.list("Job", s.namespace, names.selector):
+        if job_state(job)[0] != "running":
+            kube.delete("Job", s.namespace, job["metadata"]["name"])
     deleted = [p["metadata"]["name"] for p in _pvcs(username)
                if kube.delete("PersistentVolumeClaim", s.namespace, p["metadata"]["name"])]
     Ledger().update(username, lambda r: replace(r, state=State.PURGED, purged_at=now))
