@@ -69,6 +69,10 @@ def map_helm_error(exc: BaseException, what: str) -> VibecodeError:
         return Invalid(msg)
     if "another operation" in text and "in progress" in text:
         return Conflict(msg)  # a concurrent install/upgrade of the same release
+    if "release: already exists" in text or "cannot re-use a name that is still in use" in text:
+        # `upgrade --install` lost a race with another first install of the same release
+        # (two runs converging on one person); a retry finds it and upgrades or does nothing
+        return Conflict(msg)
     if isinstance(exc, helm_errors.Error) and ("values don't meet the specifications" in text or "schema" in text):
         return Invalid(msg)
     if isinstance(exc, (TimeoutError, ConnectionError)):

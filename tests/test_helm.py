@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tasks import helm
-from tasks.errors import Conflict
+from tasks.errors import Conflict, PermanentError
 from tasks.names import workspace_names
 from tasks.objects import workspace_values
 from tasks.settings import get_settings
@@ -156,3 +156,39 @@ def test_helm_a_fresh_pending_release_is_a_transient_conflict_and_is_left_alone(
 def test_pending_action(status, age, deployed, expected):
     now = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
     assert helm.pending_action(status, now - timedelta(seconds=age), deployed, now, 300) == expected
+
+
+def test_concurrent_first_installs_of_one_release_end_deployed_and_a_loser_is_a_transient_conflict(
+        kube, namespace, chart, values):
+    """Two runs converging on one person install the same new release at once (seen in the
+    suite: helm's "release: already exists"). Whatever the interleaving, a loser must be a
+    transient Conflict, so its task retries and finds the release, never a permanent failure."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(_):
+        try:
+            return helm.install_or_upgrade(RELEASE, chart, values, namespace)
+        except Conflict as exc:
+            return exc
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(attempt, range(4)))
+
+    assert all(isinstance(g, (helm.ReleaseResult, Conflict)) for g in got), got
+    assert any(isinstance(g, helm.ReleaseResult) for g in got)
+    assert helm.status(RELEASE, namespace).status == "deployed"
+    assert helm.install_or_upgrade(RELEASE, chart, values, namespace).changed is False  # what a retry finds
+
+
+@pytest.mark.parametrize("stderr, kind", [
+    ("Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress", Conflict),
+    ("Error: release: already exists", Conflict),
+    ("Error: INSTALLATION FAILED: cannot re-use a name that is still in use", Conflict),
+    ("Error: INSTALLATION FAILED: Deployment.apps \"x\" is invalid: spec.replicas: Invalid value", PermanentError),
+])
+def test_helm_errors_map_races_to_transient_conflicts_and_the_rest_to_permanent(stderr, kind):
+    from pyhelm3 import errors as helm_errors
+
+    mapped = helm.map_helm_error(helm_errors.Error(1, b"", stderr.encode()), "helm install-or-upgrade ns/ws-x")
+    assert type(mapped) is kind and mapped.transient is (kind is Conflict)
+    assert mapped.args[0].startswith("helm install-or-upgrade ns/ws-x: ")
