@@ -12,7 +12,6 @@ from enum import Enum
 
 from pydantic import BaseModel
 
-from tasks.timefmt import rfc3339
 from tasks.names import (  # noqa: F401 - the annotation keys, re-exported for readers of this contract
     LAST_BACKUP_OUTCOME,
     LAST_BACKUP_PREFIX as ANNOTATION_PREFIX,
@@ -22,6 +21,7 @@ from tasks.names import (  # noqa: F401 - the annotation keys, re-exported for r
     LAST_BACKUP_VERIFIED,
     LAST_VERIFIED_TIME,
 )
+from tasks.timefmt import rfc3339
 
 
 class Outcome(str, Enum):
@@ -106,8 +106,6 @@ def run_outcome(outcomes: list[Outcome]) -> Outcome:
     if all(o is Outcome.FAILED for o in outcomes):
         return Outcome.FAILED
     return Outcome.PARTIALLY_FAILED
-
-
 
 
 def annotations(result: WorkspaceResult, now: datetime) -> dict[str, str]:

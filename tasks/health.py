@@ -117,8 +117,6 @@ def _names(items: list[str]) -> str:
     return ", ".join(items[:NAME_LIMIT]) + (f" and {more} more" if more > 0 else "")
 
 
-
-
 def _meta(obj: dict) -> dict:
     return obj.get("metadata") or {}
 

@@ -104,8 +104,6 @@ class Decision:
     idle_seconds: float | None = None
 
 
-
-
 def _ago(d: timedelta) -> str:
     s = int(max(d.total_seconds(), 0))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

@@ -160,8 +160,6 @@ def otpauth_uri(username: str, secret: str, issuer: str) -> str:
     return f"otpauth://totp/{label}?{query}"
 
 
-
-
 def is_expired(secret: dict, now: datetime) -> bool:
     """Past ``vibecode.dev/expires-at``; a missing or unreadable expiry counts as expired
     (a hand-off Secret nobody can date is not worth keeping)."""
