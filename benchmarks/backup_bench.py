@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.backup_repo import record_and_expire  # noqa: E402
-from tasks.restic import backup_args  # noqa: E402
-from tasks.retention import KeepPolicy  # noqa: E402
-from tasks.settings import get_settings  # noqa: E402
+from tasks.backup.repo import record_and_expire  # noqa: E402
+from tasks.backup.restic import backup_args  # noqa: E402
+from tasks.backup.retention import KeepPolicy  # noqa: E402
+from tasks.core.settings import get_settings  # noqa: E402
 from tests.fixtures.storage import backup_env_vars, make_tree, restic_for  # noqa: E402
 
 
@@ -119,10 +119,10 @@ def direct_nightly(username: str, volume: Path, run_id: str, scratch: Path) -> N
 def overhead(endpoint: str, scratch: Path, n: int, ws_mib: int, poll: str | None) -> dict:
     from prefect.testing.utilities import prefect_test_harness
 
-    from tasks import kube as kube_adapter
+    from tasks.cluster import kube as kube_adapter
     from tests.fixtures.kube import finish_job  # noqa: F401 - imported for the kubelet stand-in
     from tests.fixtures.storage import JobKubelet
-    from tests.harness import envtest
+    from tasks.cluster.localnode import envtest
 
     users = [f"user{i:02d}" for i in range(n)]
     volumes = {}

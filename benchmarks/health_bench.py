@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks import kube as kube_adapter  # noqa: E402
-from tasks.settings import get_settings  # noqa: E402
+from tasks.cluster import kube as kube_adapter  # noqa: E402
+from tasks.core.settings import get_settings  # noqa: E402
 from tests.test_health_checks import (  # noqa: E402
     backup_annotations,
     deployment,
@@ -103,7 +103,7 @@ def main() -> None:
 
     from tests.fixtures.health import Pushgateway, _AutheliaHandler, _DatadogHandler, _Recorder
     from tests.fixtures.storage import start_s3
-    from tests.harness import envtest
+    from tasks.cluster.localnode import envtest
 
     out = ROOT / "benchmarks" / "results" / "health.json"
     results = json.loads(out.read_text()) if out.exists() else {}

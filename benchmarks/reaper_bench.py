@@ -132,7 +132,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
-    from tests.harness import envtest
+    from tasks.cluster.localnode import envtest
 
     env = envtest.start()
     port = free_port()
@@ -144,10 +144,11 @@ def main() -> None:
                        "PREFECT_LOGGING_LEVEL": "WARNING"})
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.reaper import list_workspaces, probe_workspaces, reap_idle_workspaces
-    from tasks import kube as kube_adapter
-    from tasks.reap import decide, policy_for, probe_url
-    from tasks.settings import get_settings
+    from tasks.reaper.steps import list_workspaces, probe_workspaces
+    from flows.reaper import reap_idle_workspaces
+    from tasks.cluster import kube as kube_adapter
+    from tasks.reaper.decide import decide, policy_for, probe_url
+    from tasks.core.settings import get_settings
 
     get_settings.cache_clear()
     s = get_settings()

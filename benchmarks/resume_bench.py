@@ -2,7 +2,7 @@
 """Resume benchmark on the real node (rerunnable; not a test). Prints results and merges
 them into benchmarks/results/reaper.json under ``resume_on_node``.
 
-The real one-node cluster (tests/harness/node.py: kubelet, containerd, the controllers) runs
+The real one-node cluster (tasks/cluster/localnode/node.py: kubelet, containerd, the controllers) runs
 one workspace from the real chart with the real code-server image. Each round, the reaper
 itself stops it (an injected clock: three hours idle, warned, then 16 minutes later
 stopped), the pod is gone, and ``resume_workspace`` (a real Prefect flow run) is timed from
@@ -49,7 +49,7 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from tests.harness import node as node_harness
+    from tasks.cluster.localnode import node as node_harness
 
     node = node_harness.start()
     rounds = []
@@ -62,8 +62,8 @@ def main() -> None:
                           VIBECODE_SMTP_PORT=str(_smtp_sink()))
         from flows.reaper import reap_idle_workspaces, resume_workspace
         from flows.workspace import provision_workspace
-        from tasks import kube as kube_adapter
-        from tasks.settings import get_settings
+        from tasks.cluster import kube as kube_adapter
+        from tasks.core.settings import get_settings
 
         get_settings.cache_clear()
         kube = kube_adapter.connect()

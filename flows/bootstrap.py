@@ -1,7 +1,5 @@
 """Bring the platform up: create or reuse the KIND cluster, then provision a workspace.
-
-The README's "run it" command ends here. Later work adds the platform components
-(ingress, certificates, Authelia, S3) as further tasks between the two steps.
+Orchestration only: the steps are in :mod:`tasks.cluster.steps`.
 """
 
 from __future__ import annotations
@@ -10,21 +8,15 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.common import Username, transient_retries
-from flows.workspace import ProvisionResult, provision_workspace
-from tasks import kind, kube
-from tasks.limits import ensure_concurrency_limits
-from tasks.settings import get_settings
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@task(name="ensure-kind-cluster", **transient_retries(2))
-def ensure_kind_cluster(name: str, kubeconfig: Path) -> str:
-    return kind.ensure_cluster(name, ROOT / "kind" / "cluster.yaml", kubeconfig)
+from flows.workspace import provision_workspace
+from tasks.cluster import kube
+from tasks.cluster.steps import ensure_concurrency_limits, ensure_kind_cluster
+from tasks.core.names import Username
+from tasks.core.settings import get_settings
+from tasks.workspace.steps import ProvisionResult
 
 
 @flow(name="bootstrap-platform")
@@ -37,7 +29,7 @@ def bootstrap_platform(
     cluster where Docker or kind is missing); KIND is then not used."""
     logger = get_run_logger()
     kubeconfig = Path.home() / ".cache" / "vibecode" / f"kubeconfig-{cluster_name}"
-    limits = task(name="ensure-concurrency-limits", **transient_retries(2))(ensure_concurrency_limits)()
+    limits = ensure_concurrency_limits()
     logger.info("Prefect tag concurrency limits: %s", limits)
     if existing_kubeconfig is None:
         state = ensure_kind_cluster(cluster_name, kubeconfig)

@@ -1,6 +1,7 @@
 """Offboarding from HR (employee.terminated) and the daily purge of leavers' workspaces.
-Orchestration only; the deletion rule is :func:`tasks.offboard.deletion_decision`, the
-event order :func:`tasks.identity.record.admit`.
+Orchestration only: the steps are in :mod:`tasks.people.steps`, the deletion rule is
+:func:`tasks.people.deletion.deletion_decision`, the event order
+:func:`tasks.people.record.admit`.
 
 A termination acts only on the person whose employee id owns the username (the ledger's
 employee index); an unknown employee id changes nothing and is refused before anything
@@ -11,63 +12,39 @@ termination exists and the retention period has passed. Nothing is deleted other
 every step converges, so a rerun or a replay is safe.
 
 Concurrency: no task here holds a ``kube-api`` slot while it waits for other work. The
-final backup runs the backup flow as a subflow whose own tasks take the slots they need,
-so it carries no tag (holding one would deadlock once as many offboardings as the limit
-wait for their backups).
+final backup runs the backup flow as a subflow whose own tasks take the slots they need
+(holding one would deadlock once as many offboardings as the limit wait for their backups).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 
-from flows.common import HELM, KUBE_API, USERS_DB, now as _now, table_artifact, transient_retries
-from flows.person import EventResult, admit_event, note_failure, record_event, scale_workspace
-from flows.totp import expire_totp_handoffs
-from tasks import helm
-from tasks.errors import BackupRequired, InvalidInput, PermanentError
-from tasks.hr import HRRequest
-from tasks.identity import get_backend
-from tasks.identity.ledger import Ledger
-from tasks.identity.record import EVENT_KINDS, Record, State
-from tasks.jobs import job_state
-from tasks.kube import connect
-from tasks.names import workspace_names
-from tasks.offboard import Decision, deletion_decision
-from tasks.settings import get_settings
-
-RETRY = transient_retries(4, backoff_factor=1)
-
-
-class OffboardResult(EventResult):
-    backup: str
-    deletion: str
+from flows.backup import backup_workspaces
+from tasks.core.errors import BackupRequired, PermanentError
+from tasks.core.steps import now as _now, table_artifact
+from tasks.people.hr import HRRequest
+from tasks.people.record import EVENT_KINDS, State
+from tasks.people.steps import (
+    OffboardResult,
+    admit_event,
+    delete_workspace,
+    disable_identity,
+    find_person,
+    judge_deletion,
+    list_leavers,
+    note_failure,
+    record_event,
+)
+from tasks.people.totp_steps import expire_totp_handoffs
+from tasks.workspace.steps import scale_workspace
 
 
-@task(name="find-person", tags=[KUBE_API], **RETRY)
-def find_person(employee_id: str) -> Record:
-    """The ledger record this employee id owns; refused (nothing changed) when it owns none."""
-    rec = Ledger().by_employee(employee_id)
-    if rec is None:
-        raise InvalidInput("employee.employee_id", f"{employee_id!r} owns no onboarded username; "
-                                                   "nothing was disabled or changed")
-    return rec
-
-
-@task(name="disable-identity", tags=[USERS_DB], **RETRY)
-def disable_identity(username: str) -> str:
-    return get_backend().disable(username)
-
-
-@task(name="final-backup", retries=0, cache_policy=NO_CACHE)
 def final_backup(username: str) -> str:
     """Run the backup flow for this workspace; it writes the vibecode.dev/last-backup-*
-    annotations the deletion rule judges. Untagged: see the module docstring."""
-    from flows.backup import backup_workspaces
-
+    annotations the deletion rule judges."""
     report = backup_workspaces(usernames=[username])
     ws = report.workspaces[0] if report.workspaces else None
     if ws is None:
@@ -75,41 +52,6 @@ def final_backup(username: str) -> str:
     detail = f"snapshot {ws.snapshot_id[:8]}, {'verified' if ws.verified else 'not verified'}" \
         if ws.snapshot_id else ws.reason
     return f"{ws.outcome.value} ({detail})"[:200]
-
-
-def _pvcs(username: str) -> list[dict]:
-    s = get_settings()
-    return connect(s).list("PersistentVolumeClaim", s.namespace, workspace_names(username).selector)
-
-
-@task(name="judge-deletion", tags=[KUBE_API], **RETRY)
-def judge_deletion(username: str, now: datetime) -> Decision:
-    s = get_settings()
-    rec = Ledger().get(username)
-    terminated = rec.terminated_at if rec and rec.state is State.TERMINATED else None
-    return deletion_decision(terminated, _pvcs(username), now, s.offboard_retention_days)
-
-
-@task(name="delete-workspace", tags=[KUBE_API, HELM], **RETRY)
-def delete_workspace(username: str, now: datetime) -> str:
-    """Release first, then the kept PVCs; re-judged here so nothing is deleted on a stale verdict."""
-    decision = judge_deletion.fn(username, now)
-    if decision.action != "delete":
-        raise BackupRequired(f"{username}: deletion refused: {decision.reason}")
-    s = get_settings()
-    names = workspace_names(username)
-    kube = connect(s)
-    uninstalled = helm.uninstall(names.release, s.namespace, s)
-    # Finished Jobs (the final backup among them) keep pods that name the claims, and the PVC
-    # protection controller holds a claim while any pod names it; a Job's TTL clean-up is not
-    # there on every cluster (alpha before 1.21). A running Job is left to finish.
-    for job in kube.list("Job", s.namespace, names.selector):
-        if job_state(job)[0] != "running":
-            kube.delete("Job", s.namespace, job["metadata"]["name"])
-    deleted = [p["metadata"]["name"] for p in _pvcs(username)
-               if kube.delete("PersistentVolumeClaim", s.namespace, p["metadata"]["name"])]
-    Ledger().update(username, lambda r: replace(r, state=State.PURGED, purged_at=now))
-    return f"release {'uninstalled' if uninstalled else 'absent'}; PVCs deleted: {', '.join(deleted) or 'none'}"
 
 
 @flow(name="offboard-user")
@@ -162,7 +104,7 @@ def purge_offboarded(now: datetime | None = None) -> dict[str, str]:
     and TOTP hand-off Secrets nobody collected before they expired."""
     now = now or _now()
     out: dict[str, str] = {}
-    for rec in Ledger().all(state=State.TERMINATED):
+    for rec in list_leavers():
         decision = judge_deletion(rec.username, now)
         if decision.action == "delete":
             out[rec.username] = delete_workspace(rec.username, now)

@@ -1,20 +1,20 @@
-"""Onboarding from HR events (employee.hired, employee.updated). Orchestration only.
+"""Onboarding from HR events (employee.hired, employee.updated). Orchestration only: the
+steps are in :mod:`tasks.people.steps`, the decisions in :mod:`tasks.people.record`.
 
 Idempotency, written down: every step converges (identity upsert compares before it
 writes, ``provision_workspace`` is idempotent), and the per-person ledger
-(:mod:`tasks.identity.ledger`, decisions in :mod:`tasks.identity.record`) records the
-processed ``event_id``s, whether this employment's welcome email went out, and HR's time
-of the newest applied hire, update and termination. A replayed event is a no-op; an
-event older than a newer conflicting one is recorded and ignored (the artifact says
-why); a rerun after a failure resumes where the last run stopped (nothing is rolled
-back: a half-made user has an unusable password and no email, the ledger says
-``onboarding`` with ``last_error``, and the run is Failed, so it is noticed and the rerun
-completes it).
+(:mod:`tasks.people.ledger`) records the processed ``event_id``s, whether this
+employment's welcome email went out, and HR's time of the newest applied hire, update and
+termination. A replayed event is a no-op; an event older than a newer conflicting one is
+recorded and ignored (the artifact says why); a rerun after a failure resumes where the
+last run stopped (nothing is rolled back: a half-made user has an unusable password and
+no email, the ledger says ``onboarding`` with ``last_error``, and the run is Failed, so it
+is noticed and the rerun completes it).
 
-Secrets: the throw-away password (hashed inside :mod:`tasks.identity`, never returned),
-SMTP/LDAP credentials from settings and, with ``totp_preprovision``, the TOTP secret
-(:mod:`flows.totp`). No task takes or returns one, so none reaches a parameter, a result,
-a log line or an artifact.
+Secrets: the throw-away password (hashed inside :mod:`tasks.people.identity`, never
+returned), SMTP/LDAP credentials from settings and, with ``totp_preprovision``, the TOTP
+secret (:mod:`tasks.people.totp_steps`). No task takes or returns one, so none reaches a
+parameter, a result, a log line or an artifact.
 
 :func:`run_hr_event` is the one entry point for the CLI and the HR gateway: it validates
 and routes terminations to :mod:`flows.offboarding`.
@@ -22,106 +22,43 @@ and routes terminations to :mod:`flows.offboarding`.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
+from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from flows.common import KUBE_API, USERS_DB, now as _now, table_artifact, transient_retries
-from flows.person import EventResult, admit_event, note_failure, record_event, scale_workspace
-from flows.totp import preprovision_totp
+from flows.restore import restore_workspace
 from flows.workspace import provision_workspace
-from tasks import mail
-from tasks.errors import PermanentError, TransientError
-from tasks.hr import HRRequest, effective_groups, parse_request
-from tasks.identity import UserSpec, get_backend
-from tasks.identity.ledger import Ledger
-from tasks.identity.record import EVENT_KINDS, Record, State, claim_welcome, release_welcome, welcome_sent
-from tasks.names import workspace_names
-from tasks.settings import get_settings
-
-RETRY = transient_retries(4, backoff_factor=1)
-
-
-class OnboardResult(EventResult):
-    replay: bool
-    url: str
-    email: str
-
-
-@task(name="claim-username", tags=[KUBE_API], **RETRY)
-def claim_username(request: HRRequest) -> Record:
-    """The username is fixed at the first hire (atomically per employee id): later events,
-    and a concurrent hire under another username, find it by employee id."""
-    ledger = Ledger()
-    emp = request.employee
-    existing = ledger.by_employee(emp.employee_id)
-    if existing is not None:
-        return existing
-    if request.type == "employee.updated":
-        raise PermanentError(f"employee {emp.employee_id} was never onboarded; replay after the hire")
-    return ledger.claim(request.username, emp.employee_id)
+from tasks.core.errors import PermanentError
+from tasks.core.names import workspace_names
+from tasks.core.settings import get_settings
+from tasks.core.steps import now as _now, table_artifact
+from tasks.people.hr import HRRequest, parse_request
+from tasks.people.record import EVENT_KINDS, State
+from tasks.people.steps import (
+    OnboardResult,
+    admit_event,
+    claim_username,
+    ensure_identity,
+    mark_restored,
+    note_failure,
+    record_event,
+    send_welcome,
+    user_spec,
+)
+from tasks.people.totp_steps import preprovision_totp
+from tasks.workspace.steps import scale_workspace
 
 
-@task(name="ensure-identity", tags=[USERS_DB], **RETRY)
-def ensure_identity(spec: UserSpec) -> str:
-    return get_backend().upsert(spec)
-
-
-@task(name="send-welcome-email", **RETRY)
-def send_welcome(request: HRRequest, username: str, url: str, returning: bool) -> str:
-    """At most one email per employment: claim in the ledger, send, mark sent
-    (:func:`tasks.identity.record.claim_welcome` says who may send)."""
-    ledger = Ledger()
-    run = str(flow_run.id)
-    step: list[str] = []
-
-    def claim(r: Record) -> Record:
-        new, verdict = claim_welcome(r, run, _now())
-        step[:] = [verdict]
-        return new
-
-    ledger.update(username, claim)
-    if step[0] == "already sent":
-        return "already sent"
-    if step[0] == "busy":
-        raise TransientError("another run is sending the welcome email")
-    emp = request.employee
-    msg = mail.welcome_message(to_email=emp.email, given_name=emp.given_name, family_name=emp.family_name,
-                               username=username, workspace_url=url, returning=returning,
-                               message_key=f"welcome.{emp.employee_id}.{request.event_id}",
-                               settings=get_settings())
-    try:
-        mail.send(msg)
-    except Exception:
-        ledger.update(username, lambda r: release_welcome(r, run))
-        raise
-    ledger.update(username, lambda r: welcome_sent(r, _now()))
-    return f"sent to {emp.email}"
-
-
-@task(name="restore-previous-work", retries=0, cache_policy=NO_CACHE)
 def restore_previous_work(username: str) -> str:
     """Re-hire after the purge: restore the newest snapshot into the new, stopped workspace.
 
     ``purged_at`` stays set in the ledger until the restore succeeds, so a failed run is
     resumed by its rerun. The purge only ever ran after a verified backup, and retention
-    never expires the newest good snapshot, so there is always one to restore. Untagged:
-    the restore flow's own tasks take the API slots they need.
+    never expires the newest good snapshot, so there is always one to restore. The
+    restore subflow's own tasks take the API slots they need.
     """
-    from flows.restore import restore_workspace
-
     result = restore_workspace(username, snapshot="latest", target="in-place")
-    Ledger().update(username, lambda r: replace(r, purged_at=None))
+    mark_restored(username)
     return f"restored snapshot {result.snapshot_id[:8]} into the new workspace volume"
-
-
-def _spec(request: HRRequest, username: str) -> UserSpec:
-    emp = request.employee
-    return UserSpec(username=username, email=emp.email, given_name=emp.given_name, family_name=emp.family_name,
-                    groups=tuple(effective_groups(emp, get_settings())), employee_id=emp.employee_id)
 
 
 @flow(name="onboard-user")
@@ -152,11 +89,11 @@ def onboard_user(request: HRRequest) -> OnboardResult:
         employment = admission.record
         if request.type == "employee.updated":
             rows["identity"] = "left disabled (person has left)" if employment.state.has_left \
-                else ensure_identity(_spec(request, username))
+                else ensure_identity(user_spec(request, username))
             rows["workspace"] = rows["email"] = "not touched by an update"
         else:
             returning = rec.state.has_left
-            rows["identity"] = ensure_identity(_spec(request, username))
+            rows["identity"] = ensure_identity(user_spec(request, username))
             if employment.purged_at:  # volumes were deleted after retention: bring the work back
                 provision_workspace(username, replicas=0)  # fresh volumes, nothing writing to them
                 rows["data"] = restore_previous_work(username)

@@ -1,91 +1,24 @@
-"""Provision one person's code-server workspace.
-
-Orchestration only: names and values come from pure builders, cluster calls go through
-the Helm and Kubernetes adapters. Rerunning with the same input changes nothing.
+"""Provision one person's code-server workspace. Orchestration only: the steps are in
+:mod:`tasks.workspace.steps`. Rerunning with the same input changes nothing.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from tasks import helm, kube
-from flows.common import HELM, KUBE_API, Username, now, transient_retries
-from tasks.errors import PermanentError
-from tasks.jobs import job_state
-from tasks.names import RESTORING_ANNOTATION, workspace_names
-from tasks.restore_guard import guard_holds, guarding_job
-from tasks.objects import workspace_values
-from tasks.rollout import await_available
-from tasks.settings import get_settings
-
-RETRY = transient_retries(4)
-
-
-class ProvisionResult(BaseModel):
-    username: str
-    url: str
-    release: str
-    revision: int
-    changed: bool
-    ready: str
-
-
-@task(name="ensure-namespace", tags=[KUBE_API], **RETRY)
-def ensure_namespace(name: str) -> None:
-    kube.connect().create({"apiVersion": "v1", "kind": "Namespace",
-                           "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "vibecode"}}})
-
-
-@task(name="check-restore-guard", tags=[KUBE_API], **RETRY)
-def check_restore_guard(username: str) -> str:
-    """Refuse to start a workspace whose volume a restore is writing; clear a guard that lapsed
-    (its restore Job finished or is gone). See :mod:`tasks.restore_guard`."""
-    s = get_settings()
-    names = workspace_names(username)
-    client = kube.connect()
-    notes = []
-    for kind, name in (("Deployment", names.deployment), ("PersistentVolumeClaim", names.workspace_pvc)):
-        obj = client.get(kind, s.namespace, name)
-        value = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(RESTORING_ANNOTATION)
-        if not value:
-            continue
-        job = client.get("Job", s.namespace, guarding_job(value))
-        holds, why = guard_holds(value, job, job_state(job)[0] if job else None, now(),
-                                 setup_seconds=2 * s.backup_timeout_seconds + 120)
-        if holds:
-            raise PermanentError(f"workspace {username} is being restored ({why}; {kind} {name} has "
-                                 f"{RESTORING_ANNOTATION}); it can start when the restore has finished")
-        client.annotate(kind, s.namespace, name, {RESTORING_ANNOTATION: None})
-        notes.append(f"cleared a lapsed restore guard on {kind} {name}: {why}")
-    return "; ".join(notes) or "no restore in progress"
-
-
-@task(name="install-workspace-release", tags=[KUBE_API, HELM], **RETRY)
-def install_release(username: str, replicas: int) -> helm.ReleaseResult:
-    s = get_settings()
-    names = workspace_names(username)
-    return helm.install_or_upgrade(names.release, s.workspace_chart,
-                                   workspace_values(names, s, replicas), s.namespace, s)
-
-
-@task(name="wait-workspace-available", **RETRY)
-def wait_available(username: str) -> str:
-    """Wait on a watch until the Deployment is available; bounded by settings.ready_timeout_seconds.
-
-    Untagged: a wait must not hold a ``kube-api`` slot (a watch is one cheap request; holding
-    a slot for minutes would starve every other run's API calls under the limit).
-
-    A timeout is transient (the node may still be pulling the image), so the task's
-    retries extend the wait a bounded number of times; a failed rollout is permanent.
-    """
-    s = get_settings()
-    names = workspace_names(username)
-    return await_available(kube.connect(), s.namespace, names.deployment, names.selector,
-                           s.ready_timeout_seconds, s.ready_poll_seconds)
+from tasks.core.names import Username, workspace_names
+from tasks.core.settings import get_settings
+from tasks.workspace.steps import (
+    ProvisionResult,
+    check_restore_guard,
+    ensure_namespace,
+    install_release,
+    wait_available,
+)
 
 
 @flow(name="provision-workspace", log_prints=False)

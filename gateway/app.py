@@ -4,7 +4,7 @@
 Order of checks on a webhook, cheapest and least revealing first: rate limit (429) and
 size (413, on the Content-Length header before the body is read) in the middleware, then
 the signature over the raw bytes (401) before anything looks inside them, then replay
-(409), media type and JSON (415), the HR rules of :func:`tasks.hr.parse_request` (422),
+(409), media type and JSON (415), the HR rules of :func:`tasks.people.hr.parse_request` (422),
 and only then Prefect (202, or 503 with Retry-After). Any refusal starts nothing.
 """
 
@@ -24,11 +24,11 @@ from starlette.exceptions import HTTPException
 
 from gateway.http import GatewayMiddleware, error_body
 from gateway.runs import PrefectUnavailable, RunStarter
-from tasks.errors import InvalidInput
+from tasks.core.errors import InvalidInput
 from tasks.gateway import signature
 from tasks.gateway.ratelimit import Limiter
-from tasks.hr import HRRequest, parse_request
-from tasks.settings import Settings
+from tasks.people.hr import HRRequest, parse_request
+from tasks.core.settings import Settings
 
 log = logging.getLogger("vibecode.gateway")
 

@@ -5,13 +5,13 @@ The protocol (routing, discovery, validation, filters, PATCH, ETags, error messa
 scim2-server's :class:`~scim2_server.applications.asgi.ASGIApplication` over scim2-models;
 what is ours is the storage, :class:`LedgerStorage`:
 
-- a SCIM user *is* a person's ledger record (:mod:`tasks.identity.ledger`): its SCIM id
+- a SCIM user *is* a person's ledger record (:mod:`tasks.people.ledger`): its SCIM id
   is a label and the resource is kept in the record, so a restart (or a second replica)
   loses nothing and no other state exists;
 - every write that means something to HR starts a flow run
   (:mod:`tasks.gateway.scim_map` decides which), with the HR event id
   ``scim-<id>-v<version>`` as idempotency key;
-- the HR rules are :func:`tasks.hr.parse_request`'s; a refusal is a SCIM 400 naming the
+- the HR rules are :func:`tasks.people.hr.parse_request`'s; a refusal is a SCIM 400 naming the
   SCIM attribute, and changes nothing;
 - the write is stored first and the run started second; if Prefect cannot be reached the
   write is undone and the client gets 503 with Retry-After (identity providers retry).
@@ -45,11 +45,11 @@ from scim2_server.service import ScimService
 from scim2_server.storage import AsyncScimStorage, SearchPage
 
 from gateway.runs import PrefectUnavailable, RunStarter
-from tasks.errors import Conflict, InvalidInput
+from tasks.core.errors import Conflict, InvalidInput
 from tasks.gateway import scim_map
-from tasks.hr import parse_request
-from tasks.identity.ledger import Ledger, Record
-from tasks.settings import Settings
+from tasks.people.hr import parse_request
+from tasks.people.ledger import Ledger, Record
+from tasks.core.settings import Settings
 
 log = logging.getLogger("vibecode.gateway")
 

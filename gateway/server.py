@@ -7,7 +7,7 @@ import os
 import sys
 
 from tasks.gateway.startup import config_problems
-from tasks.settings import Settings
+from tasks.core.settings import Settings
 
 
 class RefusedToStart(Exception):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fill a KUBEBUILDER_ASSETS directory (the envtest convention: kube-apiserver + etcd) so the
 # tests can run a real API server, plus the node binaries (kubelet, kube-controller-manager,
-# kube-scheduler, kube-proxy) that tests/harness/node.py runs for real pods.
+# kube-scheduler, kube-proxy) that tasks/cluster/localnode/node.py runs for real pods.
 #
 # Nothing can be downloaded here except distribution packages, so Kubernetes v1.20.2 is
 # built from Debian's `kubernetes` source package (all five binaries in one build, ~12 min
@@ -78,7 +78,7 @@ if ! complete "$assets" || [[ "$(cat "$assets/.recipe" 2>/dev/null)" != "$RECIPE
   env HOME="$work/home" GOPATH="$PWD/.go" CGO_ENABLED=0 \
       make WHAT="${what% }" >&2
   for b in "${BINS[@]}"; do install -m 0755 "_output/bin/$b" "$assets/$b"; done
-  # pause.c, for the node's sandbox image (tests/harness/images.py builds it with gcc -static).
+  # pause.c, for the node's sandbox image (tasks/cluster/localnode/images.py builds it with gcc -static).
   install -m 0644 build/pause/linux/pause.c "$assets/pause.c"
   echo "$RECIPE" > "$assets/.recipe"
   cd / && rm -rf "$work"

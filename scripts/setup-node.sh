@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install what a real one-node Kubernetes on this machine needs (tests/harness/node.py):
+# Install what a real one-node Kubernetes on this machine needs (tasks/cluster/localnode/node.py):
 # containerd, runc, the CNI plugins, iptables, conntrack and socat for the node; umoci,
-# skopeo, busybox-static, gcc and restic for the local images (tests/harness/images.py).
+# skopeo, busybox-static, gcc and restic for the local images (tasks/cluster/localnode/images.py).
 # Debian packages only; safe to rerun (installs only what is missing).
 set -euo pipefail
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }

@@ -64,6 +64,6 @@ if $with_tests; then
     fi
   done
   if [[ "$(uname -s)" == Linux ]]; then
-    .venv/bin/python -m tests.harness.images >&2   # cached in ~/.cache/vibecode/images
+    .venv/bin/python -m tasks.cluster.localnode.images >&2   # cached in ~/.cache/vibecode/images
   fi
 fi

@@ -1,7 +1,7 @@
 """The layering in ARCHITECTURE.md, enforced: import-linter's contracts in pyproject.toml.
 
 Contracts: the CLI above flows above tasks; ``kubernetes`` imported only by the adapter
-(``tasks.kube``); pure modules import no adapter, no prefect and nothing that does I/O.
+(``tasks.cluster.kube``); pure modules import no adapter, no prefect and nothing that does I/O.
 import-linter reads the source statically (grimp), so running it in a subprocess against a
 copied tree shows that a deliberate violation is caught.
 """
@@ -41,12 +41,12 @@ def test_architecture_contracts_hold():
 
 
 @pytest.mark.parametrize("module, line, contract", [
-    ("tasks/names.py", "import flows.common", "CLI above flows above tasks"),
-    ("vibecode_cli/__init__.py", "from tasks import kube", "The CLI reaches Kubernetes only through flows"),
+    ("tasks/core/names.py", "import flows.common", "CLI above flows above tasks"),
+    ("vibecode_cli/__init__.py", "from tasks.cluster import kube", "The CLI reaches Kubernetes only through flows"),
     ("flows/workspace.py", "from kubernetes import client", "Only the Kubernetes adapter imports kubernetes"),
-    ("tasks/backup_status.py", "import prefect", "Pure modules import no adapter, no prefect, no I/O"),
-    ("tasks/hr.py", "from tasks import kube", "Pure modules import no adapter, no prefect, no I/O"),
-    ("tasks/objects.py", "import subprocess", "Pure modules import no adapter, no prefect, no I/O"),
+    ("tasks/backup/status.py", "import prefect", "Pure modules import no adapter, no prefect, no I/O"),
+    ("tasks/people/hr.py", "from tasks.cluster import kube", "Pure modules import no adapter, no prefect, no I/O"),
+    ("tasks/cluster/objects.py", "import subprocess", "Pure modules import no adapter, no prefect, no I/O"),
     ("gateway/runs.py", "import flows.onboarding", "CLI above flows above tasks"),
     ("tasks/gateway/scim_map.py", "import prefect", "Pure modules import no adapter, no prefect, no I/O"),
 ])

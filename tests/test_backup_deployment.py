@@ -6,7 +6,7 @@ import yaml
 
 from flows.backup import backup_workspaces
 from flows.restore import restore_workspace
-from tasks.settings import Settings
+from tasks.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,15 +13,8 @@ import pytest
 
 from flows.backup import backup_workspaces
 from flows.restore import restore_workspace
-from tasks.backup_status import (
-    LAST_BACKUP_OUTCOME,
-    LAST_BACKUP_REASON,
-    LAST_BACKUP_SNAPSHOT,
-    LAST_BACKUP_VERIFIED,
-    Outcome,
-    has_verified_backup,
-)
-from tasks.settings import get_settings
+from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, LAST_BACKUP_VERIFIED, Outcome, has_verified_backup
+from tasks.core.settings import get_settings
 from tests.fixtures.storage import make_tree, restic_for
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -18,18 +18,13 @@ import pytest
 
 from flows.backup import backup_workspaces
 from flows.restore import restore_workspace, rotate_restic_password
-from tasks.backup_status import (
-    LAST_BACKUP_REASON,
-    LAST_BACKUP_SNAPSHOT,
-    Outcome,
-    has_verified_backup,
-)
-from tasks.errors import PermanentError, WatchExpired, is_transient
-from tasks.jobs import JobWaiter, await_job
-from tasks.names import RESTORING_ANNOTATION
-from tasks.restic import EMPTY_TAG, PRE_RESTORE_TAG
-from tasks.restic_runner import Restic
-from tasks.settings import get_settings
+from tasks.backup.status import LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, Outcome, has_verified_backup
+from tasks.core.errors import PermanentError, WatchExpired, is_transient
+from tasks.cluster.jobs import JobWaiter, await_job
+from tasks.core.names import RESTORING_ANNOTATION
+from tasks.backup.restic import EMPTY_TAG, PRE_RESTORE_TAG
+from tasks.backup.runner import Restic
+from tasks.core.settings import get_settings
 from tests.fixtures.kube import finish_job
 from tests.fixtures.storage import restic_for, tree_state
 from tests.test_backup_flow import add_workspace
@@ -95,7 +90,7 @@ def test_failed_backup_reports_what_restic_said_in_result_annotation_and_email(
 
 def test_failed_totp_job_reason_is_its_termination_message_stand_in(kube, namespace):
     """Plays kubelet and Job controller by writing the pod's and Job's status."""
-    from tasks import totp
+    from tasks.people import totp
 
     s = get_settings()
     ns = s.platform_namespace  # the TOTP Job lives with Authelia, not with the workspaces
@@ -148,8 +143,8 @@ def test_restic_init_that_finds_a_repository_counts_as_already_initialised(backu
 def test_concurrent_first_backups_initialise_each_repository_once_and_it_stays_readable(
         kube, namespace, backup_settings):
     """On S3, concurrent `restic init` all succeed and leave the repository unreadable."""
-    from flows.backup import ensure_backup_secret
-    from tasks.backup_repo import ensure_repository
+    from tasks.backup.steps import ensure_backup_secret
+    from tasks.backup.repo import ensure_repository
 
     ensure_backup_secret.fn()
     users = ["ines", "jon", "kai"]
@@ -247,8 +242,8 @@ def test_broken_watch_is_relisted_and_only_each_jobs_real_outcome_counts(kube, n
 
     from kubernetes import client as k8s
 
-    from tasks.jobs import close_waiter, shared_key, waiter_for
-    from tasks.kube import Kube
+    from tasks.cluster.jobs import close_waiter, shared_key, waiter_for
+    from tasks.cluster.kube import Kube
 
     cfg = copy.copy(kube.api_client.configuration)
     up = urlparse(cfg.host)
@@ -435,7 +430,7 @@ def test_restic_runner_repr_and_str_hold_no_secret(backup_settings):
 
 # -- 8. the kubelet stand-in honours the pod spec -------------------------------------------------
 def _probe_job(ns, name, script, **pod_extra):
-    from tasks.objects import restricted_job
+    from tasks.cluster.objects import restricted_job
 
     container = {"name": "probe", "image": "busybox", "command": ["/bin/sh", "-c", "$(SCRIPT)"],
                  "args": [], "workingDir": "/work/sub",
@@ -498,8 +493,8 @@ def test_job_stand_in_honours_vars_workdir_uid_read_only_secret_configmap_and_de
 def test_watch_errors_map_410_to_watch_expired_and_5xx_to_transient():
     from kubernetes.client.exceptions import ApiException
 
-    from tasks.errors import ServerError
-    from tasks.kube import map_api_error, watch_error
+    from tasks.core.errors import ServerError
+    from tasks.cluster.kube import map_api_error, watch_error
 
     assert isinstance(map_api_error(ApiException(status=410, reason="Gone"), "watch"), WatchExpired)
     assert isinstance(watch_error({"code": 410, "reason": "Expired", "message": "too old"}, "w"), WatchExpired)

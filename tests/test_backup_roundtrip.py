@@ -13,8 +13,8 @@ import pytest
 
 from flows.backup import backup_workspaces
 from flows.restore import restore_workspace
-from tasks.backup_status import Outcome
-from tasks.settings import get_settings
+from tasks.backup.status import Outcome
+from tasks.core.settings import get_settings
 from tests.fixtures.storage import make_tree, tree_state
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

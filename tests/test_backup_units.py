@@ -7,25 +7,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tasks.backup_jobs import backup_job, backup_secret, restore_job, restore_pvc, workspace_nodes
-from tasks.backup_status import (
-    LAST_BACKUP_OUTCOME,
-    LAST_BACKUP_REASON,
-    LAST_BACKUP_SNAPSHOT,
-    LAST_BACKUP_TIME,
-    LAST_BACKUP_VERIFIED,
-    Outcome,
-    WorkspaceResult,
-    annotations,
-    classify,
-    has_verified_backup,
-    run_outcome,
-)
-from tasks.errors import NotFound, PermanentError, ServerError, TransientError
-from tasks.jobs import job_state
-from tasks.names import workspace_names
-from tasks.restic import Snapshot, backup_args, backup_script, classify_failure, restore_script
-from tasks.settings import Settings
+from tasks.backup.jobs import backup_job, backup_secret, restore_job, restore_pvc, workspace_nodes
+from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, Outcome, WorkspaceResult, annotations, classify, has_verified_backup, run_outcome
+from tasks.core.errors import NotFound, PermanentError, ServerError, TransientError
+from tasks.cluster.jobs import job_state
+from tasks.core.names import workspace_names
+from tasks.backup.restic import Snapshot, backup_args, backup_script, classify_failure, restore_script
+from tasks.core.settings import Settings
 
 NOW = datetime(2026, 11, 28, 2, 30, tzinfo=timezone.utc)
 SECRETS = dict(restic_password="pw-for-tests-only", s3_access_key_id="id-for-tests-only",
@@ -183,7 +171,7 @@ def test_one_watch_serves_every_waiter_and_timeouts_stay_running():
     import threading
     import time
 
-    from tasks.jobs import JobWaiter
+    from tasks.cluster.jobs import JobWaiter
 
     streams = []
     stuck = {"metadata": {"name": "stuck"}, "status": {"active": 1}}
@@ -214,9 +202,9 @@ def test_one_watch_serves_every_waiter_and_timeouts_stay_running():
 def test_failure_notice_only_for_runs_that_did_not_complete_and_only_with_an_address():
     from datetime import datetime, timezone
 
-    from tasks.backup_status import BackupReport, Outcome, WorkspaceResult
-    from tasks.notify import backup_failure_notice
-    from tasks.settings import Settings
+    from tasks.backup.status import BackupReport, Outcome, WorkspaceResult
+    from tasks.backup.notify import backup_failure_notice
+    from tasks.core.settings import Settings
 
     now = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
     ok = WorkspaceResult(username="alice", pvc="ws-alice-workspace", outcome=Outcome.COMPLETED)

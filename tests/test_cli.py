@@ -2,7 +2,7 @@
 
 import json
 
-from tasks import kind
+from tasks.cluster import kind
 from tests.fixtures.kube import mark_deployment_available  # noqa: F401
 from vibecode_cli import main as cli
 

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from gateway.runs import RunStarter
-from tasks.identity.ledger import Ledger
-from tasks.names import SCIM_ID_LABEL
+from tasks.people.ledger import Ledger
+from tasks.core.names import SCIM_ID_LABEL
 from tests.fixtures.gateway import flow_runs, free_port, gateway_settings, start_gateway
 from tests.scim_examples import scim_tester_client
 

@@ -13,7 +13,7 @@ import pytest
 from tasks.gateway import scim_map, signature
 from tasks.gateway.ratelimit import Bucket, Limiter, client_key, take
 from tasks.gateway.startup import config_problems
-from tasks.settings import Settings
+from tasks.core.settings import Settings
 
 KEY = b"k" * 32
 BODY = b'{"event_id": "e1"}'
@@ -176,7 +176,7 @@ def test_startup_refuses_missing_empty_short_or_duplicate_secrets():
 
 
 def test_vibecode_gateway_refuses_to_start_with_a_short_secret(monkeypatch, capsys):
-    from tasks.settings import get_settings
+    from tasks.core.settings import get_settings
     from vibecode_cli import main
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
@@ -194,8 +194,8 @@ def test_vibecode_gateway_refuses_to_start_with_a_short_secret(monkeypatch, caps
 
 # -- ledger fields (additive) ------------------------------------------------------------
 def test_ledger_records_without_scim_are_written_as_before_and_scim_fields_round_trip():
-    from tasks.identity.ledger import Record, from_manifest, to_manifest
-    from tasks.names import SCIM_ID_LABEL
+    from tasks.people.ledger import Record, from_manifest, to_manifest
+    from tasks.core.names import SCIM_ID_LABEL
 
     plain = to_manifest(Record("alice", "E1"), "ns")
     assert "scim" not in plain["data"] and "scim_id" not in plain["data"]

@@ -14,19 +14,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from flows import health as health_flow
-from tasks import kube as kube_adapter
-from tasks.backup_status import (
-    LAST_BACKUP_OUTCOME,
-    LAST_BACKUP_SNAPSHOT,
-    LAST_BACKUP_TIME,
-    LAST_BACKUP_VERIFIED,
-    LAST_VERIFIED_TIME,
-    rfc3339,
-)
-from tasks.health import Observed, evaluate
-from tasks.identity.ledger import Record, State, to_manifest
-from tasks.settings import get_settings
+from tasks.health import steps as health_flow
+from tasks.cluster import kube as kube_adapter
+from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_SNAPSHOT, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, LAST_VERIFIED_TIME, rfc3339
+from tasks.health.checks import Observed, evaluate
+from tasks.people.ledger import Record, State, to_manifest
+from tasks.core.settings import get_settings
 
 
 
@@ -129,7 +122,7 @@ def api_down(env):
 
 
 def _free_port() -> int:
-    from tests.harness.envtest import free_port
+    from tasks.cluster.localnode.envtest import free_port
 
     return free_port()
 

@@ -7,17 +7,11 @@ from pathlib import Path
 
 import yaml
 
-from tasks.backup_status import (
-    LAST_BACKUP_OUTCOME,
-    LAST_BACKUP_TIME,
-    LAST_BACKUP_VERIFIED,
-    LAST_VERIFIED_TIME,
-    rfc3339,
-)
-from tasks.health import Check, Gauge, HealthReport, Observed, Status, backup_age, counts, evaluate
-from tasks.health_sinks import datadog_series, prometheus_name
-from tasks.names import STOPPED_AT
-from tasks.settings import Settings
+from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, LAST_VERIFIED_TIME, rfc3339
+from tasks.health.checks import Check, Gauge, HealthReport, Observed, Status, backup_age, counts, evaluate
+from tasks.health.sinks import datadog_series, prometheus_name
+from tasks.core.names import STOPPED_AT
+from tasks.core.settings import Settings
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +42,7 @@ def test_a_failed_night_keeps_the_age_of_the_last_verified_backup():
 
 
 def test_the_backup_flow_stamps_the_last_verified_time():
-    from tasks.backup_status import Outcome, WorkspaceResult, annotations
+    from tasks.backup.status import Outcome, WorkspaceResult, annotations
 
     good = WorkspaceResult(username="a", pvc="p", outcome=Outcome.COMPLETED, snapshot_id="ab12", verified=True)
     bad = WorkspaceResult(username="a", pvc="p", outcome=Outcome.FAILED, reason="x")

@@ -1,4 +1,4 @@
-"""tasks.helm against the real helm binary and a real kube-apiserver: what "unchanged" means,
+"""tasks.cluster.helm against the real helm binary and a real kube-apiserver: what "unchanged" means,
 and recovery of a release left pending.
 
 A stuck ``pending-*`` release is produced the way a helm process killed mid-operation
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import helm
-from tasks.errors import Conflict, PermanentError
-from tasks.names import workspace_names
-from tasks.objects import workspace_values
-from tasks.settings import get_settings
+from tasks.cluster import helm
+from tasks.core.errors import Conflict, PermanentError
+from tasks.core.names import workspace_names
+from tasks.workspace.values import workspace_values
+from tasks.core.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("helm_bin")
 

@@ -1,4 +1,4 @@
-"""Hostile input, generated: thousands of HR requests through ``tasks.hr.parse_request`` and
+"""Hostile input, generated: thousands of HR requests through ``tasks.people.hr.parse_request`` and
 through the command line's event path (``vibecode onboard|offboard``), in process.
 
 Every answer must be either a refusal that names a field (``InvalidInput``) or a valid
@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import vibecode_cli
-from tasks.errors import InvalidInput
-from tasks.hr import EMPLOYEE_ID_PATTERN, EVENT_ID_PATTERN, HRRequest, allowed_groups, parse_request
-from tasks.names import RESERVED_PREFIXES, RESERVED_USERNAMES, USERNAME_PATTERN
-from tasks.settings import Settings, get_settings
+from tasks.core.errors import InvalidInput
+from tasks.people.hr import EMPLOYEE_ID_PATTERN, EVENT_ID_PATTERN, HRRequest, allowed_groups, parse_request
+from tasks.core.names import RESERVED_PREFIXES, RESERVED_USERNAMES, USERNAME_PATTERN
+from tasks.core.settings import Settings, get_settings
 
 ALLOWED = ["developers", "sre", "users"]
 HR_SETTINGS = Settings(hr_allowed_groups=ALLOWED, privileged_groups=["admins", "root-ops"])

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from tasks.errors import InvalidInput
-from tasks.hr import HRRequest, effective_groups, parse_request
-from tasks.settings import Settings
+from tasks.core.errors import InvalidInput
+from tasks.people.hr import HRRequest, effective_groups, parse_request
+from tasks.core.settings import Settings
 
 HIRE = {"event_id": "evt-2026-0001", "type": "employee.hired", "occurred_at": "2026-11-28T09:00:00Z",
         "employee": {"employee_id": "E1001", "email": "alice@example.com", "given_name": "Alice",
@@ -19,7 +19,7 @@ HIRE = {"event_id": "evt-2026-0001", "type": "employee.hired", "occurred_at": "2
 @pytest.fixture(autouse=True)
 def _hr_may_grant_the_test_groups(monkeypatch):
     """The module's events ask for ``developers``; the default allowlist holds only ``users``."""
-    from tasks.settings import get_settings
+    from tasks.core.settings import get_settings
 
     monkeypatch.setenv("VIBECODE_HR_ALLOWED_GROUPS", '["developers", "users"]')
     get_settings.cache_clear()
@@ -153,7 +153,7 @@ def test_hr_refuses_trailing_newline_in_event_id():
 
 
 def test_validate_username_and_snapshot_id_refuse_trailing_newline():
-    from tasks.names import validate_snapshot_id, validate_username
+    from tasks.core.names import validate_snapshot_id, validate_username
 
     for bad in ("alice\n", "bob\r\n"):
         with pytest.raises(InvalidInput):
@@ -168,7 +168,7 @@ def test_validate_username_and_snapshot_id_refuse_trailing_newline():
 def test_flow_username_parameter_refuses_trailing_newline():
     from pydantic import TypeAdapter, ValidationError
 
-    from flows.common import Username
+    from tasks.core.names import Username
 
     assert TypeAdapter(Username).validate_python("alice") == "alice"
     for bad in ("alice\n", "admin"):

@@ -18,13 +18,13 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.offboarding import offboard_user
 from flows.onboarding import onboard_user
-from tasks.errors import BackupRequired, InvalidInput
-from tasks.hr import parse_request
-from tasks.identity import UserSpec, get_backend
-from tasks.identity.ledger import Ledger
-from tasks.identity.record import State
-from tasks.limits import KUBE_API, ensure_concurrency_limits
-from tasks.settings import Settings, get_settings
+from tasks.core.errors import BackupRequired, InvalidInput
+from tasks.people.hr import parse_request
+from tasks.people.identity import UserSpec, get_backend
+from tasks.people.ledger import Ledger
+from tasks.people.record import State
+from tasks.cluster.limits import KUBE_API, ensure_concurrency_limits
+from tasks.core.settings import Settings, get_settings
 from tests.concurrency import run_in_threads
 from tests.fixtures.storage import make_tree
 from tests.test_offboard import backup_calls  # noqa: F401 - fixture reuse

@@ -10,7 +10,7 @@ import argon2
 import pytest
 import yaml
 
-from tasks.identity import UserSpec, filedb, passwords
+from tasks.people.identity import UserSpec, filedb, passwords
 
 ALICE = UserSpec(username="alice", email="alice@example.com", given_name="Alice", family_name="Liddell",
                  groups=("developers", "users"), employee_id="E1001")
@@ -107,7 +107,7 @@ def test_retry_after_a_failed_authelia_roll_still_rolls_authelia_onto_the_disabl
                                                                                       platform_namespace):
     """The Secret write succeeds but the roll fails (here: the Deployment is missing); the retry
     finds the file "unchanged" and must still put its checksum on Authelia's pod template."""
-    from tasks.errors import PermanentError
+    from tasks.core.errors import PermanentError
     from tests.fixtures.identity import authelia_deployment_manifest
 
     authelia_users.upsert(ALICE)
@@ -137,7 +137,7 @@ def test_an_unchanged_upsert_repairs_a_stale_checksum_and_an_up_to_date_one_is_n
 
 
 def test_a_missing_authelia_deployment_is_an_error_not_silence(authelia_users, kube, platform_namespace):
-    from tasks.errors import PermanentError
+    from tasks.core.errors import PermanentError
 
     kube.delete("Deployment", platform_namespace, "authelia")
     with pytest.raises(PermanentError, match="Authelia Deployment .* not found"):

@@ -9,9 +9,9 @@ import logging
 import pytest
 from ldap3 import BASE
 
-from tasks.identity import UserSpec, get_backend
-from tasks.errors import PermanentError
-from tasks.identity.ldapdir import LdapBackend
+from tasks.people.identity import UserSpec, get_backend
+from tasks.core.errors import PermanentError
+from tasks.people.identity.ldapdir import LdapBackend
 from tests.fixtures.identity import admin_connection
 
 ALICE = UserSpec(username="alice", email="alice@example.com", given_name="Alice", family_name="Liddell",
@@ -94,7 +94,7 @@ def test_ldap_binds_over_ldaps(ldap_settings, slapd):
 
 def test_ldap_refuses_a_password_bind_over_plain_ldap(ldap_settings, monkeypatch):
     s = ldap_settings.model_copy(update={"ldap_start_tls": False})
-    from tasks.identity import ldapdir
+    from tasks.people.identity import ldapdir
 
     opened = []
     monkeypatch.setattr(ldapdir, "Connection", lambda *a, **k: opened.append(a) or pytest.fail("connected"))
@@ -114,7 +114,7 @@ def test_ldap_insecure_bind_only_when_loudly_allowed_and_warns(ldap_settings, ca
     """With the insecure setting the bind really goes out in clear (this slapd then refuses it:
     confidentiality required), and the operator is warned."""
     s = ldap_settings.model_copy(update={"ldap_start_tls": False, "ldap_allow_insecure_bind": True})
-    with caplog.at_level(logging.WARNING, logger="tasks.identity.ldapdir"):
+    with caplog.at_level(logging.WARNING, logger="tasks.people.identity.ldapdir"):
         with pytest.raises(PermanentError, match="bind .* failed: LDAPConfidentialityRequiredResult"):
             LdapBackend(s).get("alice")
     assert any("INSECURE" in r.getMessage() and "without TLS" in r.getMessage() for r in caplog.records)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import kind
+from tasks.cluster import kind
 
 ROOT = Path(__file__).resolve().parents[1]
 

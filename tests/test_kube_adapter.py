@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from tasks.errors import Conflict, Invalid
+from tasks.core.errors import Conflict, Invalid
 from tests.fixtures.kube import finish_job
 
 

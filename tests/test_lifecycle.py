@@ -10,10 +10,10 @@ import pytest
 
 from flows.offboarding import offboard_user, purge_offboarded
 from flows.onboarding import onboard_user
-from tasks import helm
-from tasks.backup_status import has_verified_backup
-from tasks.hr import parse_request
-from tasks.identity.ledger import Ledger
+from tasks.cluster import helm
+from tasks.backup.status import has_verified_backup
+from tasks.people.hr import parse_request
+from tasks.people.ledger import Ledger
 from tests.fixtures.storage import make_tree, tree_state
 from tests.test_onboard import HIRE, event, platform, users_file  # noqa: F401 - fixture reuse
 

@@ -1,7 +1,7 @@
 from prefect.client.orchestration import get_client
 
-from tasks.limits import desired_limits, ensure_concurrency_limits
-from tasks.settings import Settings
+from tasks.cluster.limits import desired_limits, ensure_concurrency_limits
+from tasks.core.settings import Settings
 
 
 def test_limits_follow_settings():

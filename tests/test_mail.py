@@ -6,13 +6,14 @@ import logging
 
 import pytest
 
-from tasks import mail
-from tasks.errors import PermanentError, TransientError
-from tasks.settings import Settings, get_settings
+from tasks.core import mail
+from tasks.people.welcome import welcome_message
+from tasks.core.errors import PermanentError, TransientError
+from tasks.core.settings import Settings, get_settings
 
 
 def _msg(settings):
-    return mail.welcome_message(to_email="alice@example.com", given_name="Alice", family_name="Liddell",
+    return welcome_message(to_email="alice@example.com", given_name="Alice", family_name="Liddell",
                                 username="alice", workspace_url="https://alice.vibecode.dev",
                                 message_key="welcome.E1001.evt-1", settings=settings)
 
@@ -98,7 +99,7 @@ def test_smtp_starttls_required_but_not_offered_is_permanent(smtp_tls_server, te
 def test_smtp_insecure_auth_only_when_loudly_allowed_and_warns(smtp_tls_server, test_ca, caplog):
     server = smtp_tls_server("plain-auth")
     s = _tls_settings(server, test_ca, smtp_allow_insecure_auth=True)
-    with caplog.at_level(logging.WARNING, logger="tasks.mail"):
+    with caplog.at_level(logging.WARNING, logger="tasks.core.mail"):
         mail.send(_msg(s), s)
     assert server["inbox"].logins == [(server["username"], False)]  # it really went in clear
     assert any("INSECURE" in r.getMessage() for r in caplog.records)

@@ -1,7 +1,7 @@
 import pytest
 
-from tasks.errors import InvalidInput
-from tasks.names import username_from_email, validate_username, workspace_names
+from tasks.core.errors import InvalidInput
+from tasks.core.names import username_from_email, validate_username, workspace_names
 
 DNS1123_LABEL = __import__("re").compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

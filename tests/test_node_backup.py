@@ -1,6 +1,6 @@
 """The nightly backup flow and a restore on a real node: restic Jobs run as real pods.
 
-The Jobs run the restic image (tests/harness/images.py) as uid 1000 with the workspace
+The Jobs run the restic image (tasks/cluster/localnode/images.py) as uid 1000 with the workspace
 volume mounted read-only and their secrets only through ``secretKeyRef``, into the S3
 server (moto) bound to the node's address. The kubelet enforces the memory limit and the
 Job controller the deadline; nothing here writes a status.
@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-import flows.backup
+import tasks.backup.steps as backup_steps
 from flows.backup import backup_workspaces
 from flows.restore import restore_workspace
 from flows.workspace import provision_workspace
-from tasks.backup_status import Outcome
-from tasks.names import workspace_names
-from tasks.restic import SECRET_ENV
+from tasks.backup.status import Outcome
+from tasks.core.names import workspace_names
+from tasks.backup.restic import SECRET_ENV
 from tests.fixtures.node import pv_dir, wait_for
 from tests.fixtures.storage import make_tree, tree_state
-from tests.harness import node as node_harness
+from tasks.cluster.localnode import node as node_harness
 
 pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_cluster", "prefect_server", "helm_bin")]
 
@@ -115,7 +115,7 @@ def test_backup_job_over_its_memory_limit_is_failed_with_the_reason(
     src = _bound_workspace_volume(node_cluster, kube, ns, "bob")
     _random_file(src / "big.bin", 64 << 20)
     _chown_tree(src)
-    real = flows.backup.backup_job
+    real = backup_steps.backup_job
 
     def tight(*args, **kwargs):
         job = real(*args, **kwargs)
@@ -123,7 +123,7 @@ def test_backup_job_over_its_memory_limit_is_failed_with_the_reason(
             "requests": {"cpu": "100m", "memory": "24Mi"}, "limits": {"memory": "24Mi"}}
         return job
 
-    monkeypatch.setattr(flows.backup, "backup_job", tight)
+    monkeypatch.setattr(backup_steps, "backup_job", tight)
 
     report = backup_workspaces(["bob"])
 
@@ -147,7 +147,7 @@ def test_backup_job_over_its_deadline_is_failed_with_the_reason(
     _random_file(src / "big.bin", 160 << 20)
     _chown_tree(src)
     monkeypatch.setenv("VIBECODE_BACKUP_TIMEOUT_SECONDS", "2")
-    from tasks.settings import get_settings
+    from tasks.core.settings import get_settings
     get_settings.cache_clear()
 
     report = backup_workspaces(["carol"])

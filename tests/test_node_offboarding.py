@@ -21,10 +21,10 @@ import yaml
 
 from flows.offboarding import offboard_user, purge_offboarded
 from flows.onboarding import onboard_user
-from tasks import helm
-from tasks.hr import parse_request
-from tasks.identity.ledger import Ledger
-from tasks.settings import get_settings
+from tasks.cluster import helm
+from tasks.people.hr import parse_request
+from tasks.people.ledger import Ledger
+from tasks.core.settings import get_settings
 from tests.fixtures.identity import authelia_deployment_manifest
 from tests.fixtures.node import pv_dir, wait_for
 from tests.fixtures.storage import restic_for
@@ -40,7 +40,7 @@ TERMINATE = {**HIRE, "event_id": "evt-n-0002", "type": "employee.terminated"}
 
 @pytest.fixture
 def node_platform(node_kube, node_namespace, node_backup_settings, smtp_inbox, monkeypatch):
-    from tasks.identity.filedb import USERS_KEY
+    from tasks.people.identity.filedb import USERS_KEY
 
     monkeypatch.setenv("VIBECODE_READY_POLL_SECONDS", "1")
     monkeypatch.setenv("VIBECODE_DEPARTMENT_GROUPS", '{"engineering": ["engineering"]}')
@@ -57,7 +57,7 @@ def node_platform(node_kube, node_namespace, node_backup_settings, smtp_inbox, m
 
 
 def _users(kube, ns) -> dict:
-    from tasks.identity.filedb import USERS_KEY
+    from tasks.people.identity.filedb import USERS_KEY
 
     secret = kube.get("Secret", ns, get_settings().authelia_users_secret)
     return yaml.safe_load(base64.b64decode(secret["data"][USERS_KEY]))["users"]

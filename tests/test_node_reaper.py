@@ -16,7 +16,7 @@ import pytest
 
 from flows.reaper import reap_idle_workspaces, resume_workspace
 from flows.workspace import provision_workspace
-from tasks.settings import get_settings
+from tasks.core.settings import get_settings
 from tests.fixtures.node import pv_dir, wait_for
 from tests.test_node_workspace import _exec
 from tests.test_reaper_codeserver import owners_secret, rows

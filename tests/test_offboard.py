@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from flows.offboarding import offboard_user, purge_offboarded
 from flows.onboarding import onboard_user
-from tasks import helm
-from tasks.errors import BackupRequired
-from tasks.hr import parse_request
-from tasks.identity.ledger import Ledger
+from tasks.cluster import helm
+from tasks.core.errors import BackupRequired
+from tasks.people.hr import parse_request
+from tasks.people.ledger import Ledger
 from tests.test_onboard import HIRE, event, platform, users_file  # noqa: F401 - fixture reuse
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
@@ -64,7 +64,7 @@ def test_termination_disables_at_once_and_refuses_deletion_without_verified_back
     password_before = users_file(kube)["alice"]["password"]
     uids = _pvc_uids(kube, ns)
     monkeypatch.setenv("VIBECODE_OFFBOARD_RETENTION_DAYS", "0")  # retention would allow deletion...
-    from tasks.settings import get_settings
+    from tasks.core.settings import get_settings
     get_settings.cache_clear()
 
     with pytest.raises(BackupRequired, match="nothing deleted"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from tasks.offboard import deletion_decision
+from tasks.people.deletion import deletion_decision
 
 T = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
 

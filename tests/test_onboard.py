@@ -14,13 +14,14 @@ import yaml
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.onboarding import claim_username, ensure_identity, onboard_user, run_hr_event
-from tasks import helm
-from tasks.errors import InvalidInput
-from tasks.hr import parse_request
-from tasks.identity import UserSpec, filedb, passwords
-from tasks.identity.ledger import Ledger
-from tasks.settings import get_settings
+from tasks.people.steps import claim_username, ensure_identity
+from flows.onboarding import onboard_user, run_hr_event
+from tasks.cluster import helm
+from tasks.core.errors import InvalidInput
+from tasks.people.hr import parse_request
+from tasks.people.identity import UserSpec, filedb, passwords
+from tasks.people.ledger import Ledger
+from tasks.core.settings import get_settings
 from tests.concurrency import run_in_threads
 from tests.fixtures.kube import mark_deployment_available
 

@@ -8,11 +8,11 @@ import time
 import pytest
 
 from flows.workspace import provision_workspace
-from tasks import helm
+from tasks.cluster import helm
 from prefect.exceptions import ParameterTypeError
 
-from tasks.errors import Invalid, InvalidInput
-from tasks.settings import get_settings
+from tasks.core.errors import Invalid, InvalidInput
+from tasks.core.settings import get_settings
 from tests.fixtures.kube import mark_deployment_available
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")

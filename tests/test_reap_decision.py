@@ -7,21 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from tasks.offboard import deletion_decision
-from tasks.reap import (
-    Policy,
-    Probe,
-    Workspace,
-    check_probe_base,
-    decide,
-    parse_healthz,
-    policy_for,
-    probe_url,
-    rfc3339,
-    stop_patch,
-    workspaces_from,
-)
-from tasks.settings import Settings
+from tasks.people.deletion import deletion_decision
+from tasks.reaper.decide import Policy, Probe, Workspace, check_probe_base, decide, parse_healthz, policy_for, probe_url, rfc3339, stop_patch, workspaces_from
+from tasks.core.settings import Settings
 
 T = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 H, M = timedelta(hours=1), timedelta(minutes=1)
@@ -174,7 +162,7 @@ def workspaces(draw):
 
 
 def _activity(w: Workspace, p: Probe) -> list[datetime]:
-    from tasks.reap import parse_time
+    from tasks.reaper.decide import parse_time
 
     return [t for t in (p.last_heartbeat, parse_time(w.annotations.get("vibecode.dev/last-activity"))) if t]
 
@@ -186,7 +174,7 @@ def test_never_stop_without_an_old_enough_warning_and_no_activity_since(w, p, po
     assert d.action in ("keep", "cancel-warning", "warn", "stop", "backup", "delete", "delete-volumes")
     if d.action != "stop":
         return
-    from tasks.reap import parse_time
+    from tasks.reaper.decide import parse_time
 
     warned_at = parse_time(w.annotations.get("vibecode.dev/idle-warned-at"))
     assert warned_at is not None and T - warned_at >= policy.warning_lead
@@ -211,8 +199,8 @@ def test_a_failed_probe_never_stops_or_warns(w, p, policy):
 @hsettings(max_examples=600, deadline=None)
 @given(workspaces(), probes, policies)
 def test_never_delete_without_a_verified_backup_newer_than_the_stop(w, p, policy):
-    from tasks.backup_status import has_verified_backup
-    from tasks.reap import parse_time
+    from tasks.backup.status import has_verified_backup
+    from tasks.reaper.decide import parse_time
 
     d = decide(w, p, T, policy)
     if d.action not in ("delete", "delete-volumes"):

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from tasks.probe import probe_all, probe_one
+from tasks.reaper.probe import probe_all, probe_one
 
 
 class Recorder:
@@ -109,7 +109,7 @@ def test_failures_are_unknown_never_exceptions():
 
 
 def test_response_parsing_content_length_chunked_and_garbage():
-    from tasks.probe import parse_response, request_bytes
+    from tasks.reaper.probe import parse_response, request_bytes
 
     body = b'{"status":"alive","lastHeartbeat":1764417600000}'
     ok = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%sTRAILING" % (len(body), body))

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tasks.reap import rfc3339
+from tasks.reaper.decide import rfc3339
 from tests.test_reaper_codeserver import add_workspace, play_controller
 from vibecode_cli import main as cli
 
@@ -20,7 +20,7 @@ def test_resume_refuses_a_bad_username_before_any_flow_runs(capsys):
 def test_bad_reaper_settings_are_refused_naming_the_field(monkeypatch):
     from pydantic import ValidationError
 
-    from tasks.settings import Settings
+    from tasks.core.settings import Settings
 
     monkeypatch.setenv("VIBECODE_REAP_PROBE_URL", "http://{service}/x?healthz")
     with pytest.raises(ValidationError, match="reap_probe_url"):
@@ -30,7 +30,7 @@ def test_bad_reaper_settings_are_refused_naming_the_field(monkeypatch):
 def test_reap_dry_run_json_prints_the_plan_and_writes_nothing(prefect_server, kube, namespace, capsys, monkeypatch):
     R = datetime.now(timezone.utc)
     monkeypatch.setenv("VIBECODE_REAP_PROBE_URLS", json.dumps({"zoe": "http://127.0.0.1:1"}))
-    from tasks.settings import get_settings
+    from tasks.core.settings import get_settings
 
     get_settings.cache_clear()
     add_workspace(kube, namespace, "zoe")
@@ -55,7 +55,7 @@ def test_reap_dry_run_json_prints_the_plan_and_writes_nothing(prefect_server, ku
 
 def test_a_run_writes_only_what_changes_and_leaves_a_table_artifact(prefect_server, kube, namespace, monkeypatch):
     from flows.reaper import reap_idle_workspaces
-    from tasks.settings import get_settings
+    from tasks.core.settings import get_settings
 
     R = datetime.now(timezone.utc)
     monkeypatch.setenv("VIBECODE_REAP_PROBE_URLS", json.dumps({"kim": "http://127.0.0.1:1", "lee": "http://127.0.0.1:1"}))

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from flows.reaper import reap_idle_workspaces, resume_workspace
-from tasks.probe import probe_all, probe_one
-from tasks.reap import rfc3339
-from tasks.settings import get_settings
+from tasks.reaper.probe import probe_all, probe_one
+from tasks.reaper.decide import rfc3339
+from tasks.core.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 H, M = timedelta(hours=1), timedelta(minutes=1)

@@ -13,13 +13,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import flows.backup as backup_flow
+import tasks.backup.steps as backup_flow
 from flows.reaper import reap_idle_workspaces
-from tasks import helm
-from tasks.names import workspace_names
-from tasks.objects import workspace_values
-from tasks.reap import rfc3339
-from tasks.settings import get_settings
+from tasks.cluster import helm
+from tasks.core.names import workspace_names
+from tasks.workspace.values import workspace_values
+from tasks.reaper.decide import rfc3339
+from tasks.core.settings import get_settings
 from tests.fixtures.storage import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")

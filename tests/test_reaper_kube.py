@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tasks.errors import Conflict
-from tasks.reap import Decision, stop_patch, workspaces_from
+from tasks.core.errors import Conflict
+from tasks.reaper.decide import Decision, stop_patch, workspaces_from
 from tests.test_reaper_codeserver import add_workspace
 
 

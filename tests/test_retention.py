@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta, timezone
 
-from tasks.restic import PARTIAL_TAG, Snapshot
-from tasks.restic_runner import Restic
-from tasks.retention import KeepPolicy, plan_retention
+from tasks.backup.restic import PARTIAL_TAG, Snapshot
+from tasks.backup.runner import Restic
+from tasks.backup.retention import KeepPolicy, plan_retention
 
 FIRST = date(2026, 8, 30)  # 90 nights: 2026-08-30 .. 2026-11-27 (a Friday, ISO week 48)
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)

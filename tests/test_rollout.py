@@ -1,4 +1,4 @@
-"""await_available (tasks/rollout.py) against the real API server.
+"""await_available (tasks/cluster/rollout.py) against the real API server.
 
 No Deployment controller runs here: the tests write the Deployment's status as that
 controller would (stand-ins for it, through the real status subresource), and the waiter
@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from tasks.errors import PermanentError, ServerError, Timeout
-from tasks.rollout import await_available
+from tasks.core.errors import PermanentError, ServerError, Timeout
+from tasks.cluster.rollout import await_available
 
 
 def _deployment(kube, ns, name="ws-roll"):
@@ -65,7 +65,7 @@ def test_a_missing_deployment_is_waited_for_not_an_error(kube, namespace):
 
 def test_a_broken_watch_is_listed_again(kube, namespace):
     """The adapter's real watch is wrapped so its first attempt breaks as a dropped connection
-    does (tasks.kube maps that to ServerError); the waiter must list again, not fail."""
+    does (tasks.cluster.kube maps that to ServerError); the waiter must list again, not fail."""
     _deployment(kube, namespace)
     _status(kube, namespace, "ws-roll", replicas=1, updatedReplicas=1, readyReplicas=1, availableReplicas=1)
     calls = []

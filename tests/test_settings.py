@@ -3,7 +3,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from tasks.settings import Settings
+from tasks.core.settings import Settings
 
 
 def test_env_prefix_and_types(monkeypatch):
@@ -39,7 +39,7 @@ def test_bad_settings_are_refused(monkeypatch, var, value):
 
 def test_every_setting_is_described():
     """Descriptions are the UI's and ``--help``'s text; a field without one is undocumented."""
-    from tasks.settings import Settings
+    from tasks.core.settings import Settings
 
     missing = [name for name, f in Settings.model_fields.items() if not (f.description or "").strip()]
     assert missing == []

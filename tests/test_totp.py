@@ -21,10 +21,10 @@ import yaml
 
 from flows.offboarding import purge_offboarded
 from flows.onboarding import onboard_user
-from tasks import totp
-from tasks.hr import parse_request
-from tasks.identity.ledger import Ledger
-from tasks.settings import Settings, get_settings
+from tasks.people import totp
+from tasks.people.hr import parse_request
+from tasks.people.ledger import Ledger
+from tasks.core.settings import Settings, get_settings
 from tests.fixtures.kube import finish_job
 from tests.test_onboard import HIRE, event, platform  # noqa: F401 - fixture reuse
 
@@ -349,8 +349,8 @@ def test_purge_deletes_expired_handoff_secrets_only(kube, platform_namespace):
 
 
 def test_waiting_for_a_job_that_never_ends_is_a_transient_timeout(kube, platform_namespace):
-    from flows.totp import _wait_for_job
-    from tasks.errors import Timeout, is_transient
+    from tasks.people.totp_steps import _wait_for_job
+    from tasks.core.errors import Timeout, is_transient
 
     s = get_settings()
     kube.create(totp.provision_job("carol", s))  # no controller: it never ends

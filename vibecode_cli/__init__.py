@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from tasks.errors import InvalidInput, PermanentError
+from tasks.core.errors import InvalidInput, PermanentError
 
 
 def _print(result) -> None:
@@ -21,13 +21,13 @@ def _print(result) -> None:
 
 
 def cmd_up(args) -> int:
-    from tasks import kind
+    from tasks.cluster import kind
 
     if args.kubeconfig:
         from pathlib import Path
 
         from flows.bootstrap import bootstrap_platform
-        from tasks.settings import get_settings
+        from tasks.core.settings import get_settings
 
         _print(bootstrap_platform(cluster_name=args.cluster or get_settings().kind_cluster_name,
                                   workspace_user=args.user, existing_kubeconfig=Path(args.kubeconfig)))
@@ -40,7 +40,7 @@ def cmd_up(args) -> int:
         return 2
     from flows.bootstrap import bootstrap_platform
 
-    from tasks.settings import get_settings
+    from tasks.core.settings import get_settings
 
     _print(bootstrap_platform(cluster_name=args.cluster or get_settings().kind_cluster_name,
                               workspace_user=args.user))
@@ -49,7 +49,7 @@ def cmd_up(args) -> int:
 
 def cmd_provision(args) -> int:
     from flows.workspace import provision_workspace
-    from tasks.names import validate_username
+    from tasks.core.names import validate_username
 
     validate_username(args.username)
     _print(provision_workspace(args.username, replicas=args.replicas))
@@ -57,7 +57,7 @@ def cmd_provision(args) -> int:
 
 
 def cmd_limits(args) -> int:
-    from tasks.limits import ensure_concurrency_limits
+    from tasks.cluster.limits import ensure_concurrency_limits
 
     _print(ensure_concurrency_limits())
     return 0
@@ -82,10 +82,10 @@ def parse_hr_event(raw: bytes | str, command: str):
     """Everything ``vibecode onboard|offboard`` checks before any flow starts: size, encoding,
     JSON, the HR request itself, and that the event type belongs to the command.
 
-    Returns the validated :class:`tasks.hr.HRRequest`; anything else is ``InvalidInput``
+    Returns the validated :class:`tasks.people.hr.HRRequest`; anything else is ``InvalidInput``
     naming the field, so hostile input never surfaces as another exception type.
     """
-    from tasks.hr import parse_request
+    from tasks.people.hr import parse_request
 
     if isinstance(raw, str):
         try:
@@ -145,7 +145,7 @@ def _print_qr(data: str) -> None:
 
 def cmd_totp_handoff(args) -> int:
     """Print a pre-provisioned TOTP setup to the administrator's terminal, once (it is deleted)."""
-    from flows.totp import totp_handoff
+    from tasks.people.totp_steps import totp_handoff
 
     handoff = totp_handoff(args.username)  # PermanentError (exit 1) when there is nothing to hand off
     print(f"TOTP setup for {handoff.username} (issuer {handoff.issuer}): scan or enter it in their "
@@ -158,8 +158,8 @@ def cmd_totp_handoff(args) -> int:
 
 def cmd_backup(args) -> int:
     from flows.backup import backup_workspaces
-    from tasks.backup_status import Outcome
-    from tasks.names import validate_username
+    from tasks.backup.status import Outcome
+    from tasks.core.names import validate_username
 
     for user in args.usernames:
         validate_username(user)
@@ -169,16 +169,16 @@ def cmd_backup(args) -> int:
 
 
 def cmd_restore(args) -> int:
-    from tasks.names import validate_username
+    from tasks.core.names import validate_username
 
     validate_username(args.username)
     if args.list:
-        from tasks.backup_repo import list_snapshots
+        from tasks.backup.repo import list_snapshots
 
         _print([{"id": s.id[:8], "time": s.time.isoformat(), "tags": list(s.tags)}
                 for s in list_snapshots(args.username)])
         return 0
-    from tasks.names import validate_snapshot_id
+    from tasks.core.names import validate_snapshot_id
 
     validate_snapshot_id(args.snapshot)
     from flows.restore import restore_workspace
@@ -198,8 +198,9 @@ def _health_table(rows: list[dict]) -> str:
 
 def cmd_health(args) -> int:
     """Run the health checks once; exit 1 when any is critical (warnings exit 0)."""
-    from flows.health import PlatformUnhealthy, check_platform_health
-    from tasks.health import Status
+    from tasks.health.steps import PlatformUnhealthy
+    from flows.health import check_platform_health
+    from tasks.health.checks import Status
 
     try:
         report = check_platform_health()
@@ -217,7 +218,7 @@ def cmd_health(args) -> int:
 def cmd_gateway(args) -> int:
     """Serve the HR gateway (signed webhooks + SCIM) until interrupted."""
     from gateway.server import RefusedToStart, serve
-    from tasks.settings import get_settings
+    from tasks.core.settings import get_settings
 
     try:
         serve(get_settings(), host=args.host, port=args.port)
@@ -251,7 +252,7 @@ def cmd_reap(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from tasks.names import validate_username
+    from tasks.core.names import validate_username
 
     validate_username(args.username)
     from flows.reaper import resume_workspace

@@ -1,6 +1,6 @@
 """SCIM 2.0 User <-> HR event: which HR event a SCIM request means, and its body.
 
-Identity providers speak SCIM; the onboarding flows speak the HR event (:mod:`tasks.hr`).
+Identity providers speak SCIM; the onboarding flows speak the HR event (:mod:`tasks.people.hr`).
 This module translates, on plain JSON (the SCIM wire form, as scim2-models dumps it):
 
 - the person's ``username`` and ``employee_id`` are fixed when the SCIM user is created
@@ -9,7 +9,7 @@ This module translates, on plain JSON (the SCIM wire form, as scim2-models dumps
 - ``active`` going false is a termination, going true a (re-)hire; any other change to
   what the HR event carries is an update; a change to nothing HR carries (a phone
   number) starts nothing;
-- the HR body is then validated by :func:`tasks.hr.parse_request`, the one validator, and
+- the HR body is then validated by :func:`tasks.people.hr.parse_request`, the one validator, and
   its error is reported against the SCIM attribute it came from.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from tasks.names import username_from_email
+from tasks.core.names import username_from_email
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 

@@ -4,7 +4,7 @@ the SCIM token must be at least :data:`MIN_SECRET_BYTES` bytes (as a 256-bit HMA
 
 from __future__ import annotations
 
-from tasks.settings import Settings
+from tasks.core.settings import Settings
 
 MIN_SECRET_BYTES = 32
 

@@ -1,0 +1,137 @@
+"""Open a workspace's restic repository from this machine, with the platform Secret's keys.
+
+The flow, the CLI and operators read the same Secret the Jobs read, so a password can
+never differ between the Job that wrote a snapshot and the code that checks or restores it.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from tasks.cluster import kube
+from tasks.core.errors import Conflict, PermanentError, TransientError
+from tasks.core.names import COMPONENT_LABEL, PART_OF, PART_OF_LABEL, USER_LABEL, validate_username
+from tasks.backup.restic import PARTIAL_TAG, Snapshot, repository, run_tag
+from tasks.backup.runner import Restic
+from tasks.backup.retention import KeepPolicy, plan_retention
+from tasks.core.settings import Settings, get_settings
+
+
+def backup_secret_data(settings: Settings | None = None) -> dict[str, str]:
+    s = settings or get_settings()
+    secret = kube.connect(s).get("Secret", s.namespace, s.backup_secret)
+    if secret is None:
+        raise PermanentError(f"Secret {s.namespace}/{s.backup_secret} does not exist")
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def open_repository(username: str, settings: Settings | None = None) -> Restic:
+    s = settings or get_settings()
+    username = validate_username(username)
+    return Restic.for_workspace(s, username, backup_secret_data(s))
+
+
+INIT_CLAIM_STALE_SECONDS = 120.0  # a claim this old whose repository still does not exist was abandoned
+INIT_WAIT_SECONDS = 30.0
+
+
+def init_claim(username: str, settings: Settings) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"vibecode-restic-init-{username}", "namespace": settings.namespace,
+                         "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: "backup", USER_LABEL: username}},
+            "data": {"repository": repository(settings, username)}}
+
+
+def ensure_repository(username: str, settings: Settings | None = None) -> bool:
+    """Open the workspace's repository, creating it first if there is none; True if created now.
+
+    On S3 two ``restic init`` running at once both succeed, each writing its own master
+    key and config, and the repository is left unreadable ("ciphertext verification
+    failed"): S3 has no create-if-absent. So only the run that wins an atomic Kubernetes
+    create (a ConfigMap per repository) may initialise; the others wait for the repository
+    to appear. A claim left by a run that died is deleted once it is stale."""
+    s = settings or get_settings()
+    restic = open_repository(username, s)
+    if restic.exists():
+        return False
+    client = kube.connect(s)
+    claim = init_claim(username, s)
+    try:
+        client.create(claim, exist_ok=False)
+    except Conflict:
+        deadline = time.monotonic() + INIT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if restic.exists():
+                return False
+            time.sleep(1.0)
+        existing = client.get("ConfigMap", s.namespace, claim["metadata"]["name"]) or {}
+        created = (existing.get("metadata") or {}).get("creationTimestamp", "")
+        try:
+            age = (datetime.now(timezone.utc) - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+        except ValueError:
+            age = INIT_CLAIM_STALE_SECONDS
+        if age >= INIT_CLAIM_STALE_SECONDS:
+            client.delete("ConfigMap", s.namespace, claim["metadata"]["name"])
+        raise TransientError(f"the repository of {username} is being initialised by another run") from None
+    try:
+        return restic.ensure_init()
+    except Exception:
+        client.delete("ConfigMap", s.namespace, claim["metadata"]["name"])  # let the next attempt init
+        raise
+
+
+def repository_usernames(settings: Settings | None = None) -> list[str]:
+    """Every workspace repository in the bucket (one top-level prefix each), including
+    those of people whose volumes are gone: what a password rotation must reach."""
+    import boto3
+
+    s = settings or get_settings()
+    data = backup_secret_data(s)
+    s3 = boto3.client("s3", endpoint_url=s.s3_endpoint, region_name=s.s3_region,
+                      aws_access_key_id=data["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=data["AWS_SECRET_ACCESS_KEY"])
+    found: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s.s3_bucket, Delimiter="/"):
+        found += [p["Prefix"].rstrip("/") for p in page.get("CommonPrefixes") or []]
+    return sorted(found)
+
+
+def list_snapshots(username: str, settings: Settings | None = None) -> list[Snapshot]:
+    """Oldest first; what ``vibecode restore --list`` shows."""
+    return open_repository(username, settings).snapshots()
+
+
+@dataclass
+class AfterBackup:
+    snapshot_id: str | None
+    forgotten: list[str]
+    retention_error: str | None = None
+
+
+def record_and_expire(restic: Restic, run_id: str, job_failed: bool, policy: KeepPolicy | None,
+                      now: datetime) -> AfterBackup:
+    """After a backup Job: find its snapshot, mark it partial if the Job failed, expire old ones.
+
+    One ``snapshots`` listing serves both steps. Nothing is expired on a night that saved
+    nothing: the set of snapshots did not change, so neither would the decision. A
+    permanent retention error is reported, not raised - the new snapshot is still good.
+    """
+    snaps = restic.snapshots()
+    mine = [x for x in snaps if run_tag(run_id) in x.tags]
+    if not mine:
+        return AfterBackup(None, [])
+    if job_failed:
+        restic.add_tag([x.id for x in mine], PARTIAL_TAG)
+        snaps = [replace(x, tags=(*x.tags, PARTIAL_TAG)) if x in mine else x for x in snaps]
+    if policy is None:  # a safety copy (pre-restore): expiring now could drop the snapshot being restored
+        return AfterBackup(mine[-1].id, [])
+    plan = plan_retention(snaps, policy, now)
+    try:
+        restic.forget(plan.forget, prune=True)
+    except PermanentError as exc:
+        return AfterBackup(mine[-1].id, [], str(exc))
+    return AfterBackup(mine[-1].id, plan.forget)

@@ -1,0 +1,164 @@
+"""Prefect steps of restores of workspace snapshots, and of restic password rotation.
+
+In place, a restore replaces the volume's contents with exactly the snapshot's (the
+Job's script, :func:`tasks.backup.restic.restore_script`). Nothing is deleted without a verified
+backup: first a pre-restore snapshot of the current contents is taken and checked
+(tagged ``pre-restore``; restorable by id, never chosen as "latest"), and the restore
+Job starts only after that. For the whole restore the workspace carries the restore
+guard (:mod:`tasks.backup.guard`), which provisioning and the reaper respect.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from prefect import task
+from pydantic import BaseModel
+
+from tasks.backup.steps import RETRY, await_run_job, record_expire_verify, run_backup_job
+from tasks.cluster import kube
+from tasks.backup.jobs import job_name, restore_job, restore_pvc, workspace_nodes
+from tasks.backup.repo import open_repository, repository_usernames
+from tasks.backup.status import Outcome
+from tasks.core.errors import PermanentError
+from tasks.core.names import RESTORING_ANNOTATION, USER_LABEL, is_username, selector, workspace_names
+from tasks.backup.restic import PRE_RESTORE_TAG, Snapshot, newest_good
+from tasks.backup.guard import guard_value, guarding_job
+from tasks.core.settings import get_settings
+from tasks.core.steps import KUBE_API, now as _now
+
+
+class RestoreResult(BaseModel):
+    username: str
+    snapshot_id: str
+    pvc: str
+    target: str
+    outcome: Outcome
+    reason: str = ""
+    pre_restore_snapshot: str | None = None  # in place: the verified copy of what was replaced
+
+
+@task(name="guard-restore", tags=[KUBE_API], **RETRY)
+def guard_restore(username: str, job: str, clear: bool = False) -> None:
+    """Set (or clear, if it is still ours) the restore guard on the Deployment and the volume."""
+    s = get_settings()
+    names = workspace_names(username)
+    client = kube.connect()
+    for kind, name in (("Deployment", names.deployment), ("PersistentVolumeClaim", names.workspace_pvc)):
+        obj = client.get(kind, s.namespace, name)
+        if obj is None:
+            continue
+        current = (obj["metadata"].get("annotations") or {}).get(RESTORING_ANNOTATION)
+        if clear:
+            if current and guarding_job(current) == job:
+                client.annotate(kind, s.namespace, name, {RESTORING_ANNOTATION: None})
+        elif current and guarding_job(current) != job:
+            raise PermanentError(f"{kind} {name} is already being restored ({RESTORING_ANNOTATION}={current})")
+        else:
+            client.annotate(kind, s.namespace, name, {RESTORING_ANNOTATION: guard_value(job, _now())})
+
+
+@task(name="check-restore-target", tags=[KUBE_API], **RETRY)
+def check_restore_target(username: str, target: str) -> dict | None:
+    """The workspace PVC (None if gone). In place only when nothing can be writing to it;
+    run after the guard is set, so nothing can start it afterwards."""
+    s = get_settings()
+    names = workspace_names(username)
+    client = kube.connect()
+    pvc = client.get("PersistentVolumeClaim", s.namespace, names.workspace_pvc)
+    if target == "in-place":
+        if pvc is None:
+            raise PermanentError(f"{names.workspace_pvc} does not exist; restore into a new volume")
+        dep = client.get("Deployment", s.namespace, names.deployment)
+        if dep is not None and (dep["spec"].get("replicas", 1) or 0) > 0:
+            raise PermanentError(f"refusing to overwrite running workspace {username}: scale it to zero first")
+        if workspace_nodes(client.list("Pod", s.namespace, selector(**{USER_LABEL: username}))):
+            raise PermanentError(f"refusing to overwrite workspace {username}: a pod still uses its volume")
+    return pvc
+
+
+@task(name="resolve-snapshot", **RETRY)
+def resolve_snapshot(username: str, snapshot: str) -> Snapshot:
+    """``latest`` is the newest good snapshot (not partial, not a pre-restore copy)."""
+    snaps = [x for x in open_repository(username).snapshots() if x.hostname == username]
+    if snapshot == "latest":
+        found = newest_good(snaps, username)
+    else:
+        found = next((x for x in snaps if x.id.startswith(snapshot)), None)
+    if found is None:
+        what = "good snapshot" if snapshot == "latest" else f"snapshot {snapshot!r}"
+        raise PermanentError(f"no {what} for {username}")
+    return found
+
+
+def pre_restore_backup(username: str, run_id: str) -> str:
+    """A verified snapshot of what the restore will replace; refuses (deleting nothing) otherwise."""
+    job = run_backup_job(username, run_id, None, kind="prerestore", tag=PRE_RESTORE_TAG, shared=False)
+    recorded = record_expire_verify(username, run_id, job_failed=not job.succeeded, expire=False)
+    if not job.succeeded or recorded.snapshot_id is None or recorded.verified is not True:
+        why = job.reason if not job.succeeded else recorded.check_detail or "no snapshot was saved"
+        raise PermanentError(f"refusing to replace {username}'s volume: the pre-restore backup is not "
+                             f"verified ({why}); nothing was changed")
+    return recorded.snapshot_id
+
+
+@task(name="start-restore-job", tags=[KUBE_API], **RETRY)
+def start_restore_job(username: str, run_id: str, pvc: dict | None, new_volume: bool, snapshot: Snapshot) -> str:
+    s = get_settings()
+    names = workspace_names(username)
+    client = kube.connect()
+    claim = names.workspace_pvc
+    if new_volume:
+        source = pvc or {"metadata": {"namespace": s.namespace},
+                         "spec": {"resources": {"requests": {"storage": s.workspace_size}},
+                                  **({"storageClassName": s.storage_class} if s.storage_class else {})}}
+        claim = client.create(restore_pvc(names, source, run_id))["metadata"]["name"]
+    client.create(restore_job(names, s, run_id, claim, snapshot.id, empty=snapshot.empty))
+    return claim
+
+
+@task(name="wait-for-job", **RETRY)
+def wait_for_job(name: str, run_id: str):
+    return await_run_job(name, run_id, shared=False)
+
+
+# -- restic password rotation ---------------------------------------------------------
+@task(name="add-restic-key", **RETRY)
+def add_new_key(username: str) -> str:
+    """Idempotent: a repository the new password already opens is left alone."""
+    s = get_settings()
+    old, new = s.restic_password.get_secret_value(), s.restic_new_password.get_secret_value()
+    repo = open_repository(username).with_password(old)
+    if repo.with_password(new).current_key() is not None:
+        return "new key present"
+    if repo.current_key() is None:
+        raise PermanentError(f"repository of {username} opens with neither the old nor the new password")
+    repo.add_key(new)
+    return "new key added"
+
+
+@task(name="remove-old-restic-key", **RETRY)
+def remove_old_key(username: str) -> str:
+    s = get_settings()
+    repo = open_repository(username)
+    old_key = repo.with_password(s.restic_password.get_secret_value()).current_key()
+    if old_key is None:
+        return "old key already removed"
+    new_repo = repo.with_password(s.restic_new_password.get_secret_value())
+    if new_repo.current_key() in (None, old_key):
+        raise PermanentError(f"refusing to remove the old key of {username}: the new password does not open it")
+    new_repo.remove_key(old_key)
+    return "old key removed"
+
+
+@task(name="list-backup-repositories", **RETRY)
+def list_repositories() -> list[str]:
+    """The usernames that have a repository in the bucket (what was ever backed up)."""
+    return [u for u in repository_usernames() if is_username(u)]
+
+
+@task(name="write-backup-secret-password", tags=[KUBE_API], **RETRY)
+def write_secret_password() -> None:
+    s = get_settings()
+    value = base64.b64encode(s.restic_new_password.get_secret_value().encode()).decode()
+    kube.connect().patch("Secret", s.namespace, s.backup_secret, {"data": {"RESTIC_PASSWORD": value}})

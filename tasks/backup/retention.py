@@ -1,0 +1,80 @@
+"""Which snapshots to keep: restic's keep rules plus the one rule restic lacks.
+
+The bucket walk mirrors restic's ``ApplyPolicy`` (k8up uses the same rules), so operators
+can reason with restic's documentation: newest first, a snapshot is kept by a rule when
+it opens a new day/ISO-week/month and that rule still has count left. Rules count
+*snapshots*, not calendar days, so nights without a snapshot do not age anything out.
+
+What restic cannot know is which snapshots are *good*: a partial snapshot (files that
+could not be read) still fills a daily slot. So the newest good snapshot is always kept,
+whatever the counts say - "never lose the last good copy" even when every recent night
+failed. Decided here, purely, so a simulated 90 nights is a fast unit test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from tasks.backup.restic import Snapshot
+
+
+@dataclass(frozen=True)
+class KeepPolicy:
+    daily: int = 7
+    weekly: int = 4
+    monthly: int = 6
+    timezone: str = "UTC"  # a "day" is a day where the people live, as for the 02:00 schedule
+    last: int = 0
+
+    @classmethod
+    def from_settings(cls, s) -> "KeepPolicy":
+        return cls(daily=s.keep_daily, weekly=s.keep_weekly, monthly=s.keep_monthly, timezone=s.backup_timezone,
+                   last=s.keep_last)
+
+
+@dataclass
+class RetentionPlan:
+    keep: dict[str, list[str]] = field(default_factory=dict)  # snapshot id -> reasons
+    forget: list[str] = field(default_factory=list)
+    newest_good: str | None = None
+
+
+def _buckets(t: datetime, snap: Snapshot):
+    iso = t.isocalendar()
+    return {"last": snap.id, "daily": (t.year, t.month, t.day), "weekly": (iso.year, iso.week),
+            "monthly": (t.year, t.month)}
+
+
+def plan_retention(snapshots: list[Snapshot], policy: KeepPolicy, now: datetime) -> RetentionPlan:
+    """Split ``snapshots`` into keep (with reasons) and forget.
+
+    Snapshots dated after ``now`` (a skewed clock somewhere) are kept and left out of the
+    counting, so they can neither be expired nor push real ones out.
+    """
+    tz = ZoneInfo(policy.timezone)
+    plan = RetentionPlan()
+    future = [s for s in snapshots if s.time > now]
+    for s in future:
+        plan.keep[s.id] = ["dated in the future"]
+    past = sorted((s for s in snapshots if s.time <= now), key=lambda s: s.time, reverse=True)
+
+    remaining = {"last": policy.last, "daily": policy.daily, "weekly": policy.weekly, "monthly": policy.monthly}
+    last: dict[str, object] = dict.fromkeys(remaining)
+    for snap in past:
+        reasons = []
+        for rule, bucket in _buckets(snap.time.astimezone(tz), snap).items():
+            if remaining[rule] > 0 and bucket != last[rule]:
+                last[rule] = bucket
+                remaining[rule] -= 1
+                reasons.append(f"{rule} snapshot")
+        if reasons:
+            plan.keep[snap.id] = reasons
+
+    newest_good = next((s for s in past if s.good), None)
+    if newest_good is not None:
+        plan.newest_good = newest_good.id
+        plan.keep.setdefault(newest_good.id, []).append("newest good snapshot")
+    plan.forget = [s.id for s in sorted(past, key=lambda s: s.time) if s.id not in plan.keep]
+    return plan

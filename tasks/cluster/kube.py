@@ -1,0 +1,347 @@
+"""The one module that talks to the Kubernetes API (like kopf's adapter layer).
+
+Everything above it sees plain ``dict`` manifests and the error classes of
+:mod:`tasks.core.errors`; nothing else imports ``kubernetes``. That keeps retries honest
+(``Conflict``/``TooManyRequests``/``ServerError`` are transient, the rest permanent) and
+makes the "409 on create / 404 on delete means already done" rule live in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from tasks.core.errors import Conflict, Forbidden, Invalid, NotFound, PermanentError, ServerError, TooManyRequests, VibecodeError, WatchExpired
+from tasks.core.settings import Settings, get_settings
+
+# kind -> (API group attribute, method suffix, namespaced)
+_KINDS: dict[str, tuple[str, str, bool]] = {
+    "Namespace": ("core", "namespace", False),
+    "Secret": ("core", "secret", True),
+    "ConfigMap": ("core", "config_map", True),
+    "Service": ("core", "service", True),
+    "ServiceAccount": ("core", "service_account", True),
+    "PersistentVolumeClaim": ("core", "persistent_volume_claim", True),
+    "Pod": ("core", "pod", True),
+    "Deployment": ("apps", "deployment", True),
+    "Job": ("batch", "job", True),
+    "Ingress": ("networking", "ingress", True),
+    "NetworkPolicy": ("networking", "network_policy", True),
+    "Node": ("core", "node", False),
+    "StatefulSet": ("apps", "stateful_set", True),
+    "CustomResourceDefinition": ("apiextensions", "custom_resource_definition", False),
+}
+
+# Kinds served by a CRD: kind -> (group, version, plural, namespaced). Reached through
+# CustomObjectsApi; listing one whose CRD is not installed raises NotFound.
+_CUSTOM_KINDS: dict[str, tuple[str, str, str, bool]] = {
+    "Certificate": ("cert-manager.io", "v1", "certificates", True),
+}
+
+
+def map_api_error(exc: BaseException, what: str) -> VibecodeError:
+    """Translate a client exception into our taxonomy. Pure, so it is unit-tested directly."""
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        reason = _reason(exc)
+        msg = f"{what}: HTTP {status} {reason}".rstrip()
+        if status == 404:
+            return NotFound(msg)
+        if status == 409:
+            return Conflict(msg)
+        if status in (401, 403):
+            return Forbidden(msg)
+        if status in (400, 422):
+            return Invalid(msg)
+        if status == 410:  # a watch or list continuation whose resourceVersion was compacted
+            return WatchExpired(msg)
+        if status == 429:
+            retry_after = None
+            headers = exc.headers or {}
+            try:
+                retry_after = float(headers.get("Retry-After", ""))
+            except ValueError:
+                pass
+            return TooManyRequests(msg, retry_after=retry_after)
+        if status >= 500 or status == 0:
+            return ServerError(msg)
+        return PermanentError(msg)
+    if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
+        return ServerError(f"{what}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, VibecodeError):
+        return exc
+    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _reason(exc: ApiException) -> str:
+    import json
+
+    try:
+        body = json.loads(exc.body or "{}")
+        return str(body.get("message") or exc.reason or "")
+    except (ValueError, TypeError):
+        return str(exc.reason or "")
+
+
+def watch_error(status: dict, what: str) -> VibecodeError:
+    """An ERROR event's Status -> our taxonomy: 410 (expired) and 5xx are transient."""
+    code = status.get("code") or 0
+    msg = f"{what}: HTTP {code} {status.get('message', 'watch error')}"
+    if code == 410 or status.get("reason") in ("Expired", "Gone"):
+        return WatchExpired(msg)
+    if code >= 500 or code == 429:
+        return ServerError(msg)
+    return PermanentError(msg)
+
+
+@contextmanager
+def api_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except VibecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+        raise map_api_error(exc, what) from exc
+
+
+class Kube:
+    """A connected client. Build it with :func:`connect`; share it across threads."""
+
+    def __init__(self, api_client: client.ApiClient):
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
+        self.apiextensions = client.ApiextensionsV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.version = client.VersionApi(api_client)
+
+    # -- plumbing -------------------------------------------------------------
+    def _method(self, verb: str, kind: str, subresource: str = ""):
+        if kind in _CUSTOM_KINDS:
+            return self._custom_method(verb, kind, subresource)
+        try:
+            group, suffix, namespaced = _KINDS[kind]
+        except KeyError:
+            raise PermanentError(f"kind {kind!r} is not handled by tasks.cluster.kube") from None
+        name = f"{verb}_namespaced_{suffix}" if namespaced else f"{verb}_{suffix}"
+        return getattr(getattr(self, group), name + subresource), namespaced
+
+    def _custom_method(self, verb: str, kind: str, subresource: str = ""):
+        """The CustomObjectsApi method with (group, version, [namespace,] plural) bound, so it
+        takes (name, namespace, body) in the same order as the typed clients' methods."""
+        group, version, plural, namespaced = _CUSTOM_KINDS[kind]
+        scope = "namespaced" if namespaced else "cluster"
+        method = getattr(self.custom, f"{verb}_{scope}_custom_object{subresource}")
+
+        def call(*args: Any, **kw: Any) -> Any:
+            name = args[0] if verb not in ("list", "create") else None
+            rest = list(args[1:] if name is not None else args)
+            ns = [rest.pop(0)] if namespaced else []
+            return method(group, version, *ns, plural, *([name] if name is not None else []), *rest, **kw)
+
+        return call, namespaced
+
+    def _call(self, verb: str, kind: str, namespace: str | None, *, what: str, name: str | None = None,
+              body: Any = None, subresource: str = "", **kw: Any) -> Any:
+        """Call ``<verb>[_namespaced]_<kind>``; the client's positional order is always
+        (name, namespace, body), each present only where the verb takes it."""
+        method, namespaced = self._method(verb, kind, subresource)
+        if namespaced and not namespace:
+            raise PermanentError(f"{what}: {kind} needs a namespace")
+        args = [a for a in (name, namespace if namespaced else None, body) if a is not None]
+        with api_errors(what):
+            result = method(*args, **kw)
+        return self.api_client.sanitize_for_serialization(result) if result is not None else None
+
+    # -- verbs ----------------------------------------------------------------
+    def server_version(self) -> str:
+        with api_errors("get server version"):
+            return self.version.get_code().git_version
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
+        """The object, or ``None`` when it does not exist."""
+        try:
+            return self._call("read", kind, namespace, name=name, what=f"get {kind} {namespace}/{name}")
+        except NotFound:
+            return None
+
+    def list(self, kind: str, namespace: str | None, selector: str | None = None, *, raw: bool = False) -> list[dict]:
+        """One LIST call with a label selector; callers act on the result instead of N GETs.
+
+        ``raw``: the items as the API server sent them (timestamps keep their ``Z``), without
+        building client models first, which costs seconds for a thousand objects."""
+        kw = {"label_selector": selector} if selector else {}
+        what = f"list {kind} in {namespace} ({selector})"
+        if not raw:
+            return self._call("list", kind, namespace, what=what, **kw).get("items", [])
+        method, namespaced = self._method("list", kind)
+        if namespaced and not namespace:
+            raise PermanentError(f"{what}: {kind} needs a namespace")
+        with api_errors(what):
+            return json.loads(method(*([namespace] if namespaced else []), _preload_content=False, **kw).data
+                              ).get("items", [])
+
+    def list_all(self, kind: str, selector: str | None = None) -> list[dict]:
+        """One LIST across every namespace (or of a cluster-scoped kind)."""
+        kw = {"label_selector": selector} if selector else {}
+        what = f"list {kind} in all namespaces ({selector})"
+        if kind in _CUSTOM_KINDS:
+            group, version, plural, _ = _CUSTOM_KINDS[kind]
+            with api_errors(what):
+                return self.custom.list_cluster_custom_object(group, version, plural, **kw).get("items", [])
+        group, suffix, namespaced = _KINDS[kind]
+        method = getattr(getattr(self, group), f"list_{suffix}_for_all_namespaces" if namespaced else f"list_{suffix}")
+        with api_errors(what):  # the JSON as sent: building client models for 1,000 objects costs seconds
+            return json.loads(method(_preload_content=False, **kw).data).get("items", [])
+
+    def ping(self) -> float:
+        """Seconds for one cheap round trip (GET /version): the API server's latency."""
+        import time
+
+        started = time.perf_counter()
+        self.server_version()
+        return time.perf_counter() - started
+
+    def list_json(self, kind: str, namespace: str | None, selector: str | None = None) -> list[dict]:
+        """:meth:`list`, with the items as the API server sent them: the client's model round trip
+        costs milliseconds per object, seconds for a thousand Deployments. Times stay RFC 3339
+        strings, as in the API."""
+        import json
+
+        method, namespaced = self._method("list", kind)
+        args = [namespace] if namespaced else []
+        kw = {"label_selector": selector} if selector else {}
+        with api_errors(f"list {kind} in {namespace} ({selector})"):
+            resp = method(*args, _preload_content=False, **kw)
+            return json.loads(resp.data).get("items") or []
+
+    def list_watch(self, kind: str, namespace: str | None, selector: str | None = None,
+                   timeout_seconds: int = 10, resource_version: str | None = None) -> Iterator[tuple[str, Any]]:
+        """An informer's core: one LIST, then a WATCH from its resourceVersion.
+
+        Yields ``("SYNC", items)`` first, then ``(ADDED|MODIFIED|DELETED, object)`` until the
+        server ends the watch after ``timeout_seconds``; callers loop to resume. Waiting on
+        events instead of polling notices a finished Job at once and costs one request.
+        With ``resource_version`` there is no LIST: the watch resumes from there.
+
+        A watch that expired (410 Gone: its version was compacted) raises :class:`WatchExpired`,
+        a broken one :class:`ServerError`; both are transient, and the caller re-lists.
+        """
+        from kubernetes import watch
+
+        method, namespaced = self._method("list", kind)
+        args = [namespace] if namespaced else []
+        kw = {"label_selector": selector} if selector else {}
+        what = f"watch {kind} in {namespace} ({selector})"
+        if resource_version is None:
+            with api_errors(what):
+                listed = self.api_client.sanitize_for_serialization(method(*args, **kw))
+            yield "SYNC", listed.get("items", [])
+            resource_version = listed["metadata"]["resourceVersion"]
+        # The raw event stream, not kubernetes.watch.Watch: that helper ends the stream
+        # silently on a 410 Gone when a timeout is set, which would hide an expired watch.
+        with api_errors(what):
+            resp = method(*args, watch=True, resource_version=resource_version, timeout_seconds=timeout_seconds,
+                          _preload_content=False, **kw)
+        try:
+            lines = watch.watch.iter_resp_lines(resp)
+            while True:
+                with api_errors(what):
+                    line = next(lines, None)
+                if line is None:
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    raise watch_error(event.get("object") or {}, what)
+                yield event["type"], event["object"]
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def create(self, manifest: dict, exist_ok: bool = True) -> dict:
+        """Create; with ``exist_ok`` a 409 returns the existing object (idempotent create)."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        ns, name = meta.get("namespace"), meta.get("name")
+        try:
+            return self._call("create", kind, ns, body=manifest, what=f"create {kind} {ns}/{name}")
+        except Conflict:
+            if not exist_ok:
+                raise
+            existing = self.get(kind, ns, name)
+            if existing is None:  # deleted between our create and read: let the caller retry
+                raise
+            return existing
+
+    def replace(self, manifest: dict) -> dict:
+        """Replace guarded by ``metadata.resourceVersion``: a moved version raises ``Conflict``."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        ns, name = meta.get("namespace"), meta["name"]
+        return self._call("replace", kind, ns, name=name, body=manifest, what=f"replace {kind} {ns}/{name}")
+
+    def patch(self, kind: str, namespace: str | None, name: str, patch: dict) -> dict:
+        """Strategic-merge patch (JSON merge for dict-only changes such as annotations)."""
+        return self._call("patch", kind, namespace, name=name, body=patch, what=f"patch {kind} {namespace}/{name}")
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict) -> dict:
+        """Write the status subresource: what a controller or kubelet does (tests play them)."""
+        return self._call("patch", kind, namespace, name=name, body={"status": status}, subresource="_status",
+                          what=f"patch status {kind} {namespace}/{name}")
+
+    def delete(self, kind: str, namespace: str | None, name: str, propagation: str = "Background") -> bool:
+        """Delete; returns ``False`` if it was already gone (idempotent delete)."""
+        try:
+            self._call("delete", kind, namespace, name=name, what=f"delete {kind} {namespace}/{name}",
+                       propagation_policy=propagation)
+            return True
+        except NotFound:
+            return False
+
+    def annotate(self, kind: str, namespace: str, name: str, annotations: dict[str, str | None]) -> dict:
+        """Set (or with ``None`` remove) annotations without touching anything else."""
+        return self.patch(kind, namespace, name, {"metadata": {"annotations": annotations}})
+
+    def scale(self, namespace: str, deployment: str, replicas: int) -> dict:
+        return self.patch("Deployment", namespace, deployment, {"spec": {"replicas": replicas}})
+
+
+_lock = threading.Lock()
+_cache: dict[tuple, Kube] = {}
+
+
+def connect(settings: Settings | None = None) -> Kube:
+    """In-cluster config first (flows running as a Pod), then kubeconfig/context from settings."""
+    s = settings or get_settings()
+    key = (str(s.kubeconfig or ""), s.kube_context or "", s.kube_concurrency)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+        cfg = client.Configuration()
+        try:
+            if s.kubeconfig:
+                raise ConfigException("explicit kubeconfig wins")
+            config.load_incluster_config(client_configuration=cfg)
+        except ConfigException:
+            with api_errors("load kubeconfig"):
+                config.load_kube_config(config_file=str(s.kubeconfig) if s.kubeconfig else None,
+                                        context=s.kube_context, client_configuration=cfg)
+        cfg.connection_pool_maxsize = max(4, s.kube_concurrency)
+        kube = Kube(client.ApiClient(cfg))
+        _cache[key] = kube
+        return kube
+
+
+def reset_connections() -> None:
+    """Forget cached clients (tests switch API servers; settings may change)."""
+    with _lock:
+        _cache.clear()

@@ -1,0 +1,115 @@
+"""Prefect steps of the platform health check: the probes, the listing, the sinks.
+
+One LIST per kind (never a GET per workspace) and one probe per endpoint feed the pure
+checks of :mod:`tasks.health.checks.checks`; the sinks of :mod:`tasks.health.checks.sinks` publish the result.
+A critical check fails the run (so a Prefect automation can page); a warning does not. A
+sink that is down is named in the result and never hides the checks.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from prefect import task
+
+from tasks.cluster import kube
+from tasks.core.errors import NotFound, PermanentError
+from tasks.health.checks import HealthReport, Observed, Status, evaluate, parse_users, redact
+from tasks.health.probes import probe_bucket, probe_http
+from tasks.health.sinks import push_prometheus, send_datadog
+from tasks.people.identity.filedb import USERS_KEY
+from tasks.people.ledger import SELECTOR as LEDGER_SELECTOR
+from tasks.core.names import WORKSPACE_PVC_SELECTOR
+from tasks.core.settings import get_settings
+from tasks.core.steps import KUBE_API, transient_retries
+
+RETRY = transient_retries(2, backoff_factor=1)  # a run every 5 minutes: retry briefly, never pile up
+
+
+class PlatformUnhealthy(PermanentError):
+    """At least one check is critical. Carries the report so the CLI can still print it."""
+
+    def __init__(self, report: HealthReport):
+        self.report = report
+        crit = [c.name for c in report.checks if c.status is Status.CRITICAL]
+        super().__init__(f"{len(crit)} critical checks: {', '.join(crit)}")
+
+    def __reduce__(self):  # Prefect may persist the exception; keep the report with it
+        return type(self), (self.report,)
+
+
+@task(name="probe-api", tags=[KUBE_API], **RETRY)
+def probe_api() -> float:
+    return kube.connect().ping()
+
+
+@task(name="list-cluster-objects", tags=[KUBE_API], **RETRY)
+def list_cluster_objects() -> dict:
+    """One LIST per kind; Deployments and StatefulSets across namespaces, because the
+    platform components live in several and the workspaces are among them."""
+    s = get_settings()
+    client = kube.connect()
+    try:
+        certificates = client.list_all("Certificate")
+    except NotFound:  # the cert-manager CRD is not installed
+        certificates = None
+    users, users_database = None, None
+    if s.authelia_backend == "file":  # parsed here: password hashes never leave this task
+        secret = client.get("Secret", s.platform_namespace, s.authelia_users_secret)
+        raw = ((secret or {}).get("data") or {}).get(USERS_KEY)
+        text = base64.b64decode(raw).decode("utf-8", "replace") if raw else None
+        users, users_database = parse_users(text, f"Secret {s.platform_namespace}/{s.authelia_users_secret} "
+                                                  + ("not found" if secret is None else f"has no {USERS_KEY}"))
+        users = redact(users)
+    return dict(nodes=client.list_all("Node"), deployments=client.list_all("Deployment"),
+                statefulsets=client.list_all("StatefulSet"),
+                pvcs=client.list("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR, raw=True),
+                ledger=client.list("ConfigMap", s.platform_namespace, LEDGER_SELECTOR, raw=True),
+                certificates=certificates, users=users, users_database=users_database)
+
+
+@task(name="probe-authelia", **RETRY)
+def probe_authelia() -> tuple[int | None, str, float, str]:
+    s = get_settings()
+    return probe_http(s.authelia_health_url, s.health_timeout_seconds)
+
+
+@task(name="probe-bucket", **RETRY)
+def probe_backup_bucket() -> tuple[float | None, str]:
+    return probe_bucket(get_settings())
+
+
+@task(name="push-pushgateway", **RETRY)
+def to_pushgateway(report: HealthReport) -> str:
+    s = get_settings()
+    n = push_prometheus(report, s.pushgateway_url, s.metrics_env, s.metrics_cluster, s.health_timeout_seconds)
+    return f"ok ({n} series)"
+
+
+def _datadog_key() -> str | None:
+    """From settings, else from the named Prefect Secret block; never a parameter."""
+    s = get_settings()
+    if s.datadog_api_key is not None:
+        return s.datadog_api_key.get_secret_value()
+    if s.datadog_api_key_block:
+        from prefect.blocks.system import Secret
+
+        return str(Secret.load(s.datadog_api_key_block).get())
+    return None
+
+
+@task(name="send-datadog", **RETRY)
+def to_datadog(report: HealthReport) -> str:
+    s = get_settings()
+    key = _datadog_key()
+    n = send_datadog(report, key, s.datadog_site, s.datadog_host, s.metrics_env, s.metrics_cluster,
+                     s.health_timeout_seconds)
+    return f"ok ({n} series)"
+
+
+def outcome(future) -> tuple[object, str]:
+    """(result, "") or (None, the error): a probe that failed is a finding, not a crash."""
+    try:
+        return future.result(), ""
+    except Exception as exc:  # noqa: BLE001 - becomes the check's message
+        return None, str(exc) or type(exc).__name__

@@ -1,0 +1,211 @@
+"""Prefect steps on one person: their ledger record, identity and welcome mail, and the
+judgement and deletion of a leaver's workspace. Onboarding and offboarding both compose
+these. The decisions are pure (:mod:`tasks.people.record`, :mod:`tasks.people.deletion`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from prefect import task
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from tasks.cluster import helm
+from tasks.cluster.jobs import job_state
+from tasks.cluster.kube import connect
+from tasks.core import mail
+from tasks.core.errors import BackupRequired, InvalidInput, PermanentError, TransientError
+from tasks.core.names import workspace_names
+from tasks.core.settings import get_settings
+from tasks.core.steps import HELM, KUBE_API, USERS_DB, now as _now, transient_retries
+from tasks.people.deletion import Decision, deletion_decision
+from tasks.people.hr import HRRequest, effective_groups
+from tasks.people.identity import UserSpec, get_backend
+from tasks.people.ledger import Ledger
+from tasks.people.record import (
+    Admission,
+    EventKind,
+    Record,
+    State,
+    admit,
+    claim_welcome,
+    finish_event,
+    release_welcome,
+    welcome_sent,
+)
+from tasks.people.welcome import welcome_message
+
+RETRY = transient_retries(4, backoff_factor=1)
+
+
+class EventResult(BaseModel):
+    """What an HR event did to one person (each process adds its own steps)."""
+
+    username: str
+    event_id: str
+    identity: str
+    workspace: str
+    ignored: str = ""  # why a stale event changed nothing
+
+
+class OnboardResult(EventResult):
+    replay: bool
+    url: str
+    email: str
+
+
+class OffboardResult(EventResult):
+    backup: str
+    deletion: str
+
+
+# -- the ledger ---------------------------------------------------------------------
+@task(name="claim-username", tags=[KUBE_API], **RETRY)
+def claim_username(request: HRRequest) -> Record:
+    """The username is fixed at the first hire (atomically per employee id): later events,
+    and a concurrent hire under another username, find it by employee id."""
+    ledger = Ledger()
+    emp = request.employee
+    existing = ledger.by_employee(emp.employee_id)
+    if existing is not None:
+        return existing
+    if request.type == "employee.updated":
+        raise PermanentError(f"employee {emp.employee_id} was never onboarded; replay after the hire")
+    return ledger.claim(request.username, emp.employee_id)
+
+
+@task(name="find-person", tags=[KUBE_API], **RETRY)
+def find_person(employee_id: str) -> Record:
+    """The ledger record this employee id owns; refused (nothing changed) when it owns none."""
+    rec = Ledger().by_employee(employee_id)
+    if rec is None:
+        raise InvalidInput("employee.employee_id", f"{employee_id!r} owns no onboarded username; "
+                                                   "nothing was disabled or changed")
+    return rec
+
+
+@task(name="admit-event", tags=[KUBE_API], **RETRY)
+def admit_event(username: str, kind: EventKind, event_id: str, occurred_at: datetime, now: datetime) -> Admission:
+    """Judge the event against the newest applied ones and, if it is not stale, record its
+    effect on the employment, in one compare-and-swap (a stale event is recorded only)."""
+    verdict: list[Admission] = []
+
+    def change(r: Record) -> Record:
+        verdict[:] = [admit(r, kind, event_id, occurred_at, now)]
+        return verdict[0].record
+
+    rec = Ledger().update(username, change)
+    return Admission(rec, verdict[0].ignored)
+
+
+@task(name="list-leavers", tags=[KUBE_API], **RETRY)
+def list_leavers() -> list[Record]:
+    """Everyone terminated and not yet purged (one LIST of the ledger)."""
+    return Ledger().all(state=State.TERMINATED)
+
+
+@task(name="record-event", tags=[KUBE_API], **RETRY)
+def record_event(username: str, event_id: str, state: State | None = None) -> Record:
+    """Last step: only a run that did everything marks its event done."""
+    return Ledger().update(username, lambda r: finish_event(r, event_id, state))
+
+
+def note_failure(username: str, exc: BaseException) -> None:
+    """Leave the failure on the record, so a half-done person is noticed (best effort)."""
+    try:
+        Ledger().update(username, lambda r: replace(r, last_error=f"{type(exc).__name__}: {str(exc)[:300]}"))
+    except Exception:  # noqa: BLE001 - the original failure is what matters
+        pass
+
+
+@task(name="mark-restored", tags=[KUBE_API], **RETRY)
+def mark_restored(username: str) -> None:
+    """A re-hire's work is back: the purge no longer stands between them and their data."""
+    Ledger().update(username, lambda r: replace(r, purged_at=None))
+
+
+# -- identity and welcome -------------------------------------------------------------
+def user_spec(request: HRRequest, username: str) -> UserSpec:
+    emp = request.employee
+    return UserSpec(username=username, email=emp.email, given_name=emp.given_name, family_name=emp.family_name,
+                    groups=tuple(effective_groups(emp, get_settings())), employee_id=emp.employee_id)
+
+
+@task(name="ensure-identity", tags=[USERS_DB], **RETRY)
+def ensure_identity(spec: UserSpec) -> str:
+    return get_backend().upsert(spec)
+
+
+@task(name="disable-identity", tags=[USERS_DB], **RETRY)
+def disable_identity(username: str) -> str:
+    return get_backend().disable(username)
+
+
+@task(name="send-welcome-email", **RETRY)
+def send_welcome(request: HRRequest, username: str, url: str, returning: bool) -> str:
+    """At most one email per employment: claim in the ledger, send, mark sent
+    (:func:`tasks.people.record.claim_welcome` says who may send)."""
+    ledger = Ledger()
+    run = str(flow_run.id)
+    step: list[str] = []
+
+    def claim(r: Record) -> Record:
+        new, verdict = claim_welcome(r, run, _now())
+        step[:] = [verdict]
+        return new
+
+    ledger.update(username, claim)
+    if step[0] == "already sent":
+        return "already sent"
+    if step[0] == "busy":
+        raise TransientError("another run is sending the welcome email")
+    emp = request.employee
+    msg = welcome_message(to_email=emp.email, given_name=emp.given_name, family_name=emp.family_name,
+                          username=username, workspace_url=url, returning=returning,
+                          message_key=f"welcome.{emp.employee_id}.{request.event_id}",
+                          settings=get_settings())
+    try:
+        mail.send(msg)
+    except Exception:
+        ledger.update(username, lambda r: release_welcome(r, run))
+        raise
+    ledger.update(username, lambda r: welcome_sent(r, _now()))
+    return f"sent to {emp.email}"
+
+
+# -- a leaver's workspace -------------------------------------------------------------
+def _pvcs(username: str) -> list[dict]:
+    s = get_settings()
+    return connect(s).list("PersistentVolumeClaim", s.namespace, workspace_names(username).selector)
+
+
+@task(name="judge-deletion", tags=[KUBE_API], **RETRY)
+def judge_deletion(username: str, now: datetime) -> Decision:
+    s = get_settings()
+    rec = Ledger().get(username)
+    terminated = rec.terminated_at if rec and rec.state is State.TERMINATED else None
+    return deletion_decision(terminated, _pvcs(username), now, s.offboard_retention_days)
+
+
+@task(name="delete-workspace", tags=[KUBE_API, HELM], **RETRY)
+def delete_workspace(username: str, now: datetime) -> str:
+    """Release first, then the kept PVCs; re-judged here so nothing is deleted on a stale verdict."""
+    decision = judge_deletion.fn(username, now)
+    if decision.action != "delete":
+        raise BackupRequired(f"{username}: deletion refused: {decision.reason}")
+    s = get_settings()
+    names = workspace_names(username)
+    kube = connect(s)
+    uninstalled = helm.uninstall(names.release, s.namespace, s)
+    # Finished Jobs (the final backup among them) keep pods that name the claims, and the PVC
+    # protection controller holds a claim while any pod names it; a Job's TTL clean-up is not
+    # there on every cluster (alpha before 1.21). A running Job is left to finish.
+    for job in kube.list("Job", s.namespace, names.selector):
+        if job_state(job)[0] != "running":
+            kube.delete("Job", s.namespace, job["metadata"]["name"])
+    deleted = [p["metadata"]["name"] for p in _pvcs(username)
+               if kube.delete("PersistentVolumeClaim", s.namespace, p["metadata"]["name"])]
+    Ledger().update(username, lambda r: replace(r, state=State.PURGED, purged_at=now))
+    return f"release {'uninstalled' if uninstalled else 'absent'}; PVCs deleted: {', '.join(deleted) or 'none'}"

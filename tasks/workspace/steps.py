@@ -1,0 +1,97 @@
+"""Prefect steps on one person's workspace: its namespace, the restore guard, the helm
+release, waiting until it serves, scaling. Each converges, so a rerun changes nothing.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from pydantic import BaseModel
+
+from tasks.backup.guard import guard_holds, guarding_job
+from tasks.cluster import helm, kube
+from tasks.cluster.jobs import job_state
+from tasks.cluster.rollout import await_available
+from tasks.core.errors import PermanentError
+from tasks.core.names import RESTORING_ANNOTATION, workspace_names
+from tasks.core.settings import get_settings
+from tasks.core.steps import HELM, KUBE_API, now, transient_retries
+from tasks.workspace.values import workspace_values
+
+RETRY = transient_retries(4)
+
+
+class ProvisionResult(BaseModel):
+    username: str
+    url: str
+    release: str
+    revision: int
+    changed: bool
+    ready: str
+
+
+@task(name="ensure-namespace", tags=[KUBE_API], **RETRY)
+def ensure_namespace(name: str) -> None:
+    kube.connect().create({"apiVersion": "v1", "kind": "Namespace",
+                           "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "vibecode"}}})
+
+
+@task(name="check-restore-guard", tags=[KUBE_API], **RETRY)
+def check_restore_guard(username: str) -> str:
+    """Refuse to start a workspace whose volume a restore is writing; clear a guard that lapsed
+    (its restore Job finished or is gone). See :mod:`tasks.backup.guard`."""
+    s = get_settings()
+    names = workspace_names(username)
+    client = kube.connect()
+    notes = []
+    for kind, name in (("Deployment", names.deployment), ("PersistentVolumeClaim", names.workspace_pvc)):
+        obj = client.get(kind, s.namespace, name)
+        value = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(RESTORING_ANNOTATION)
+        if not value:
+            continue
+        job = client.get("Job", s.namespace, guarding_job(value))
+        holds, why = guard_holds(value, job, job_state(job)[0] if job else None, now(),
+                                 setup_seconds=2 * s.backup_timeout_seconds + 120)
+        if holds:
+            raise PermanentError(f"workspace {username} is being restored ({why}; {kind} {name} has "
+                                 f"{RESTORING_ANNOTATION}); it can start when the restore has finished")
+        client.annotate(kind, s.namespace, name, {RESTORING_ANNOTATION: None})
+        notes.append(f"cleared a lapsed restore guard on {kind} {name}: {why}")
+    return "; ".join(notes) or "no restore in progress"
+
+
+@task(name="install-workspace-release", tags=[KUBE_API, HELM], **RETRY)
+def install_release(username: str, replicas: int) -> helm.ReleaseResult:
+    s = get_settings()
+    names = workspace_names(username)
+    return helm.install_or_upgrade(names.release, s.workspace_chart,
+                                   workspace_values(names, s, replicas), s.namespace, s)
+
+
+@task(name="wait-workspace-available", **RETRY)
+def wait_available(username: str) -> str:
+    """Wait on a watch until the Deployment is available; bounded by settings.ready_timeout_seconds.
+
+    Untagged: a wait must not hold a ``kube-api`` slot (a watch is one cheap request; holding
+    a slot for minutes would starve every other run's API calls under the limit).
+
+    A timeout is transient (the node may still be pulling the image), so the task's
+    retries extend the wait a bounded number of times; a failed rollout is permanent.
+    """
+    s = get_settings()
+    names = workspace_names(username)
+    return await_available(kube.connect(), s.namespace, names.deployment, names.selector,
+                           s.ready_timeout_seconds, s.ready_poll_seconds)
+
+
+@task(name="scale-workspace", tags=[KUBE_API], **RETRY)
+def scale_workspace(username: str, replicas: int) -> str:
+    s = get_settings()
+    client = kube.connect(s)
+    name = workspace_names(username).deployment
+    dep = client.get("Deployment", s.namespace, name)
+    if dep is None:
+        return "absent"
+    if dep["spec"].get("replicas") == replicas:
+        return f"already at {replicas}"
+    client.scale(s.namespace, name, replicas)
+    return f"scaled to {replicas}"

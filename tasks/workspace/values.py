@@ -1,0 +1,29 @@
+"""Values for ``charts/vibecode-workspace``, built from names and settings (pure).
+
+The chart's values.schema.json is the contract: it refuses unknown keys, so a builder
+that drifts from the chart fails at install, not at runtime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.core.names import WorkspaceNames
+from tasks.core.settings import Settings
+
+
+def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 1) -> dict[str, Any]:
+    """Values for ``charts/vibecode-workspace``; the chart's values.schema.json is the contract."""
+    repository, _, tag = settings.workspace_image.rpartition(":")
+    return {
+        "username": names.username,
+        "domain": settings.domain,
+        "replicas": replicas,
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "persistence": {
+            "storageClass": settings.storage_class or "",
+            "workspace": {"size": settings.workspace_size},
+            "extensions": {"size": settings.extensions_size},
+        },
+        "authelia": {"verifyUrl": settings.authelia_verify_url, "signinUrl": settings.authelia_url},
+    }
