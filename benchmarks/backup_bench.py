@@ -112,7 +112,7 @@ def direct_nightly(username: str, volume: Path, run_id: str, scratch: Path) -> N
     timed_backup(username, volume, run_id, scratch)
     after = record_and_expire(restic, run_id, False, KeepPolicy.from_settings(s), datetime.now(timezone.utc))
     assert after.snapshot_id
-    ok, detail = restic.check(s.verify_read_data_percent)
+    ok, detail = restic.check(s.backup.verify_read_data_percent)
     assert ok, detail
 
 
@@ -132,7 +132,7 @@ def overhead(endpoint: str, scratch: Path, n: int, ws_mib: int, poll: str | None
         make_tree(d)
         write_random(d / "data.bin", ws_mib << 20)
         volumes[u] = d
-    concurrency = get_settings().backup_concurrency
+    concurrency = get_settings().backup.concurrency
 
     # Both sides run with the API server and the Prefect server up, so the comparison is of
     # the orchestration itself, not of whether those processes share the 2 cores at all.
@@ -172,8 +172,8 @@ def overhead(endpoint: str, scratch: Path, n: int, ws_mib: int, poll: str | None
     finally:
         env.stop()
     return {"workspaces": n, "workspace_mib": ws_mib, "concurrency": concurrency,
-            "poll_seconds": get_settings().backup_poll_seconds,
-            "verify_read_data_percent": get_settings().verify_read_data_percent,
+            "poll_seconds": get_settings().backup.poll_seconds,
+            "verify_read_data_percent": get_settings().backup.verify_read_data_percent,
             "direct_seconds": round(direct, 2), "flow_seconds": round(flow, 2),
             "flow_over_direct": round(flow / direct, 4), "target": 1.15, "ok": flow <= 1.15 * direct,
             "peak_concurrent_jobs": kubelet.peak}
@@ -184,7 +184,7 @@ def main() -> None:
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--workspaces", type=int, default=20)
     ap.add_argument("--ws-mib", type=int, default=40)
-    ap.add_argument("--poll-seconds", default=None, help="override settings.backup_poll_seconds (default 5)")
+    ap.add_argument("--poll-seconds", default=None, help="override settings.backup.poll_seconds (default 5)")
     ap.add_argument("--skip", choices=["incremental", "overhead"])
     args = ap.parse_args()
     server = S3Process()

@@ -162,8 +162,8 @@ def main() -> None:
         print(f"created {len(users)} Deployments in {time.monotonic() - t0:.1f}s", file=sys.stderr)
 
         results: dict = {"workspaces": args.workspaces, "probe_latency_ms": args.latency_ms,
-                         "probe_concurrency": s.reap_probe_concurrency,
-                         "floor_seconds": round(args.workspaces / s.reap_probe_concurrency * args.latency_ms / 1000,
+                         "probe_concurrency": s.reaper.probe_concurrency,
+                         "floor_seconds": round(args.workspaces / s.reaper.probe_concurrency * args.latency_ms / 1000,
                                                 2)}
         # 1. The reaper's own work, as the flow does it (task bodies, no Prefect bookkeeping).
         work = []

@@ -52,7 +52,7 @@ def backup_workspaces(usernames: list[Username] | None = None) -> BackupReport:
         targets.append((user, pvc, nodes.get(user), run_id))
 
     try:
-        for (user, pvc, *_), future in bounded(backup_workspace.submit, targets, s.backup_concurrency):
+        for (user, pvc, *_), future in bounded(backup_workspace.submit, targets, s.backup.concurrency):
             try:
                 results.append(future.result())
             except Exception as exc:  # noqa: BLE001 - a crashed task is this workspace's failure
@@ -67,9 +67,9 @@ def backup_workspaces(usernames: list[Username] | None = None) -> BackupReport:
         log = logger.info if r.outcome is Outcome.COMPLETED else logger.warning
         log("backup %s: %s %s", r.username, r.outcome.value, r.reason)
     table_artifact("workspace-backups", report.table(), f"Backup run {run_id}: {report.outcome.value}")
-    if report.outcome is not Outcome.COMPLETED and s.ops_email:
+    if report.outcome is not Outcome.COMPLETED and s.mail.ops_email:
         try:
             notify_backup_failure(report)
         except Exception as exc:  # noqa: BLE001 - the report stands; the missed notice is logged
-            logger.error("could not send the backup failure notice to %s: %s", s.ops_email, exc)
+            logger.error("could not send the backup failure notice to %s: %s", s.mail.ops_email, exc)
     return report

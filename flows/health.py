@@ -47,12 +47,12 @@ def check_platform_health() -> HealthReport:
     bucket_latency, bucket_error = probed or (None, crash)
     obs = Observed(api_latency=latency, api_error=api_error, **(listed or {}), authelia_status=status,
                    authelia_body=body, authelia_latency=seconds, authelia_error=http_error,
-                   bucket=s.s3_bucket, bucket_latency=bucket_latency, bucket_error=bucket_error)
-    checks, gauges = evaluate(obs, _now(), s.namespace, s.health_components, s.health_slow_seconds)
+                   bucket=s.backup.s3_bucket, bucket_latency=bucket_latency, bucket_error=bucket_error)
+    checks, gauges = evaluate(obs, _now(), s.namespace, s.health.components, s.health.slow_seconds)
     report = HealthReport(started=started, finished=_now(), checks=checks, gauges=gauges)
 
-    sinks = {"pushgateway": (to_pushgateway, bool(s.pushgateway_url)),
-             "datadog": (to_datadog, s.datadog_api_key is not None or bool(s.datadog_api_key_block))}
+    sinks = {"pushgateway": (to_pushgateway, bool(s.health.pushgateway_url)),
+             "datadog": (to_datadog, s.health.datadog_api_key is not None or bool(s.health.datadog_api_key_block))}
     # quote(): Prefect would otherwise walk every gauge looking for futures to resolve
     futures = {name: sink.submit(quote(report)) for name, (sink, configured) in sinks.items() if configured}
     for name, (_, configured) in sinks.items():

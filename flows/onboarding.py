@@ -102,7 +102,7 @@ def onboard_user(request: HRRequest) -> OnboardResult:
             ws = provision_workspace(username)
             rows["workspace"] = f"{ws.release} revision {ws.revision} ({'changed' if ws.changed else 'unchanged'})"
             rows["email"] = send_welcome(request, username, url, returning)
-            if s.totp_preprovision:
+            if s.identity.totp_preprovision:
                 rows["totp"] = preprovision_totp(username)
         record_event(username, request.event_id, State.ACTIVE if request.type == "employee.hired" else None)
     except BaseException as exc:

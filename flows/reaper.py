@@ -48,7 +48,7 @@ def reap_idle_workspaces(dry_run: bool = False, now: datetime | None = None) -> 
     running = [w for w in workspaces if w.replicas and not w.busy]
     probes = probe_workspaces({w.username: probe_url(s, w.username) for w in running}) if running else {}
     # The owners' groups choose the policy and their addresses receive warnings: read only when needed.
-    owners = read_owners() if workspaces and (s.reap_group_policies or (running and not dry_run)) else {}
+    owners = read_owners() if workspaces and (s.reaper.group_policies or (running and not dry_run)) else {}
     decisions = {w.username: decide(w, probes.get(w.username), now,
                                     policy_for(s, None if owners is None else
                                                owners.get(w.username, ("", ()))[1]))

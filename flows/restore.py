@@ -76,11 +76,11 @@ def rotate_restic_password() -> dict[str, str]:
     old keys. A rerun converges. Afterwards set ``restic_password`` to the new value and
     unset ``restic_new_password``."""
     s = get_settings()
-    if s.restic_new_password is None or not s.restic_new_password.get_secret_value():
+    if s.backup.restic_new_password is None or not s.backup.restic_new_password.get_secret_value():
         raise InvalidInput("restic_new_password", "is not set (environment VIBECODE_RESTIC_NEW_PASSWORD)")
-    if s.restic_password is None:
+    if s.backup.restic_password is None:
         raise InvalidInput("restic_password", "is not set (environment VIBECODE_RESTIC_PASSWORD)")
-    if s.restic_new_password.get_secret_value() == s.restic_password.get_secret_value():
+    if s.backup.restic_new_password.get_secret_value() == s.backup.restic_password.get_secret_value():
         raise InvalidInput("restic_new_password", "equals restic_password; nothing to rotate")
     ensure_backup_secret()
     users = list_repositories()

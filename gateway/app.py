@@ -79,11 +79,11 @@ def _is_json_media(content_type: str | None) -> bool:
 def create_app(settings: Settings, starter: RunStarter | None = None, scim_store=None) -> FastAPI:
     """The app. ``starter`` and ``scim_store`` are injectable so tests can point them at
     their own servers; by default they talk to PREFECT_API_URL and the ledger."""
-    starter = starter or RunStarter(timeout=settings.gateway_prefect_timeout_seconds)
-    secrets = [s.get_secret_value().encode() for s in settings.gateway_webhook_secrets]
-    tolerance = settings.gateway_signature_tolerance_seconds
+    starter = starter or RunStarter(timeout=settings.gateway.prefect_timeout_seconds)
+    secrets = [s.get_secret_value().encode() for s in settings.gateway.webhook_secrets]
+    tolerance = settings.gateway.signature_tolerance_seconds
     replays = signature.ReplayGuard(tolerance)
-    retry_after = str(settings.gateway_retry_after_seconds)
+    retry_after = str(settings.gateway.retry_after_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -98,10 +98,10 @@ def create_app(settings: Settings, starter: RunStarter | None = None, scim_store
                               "onboarding and offboarding flows on Prefect.",
                   lifespan=lifespan)
     app.state.starter = starter
-    app.add_middleware(GatewayMiddleware, max_body=settings.gateway_max_body_bytes,
-                       limiter=Limiter(settings.gateway_rate_per_second, settings.gateway_rate_burst),
-                       trusted_proxies=settings.gateway_trusted_proxies,
-                       retry_after=settings.gateway_retry_after_seconds)
+    app.add_middleware(GatewayMiddleware, max_body=settings.gateway.max_body_bytes,
+                       limiter=Limiter(settings.gateway.rate_per_second, settings.gateway.rate_burst),
+                       trusted_proxies=settings.gateway.trusted_proxies,
+                       retry_after=settings.gateway.retry_after_seconds)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):
@@ -172,8 +172,8 @@ def create_app(settings: Settings, starter: RunStarter | None = None, scim_store
             req = parse_request(data)
         except InvalidInput as exc:
             return _error(422, "invalid request", invalid_fields(data, exc))
-        deployment = (settings.gateway_offboard_deployment if req.type == "employee.terminated"
-                      else settings.gateway_onboard_deployment)
+        deployment = (settings.gateway.offboard_deployment if req.type == "employee.terminated"
+                      else settings.gateway.onboard_deployment)
         params = {"request": req.model_dump(mode="json")}
         try:
             run = await starter.start(deployment, params, req.event_id)
@@ -186,7 +186,7 @@ def create_app(settings: Settings, starter: RunStarter | None = None, scim_store
         log.info("hr event %s (%s) -> flow run %s on %s", req.event_id, req.type, run.flow_run_id, deployment)
         return JSONResponse({"flow_run_id": run.flow_run_id, "deployment": deployment}, status_code=202)
 
-    if settings.gateway_scim_token is not None:
+    if settings.gateway.scim_token is not None:
         from gateway.scim import scim_app
 
         # scim2-server's own ASGI app: the SCIM paths are documented by /scim/v2/Schemas

@@ -164,8 +164,8 @@ class LedgerStorage(AsyncScimStorage):
             raise InvalidValueException(detail=f"{attr}: {str(exc).split(': ', 1)[-1]}") from None
 
     async def _start(self, hr: dict) -> str:
-        deployment = (self.settings.gateway_offboard_deployment if hr["type"] == "employee.terminated"
-                      else self.settings.gateway_onboard_deployment)
+        deployment = (self.settings.gateway.offboard_deployment if hr["type"] == "employee.terminated"
+                      else self.settings.gateway.onboard_deployment)
         try:
             run = await self.starter.start(deployment, {"request": hr}, hr["event_id"])
         except PrefectUnavailable as exc:
@@ -342,8 +342,8 @@ class GatewayScimApp(ASGIApplication):
 
 
 def scim_app(settings: Settings, starter: RunStarter, storage: AsyncScimStorage | None = None) -> GatewayScimApp:
-    assert settings.gateway_scim_token is not None
-    app = GatewayScimApp(storage or LedgerStorage(settings, starter), provider(settings.gateway_scim_max_results),
-                         settings.gateway_scim_token.get_secret_value())
-    app.retry_after = str(settings.gateway_retry_after_seconds)
+    assert settings.gateway.scim_token is not None
+    app = GatewayScimApp(storage or LedgerStorage(settings, starter), provider(settings.gateway.scim_max_results),
+                         settings.gateway.scim_token.get_secret_value())
+    app.retry_after = str(settings.gateway.retry_after_seconds)
     return app

@@ -48,6 +48,6 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     configure_logging()
     app = create_app(settings)
     # uvicorn's own access log would print query strings; ours prints neither them nor headers.
-    uvicorn.run(app, host=host or settings.gateway_host, port=port or settings.gateway_port,
+    uvicorn.run(app, host=host or settings.gateway.host, port=port or settings.gateway.port,
                 access_log=False, log_level="warning", proxy_headers=False, server_header=False,
                 limit_concurrency=1000, timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)

@@ -17,6 +17,6 @@ def test_nightly_backup_deployment_cancels_overlapping_runs():
     assert backup["entrypoint"] == "flows/backup.py:backup_workspaces" and backup_workspaces.name == "backup-workspaces"
     (schedule,) = backup["schedules"]
     assert schedule["cron"] == "0 2 * * *"
-    assert schedule["timezone"] == Settings.model_fields["backup_timezone"].default
+    assert schedule["timezone"] == Settings().backup.timezone
     assert backup["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
     assert deployments["restore-workspace"]["entrypoint"].endswith(":" + restore_workspace.fn.__name__)

@@ -85,8 +85,8 @@ def test_one_failure_leaves_the_run_partially_failed_and_the_others_completed(
         "values"] == ["node-a"]
     assert "affinity" not in jobs["carol"]["spec"]["template"]["spec"]
     stored = json.dumps(list(jobs.values()))
-    assert backup_settings.restic_password.get_secret_value() not in stored
-    assert backup_settings.s3_secret_access_key.get_secret_value() not in stored
+    assert backup_settings.backup.restic_password.get_secret_value() not in stored
+    assert backup_settings.backup.s3_secret_access_key.get_secret_value() not in stored
     assert 1 <= job_kubelet.peak <= 2
 
     from prefect.client.orchestration import get_client
@@ -103,7 +103,7 @@ def test_one_failure_leaves_the_run_partially_failed_and_the_others_completed(
     assert notice["To"] == "platform-team@example.com" and "PartiallyFailed: 1 of 3" in notice["Subject"]
     body = notice.get_content()
     assert "- bob: Failed: backup failed" in body and "alice" not in body and "carol" not in body
-    assert backup_settings.restic_password.get_secret_value() not in smtp_inbox.raw[0].decode()
+    assert backup_settings.backup.restic_password.get_secret_value() not in smtp_inbox.raw[0].decode()
 
 
 def test_a_corrupted_pack_is_caught_by_verification_and_reported_failed(
@@ -114,14 +114,14 @@ def test_a_corrupted_pack_is_caught_by_verification_and_reported_failed(
     first = backup_workspaces(["alice"]).for_user("alice")
     assert first.outcome is Outcome.COMPLETED and first.verified
 
-    s3 = boto3.client("s3", endpoint_url=backup_settings.s3_endpoint, region_name="us-east-1",
-                      aws_access_key_id=backup_settings.s3_access_key_id.get_secret_value(),
-                      aws_secret_access_key=backup_settings.s3_secret_access_key.get_secret_value())
-    packs = s3.list_objects_v2(Bucket=backup_settings.s3_bucket, Prefix="alice/data/")["Contents"]
+    s3 = boto3.client("s3", endpoint_url=backup_settings.backup.s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id=backup_settings.backup.s3_access_key_id.get_secret_value(),
+                      aws_secret_access_key=backup_settings.backup.s3_secret_access_key.get_secret_value())
+    packs = s3.list_objects_v2(Bucket=backup_settings.backup.s3_bucket, Prefix="alice/data/")["Contents"]
     pack = max(packs, key=lambda o: o["Size"])["Key"]
-    body = bytearray(s3.get_object(Bucket=backup_settings.s3_bucket, Key=pack)["Body"].read())
+    body = bytearray(s3.get_object(Bucket=backup_settings.backup.s3_bucket, Key=pack)["Body"].read())
     body[len(body) // 2] ^= 0xFF  # one flipped bit-pattern in the middle of a blob
-    s3.put_object(Bucket=backup_settings.s3_bucket, Key=pack, Body=bytes(body))
+    s3.put_object(Bucket=backup_settings.backup.s3_bucket, Key=pack, Body=bytes(body))
 
     report = backup_workspaces(["alice"])
 
@@ -147,7 +147,7 @@ def test_bad_usernames_are_refused_before_anything_is_created(kube, namespace, b
     with pytest.raises(Exception, match="usernames|pattern|match"):
         backup_workspaces(["alice", "Robert'); DROP"])
     assert kube.list("Job", namespace) == []
-    assert kube.get("Secret", namespace, backup_settings.backup_secret) is None
+    assert kube.get("Secret", namespace, backup_settings.backup.secret) is None
 
 
 def test_restore_in_place_refuses_a_running_workspace(kube, namespace, backup_settings, job_kubelet, tmp_path):

@@ -391,7 +391,7 @@ def test_rotate_restic_password_new_opens_old_does_not_and_the_secret_follows(
     for user in ("lena", "mike"):
         add_volume(kube, namespace, job_kubelet, user, tmp_path)
     assert backup_workspaces().outcome is Outcome.COMPLETED
-    old = backup_settings.restic_password.get_secret_value()
+    old = backup_settings.backup.restic_password.get_secret_value()
     new = pysecrets.token_urlsafe(24)
     with pytest.raises(Exception, match="restic_new_password"):
         rotate_restic_password()  # nothing to rotate to: refused, nothing changed
@@ -408,21 +408,21 @@ def test_rotate_restic_password_new_opens_old_does_not_and_the_secret_follows(
         assert repo.with_password(new).current_key() is not None and len(repo.with_password(new).snapshots()) == 1
         assert repo.with_password(old).current_key() is None
         assert "wrong password" in repo.with_password(old).run_raw(["snapshots"]).stderr
-    secret = kube.get("Secret", namespace, backup_settings.backup_secret)
+    secret = kube.get("Secret", namespace, backup_settings.backup.secret)
     assert base64.b64decode(secret["data"]["RESTIC_PASSWORD"]).decode() == new
     # the next night (settings still name the old password as restic_password) keeps the new one
     report = backup_workspaces()
     assert report.outcome is Outcome.COMPLETED
-    secret = kube.get("Secret", namespace, backup_settings.backup_secret)
+    secret = kube.get("Secret", namespace, backup_settings.backup.secret)
     assert base64.b64decode(secret["data"]["RESTIC_PASSWORD"]).decode() == new
 
 
 # -- 7. no secret in a repr ---------------------------------------------------------------------
 def test_restic_runner_repr_and_str_hold_no_secret(backup_settings):
     r = restic_for(backup_settings, "nina")
-    for secret in (backup_settings.restic_password.get_secret_value(),
-                   backup_settings.s3_secret_access_key.get_secret_value(),
-                   backup_settings.s3_access_key_id.get_secret_value()):
+    for secret in (backup_settings.backup.restic_password.get_secret_value(),
+                   backup_settings.backup.s3_secret_access_key.get_secret_value(),
+                   backup_settings.backup.s3_access_key_id.get_secret_value()):
         for text in (repr(r), str(r), f"{r}", repr([r]), repr(r.with_password("other-" + secret))):
             assert secret not in text
     assert "nina" in repr(r)
@@ -510,4 +510,4 @@ def test_cli_rotate_restic_password_reads_passwords_only_from_the_environment(ku
         cli(["rotate-restic-password", "--new-password", "on-the-command-line"])
     assert cli(["rotate-restic-password"]) == 2
     assert "restic_new_password" in capsys.readouterr().err
-    assert kube.get("Secret", namespace, backup_settings.backup_secret) is None  # nothing changed
+    assert kube.get("Secret", namespace, backup_settings.backup.secret) is None  # nothing changed

@@ -25,7 +25,7 @@ def test_backup_job_mounts_read_only_pins_the_node_and_holds_no_secret():
     job = backup_job(workspace_names("alice"), s, "abcd1234", node="node-7")
     pod = job["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert c["image"] == s.restic_image and ":" in c["image"]
+    assert c["image"] == s.backup.restic_image and ":" in c["image"]
     assert c["command"] + c["args"] == ["/bin/sh", "-c", backup_script("alice", "abcd1234")]
     assert "exec restic " + " ".join(backup_args("alice", "abcd1234")) in c["args"][0]
     assert "--tag nightly --tag alice" in c["args"][0]
@@ -36,7 +36,7 @@ def test_backup_job_mounts_read_only_pins_the_node_and_holds_no_secret():
     assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-7"]}]}]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
     assert set(refs) == {"RESTIC_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-    assert all(r["name"] == s.backup_secret for r in refs.values())
+    assert all(r["name"] == s.backup.secret for r in refs.values())
     text = json.dumps(job)
     assert not any(v in text for v in SECRETS.values())
     # Pod Security "restricted"
@@ -44,7 +44,7 @@ def test_backup_job_mounts_read_only_pins_the_node_and_holds_no_secret():
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == int(s.backup_timeout_seconds)
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == int(s.backup.timeout_seconds)
 
 
 def test_stopped_workspace_is_not_pinned_and_restore_mounts_read_write():

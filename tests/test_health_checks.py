@@ -31,7 +31,7 @@ def now() -> datetime:
 def observe() -> tuple[dict, Observed]:
     """Run the flow's own observation tasks and evaluate, as one health run does."""
     s = get_settings()
-    obs = {"bucket": s.s3_bucket}
+    obs = {"bucket": s.backup.s3_bucket}
     try:
         obs["api_latency"] = health_flow.probe_api.fn()
         obs.update(health_flow.list_cluster_objects.fn())
@@ -41,8 +41,8 @@ def observe() -> tuple[dict, Observed]:
     obs.update(authelia_status=status, authelia_body=body, authelia_latency=seconds, authelia_error=error)
     obs["bucket_latency"], obs["bucket_error"] = health_flow.probe_backup_bucket.fn()
     observed = Observed(**obs)
-    checks, _ = evaluate(observed, datetime.now(timezone.utc), s.namespace, s.health_components,
-                         s.health_slow_seconds)
+    checks, _ = evaluate(observed, datetime.now(timezone.utc), s.namespace, s.health.components,
+                         s.health.slow_seconds)
     return {c.name: c for c in checks}, observed
 
 

@@ -209,4 +209,4 @@ def test_datadog_key_from_a_prefect_secret_block(sinks, monkeypatch):
     run, logs, artifacts = _run_record(state.state_details.flow_run_id, "ok api")
     haystack = "\n".join([str(run.parameters), *(log.message for log in logs),
                           *(str(a.data) + str(a.description) for a in artifacts)])
-    assert block in str(get_settings().datadog_api_key_block) and key not in haystack
+    assert block in str(get_settings().health.datadog_api_key_block) and key not in haystack

@@ -88,9 +88,11 @@ def test_health_deployment_every_5_minutes_never_overlapping():
 
 
 def test_health_settings_are_described_and_the_key_is_secret():
-    fields = Settings.model_fields
+    from tasks.core.settings import HealthSettings
+
+    fields = HealthSettings.model_fields
     for name in ("datadog_api_key", "datadog_api_key_block", "datadog_site", "datadog_host", "pushgateway_url",
-                 "metrics_env", "metrics_cluster", "authelia_health_url", "health_components",
-                 "health_slow_seconds", "health_timeout_seconds"):
+                 "metrics_env", "metrics_cluster", "authelia_health_url", "components",
+                 "slow_seconds", "timeout_seconds"):
         assert fields[name].description, name
     assert "SecretStr" in str(fields["datadog_api_key"].annotation)

@@ -36,7 +36,7 @@ RELEASE = "ws-alice"
 def chart(tmp_path) -> Path:
     """A private copy of the workspace chart that the test may edit."""
     dest = tmp_path / "chart"
-    shutil.copytree(get_settings().workspace_chart, dest)
+    shutil.copytree(get_settings().workspace.chart, dest)
     return dest
 
 

@@ -229,5 +229,5 @@ def test_effective_groups_never_include_a_privileged_group():
     emp = parse_request(hire(groups=[]), s).employee
     assert effective_groups(emp, s) == ["developers", "users"]
     # even with settings that skipped validation (model_copy does not validate) and map a privileged group
-    s2 = s.model_copy(update={"privileged_groups": ["developers"]})
+    s2 = s.model_copy(update={"identity": s.identity.model_copy(update={"privileged_groups": ["developers"]})})
     assert effective_groups(emp, s2) == ["users"]

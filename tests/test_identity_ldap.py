@@ -19,9 +19,9 @@ ALICE = UserSpec(username="alice", email="alice@example.com", given_name="Alice"
 
 
 def _password_of(settings, dn) -> bytes:
-    with admin_connection({"url": settings.ldap_url, "ca_file": settings.ldap_ca_file,
-                           "bind_dn": settings.ldap_bind_dn,
-                           "password": settings.ldap_password.get_secret_value()}) as conn:
+    with admin_connection({"url": settings.identity.ldap_url, "ca_file": settings.identity.ldap_ca_file,
+                           "bind_dn": settings.identity.ldap_bind_dn,
+                           "password": settings.identity.ldap_password.get_secret_value()}) as conn:
         conn.search(dn, "(objectClass=*)", BASE, attributes=["userPassword"])
         return conn.entries[0].userPassword.value
 
@@ -81,19 +81,19 @@ def test_concurrent_hires_share_groups_without_losing_members(ldap_settings):
 def test_ldap_binds_over_starttls_trusting_the_test_ca(ldap_settings):
     """slapd refuses an unencrypted simple bind (olcSecurity simple_bind=128), so this working
     proves the StartTLS upgrade happened before the password was sent."""
-    assert ldap_settings.ldap_url.startswith("ldap://") and ldap_settings.ldap_start_tls
+    assert ldap_settings.identity.ldap_url.startswith("ldap://") and ldap_settings.identity.ldap_start_tls
     backend = LdapBackend(ldap_settings)
     assert backend.upsert(ALICE) == "created" and backend.get("alice").email == "alice@example.com"
 
 
 def test_ldap_binds_over_ldaps(ldap_settings, slapd):
-    s = ldap_settings.model_copy(update={"ldap_url": slapd["ldaps_url"], "ldap_start_tls": False})
+    s = ldap_settings.replace(ldap_url=slapd["ldaps_url"], ldap_start_tls=False)
     backend = LdapBackend(s)
     assert backend.upsert(ALICE) == "created" and backend.get("alice").groups == ("developers", "users")
 
 
 def test_ldap_refuses_a_password_bind_over_plain_ldap(ldap_settings, monkeypatch):
-    s = ldap_settings.model_copy(update={"ldap_start_tls": False})
+    s = ldap_settings.replace(ldap_start_tls=False)
     from tasks.people.identity import ldapdir
 
     opened = []
@@ -107,18 +107,18 @@ def test_ldap_refuses_a_server_certificate_from_an_untrusted_ca(ldap_settings, s
     for update in ({"ldap_ca_file": test_ca["other_ca_file"]},  # StartTLS
                    {"ldap_ca_file": test_ca["other_ca_file"], "ldap_url": slapd["ldaps_url"]}):
         with pytest.raises(PermanentError, match="TLS"):
-            LdapBackend(ldap_settings.model_copy(update=update)).get("alice")
+            LdapBackend(ldap_settings.replace(**update)).get("alice")
 
 
 def test_ldap_insecure_bind_only_when_loudly_allowed_and_warns(ldap_settings, caplog):
     """With the insecure setting the bind really goes out in clear (this slapd then refuses it:
     confidentiality required), and the operator is warned."""
-    s = ldap_settings.model_copy(update={"ldap_start_tls": False, "ldap_allow_insecure_bind": True})
+    s = ldap_settings.replace(ldap_start_tls=False, ldap_allow_insecure_bind=True)
     with caplog.at_level(logging.WARNING, logger="tasks.people.identity.ldapdir"):
         with pytest.raises(PermanentError, match="bind .* failed: LDAPConfidentialityRequiredResult"):
             LdapBackend(s).get("alice")
     assert any("INSECURE" in r.getMessage() and "without TLS" in r.getMessage() for r in caplog.records)
-    assert ldap_settings.ldap_password.get_secret_value() not in caplog.text
+    assert ldap_settings.identity.ldap_password.get_secret_value() not in caplog.text
 
 
 # -- group clean-up never deletes a group another writer just joined ---------------------------------
@@ -156,9 +156,9 @@ def test_ldap_last_member_leaving_still_deletes_the_group(ldap_settings):
     backend = LdapBackend(ldap_settings)
     backend.upsert(_spec("alice", ("developers", "users")))
     backend.upsert(_spec("alice", ("users",)))
-    with admin_connection({"url": ldap_settings.ldap_url, "ca_file": ldap_settings.ldap_ca_file,
-                           "bind_dn": ldap_settings.ldap_bind_dn,
-                           "password": ldap_settings.ldap_password.get_secret_value()}) as conn:
+    with admin_connection({"url": ldap_settings.identity.ldap_url, "ca_file": ldap_settings.identity.ldap_ca_file,
+                           "bind_dn": ldap_settings.identity.ldap_bind_dn,
+                           "password": ldap_settings.identity.ldap_password.get_secret_value()}) as conn:
         conn.search(backend.groups_dn, "(objectClass=groupOfNames)", attributes=["cn"])
         assert sorted(str(e.cn.value) for e in conn.entries) == ["users"]
 

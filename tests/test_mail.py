@@ -50,8 +50,8 @@ def test_with_totp_preprovisioning_the_email_promises_an_in_person_handoff():
 
 # -- the SMTP password never crosses the wire in clear -------------------------------------------
 def _tls_settings(server, test_ca, **over) -> Settings:
-    return Settings(smtp_host=server["host"], smtp_port=server["port"], smtp_username=server["username"],
-                    smtp_password=server["password"], smtp_ca_file=test_ca["ca_file"], **over)
+    return Settings(**{"smtp_host": server["host"], "smtp_port": server["port"], "smtp_username": server["username"],
+                       "smtp_password": server["password"], "smtp_ca_file": test_ca["ca_file"], **over})
 
 
 def test_smtp_login_over_starttls_trusting_the_test_ca(smtp_tls_server, test_ca):
@@ -81,8 +81,7 @@ def test_smtp_refuses_to_send_a_password_without_tls(smtp_tls_server, test_ca):
 def test_smtp_refuses_a_server_certificate_from_an_untrusted_ca(smtp_tls_server, test_ca):
     for mode, flag in (("starttls", "smtp_starttls"), ("smtps", "smtp_ssl")):
         server = smtp_tls_server(mode)
-        s = _tls_settings(server, test_ca, **{flag: True}).model_copy(
-            update={"smtp_ca_file": test_ca["other_ca_file"]})
+        s = _tls_settings(server, test_ca, **{flag: True, "smtp_ca_file": test_ca["other_ca_file"]})
         with pytest.raises(PermanentError, match="certificate not trusted"):
             mail.send(_msg(s), s)
         assert server["inbox"].logins == [] and server["inbox"].messages == []

@@ -94,8 +94,8 @@ def test_nightly_backup_runs_restic_pods_and_a_restore_comes_back_byte_identical
     assert [m["readOnly"] for m in c["volumeMounts"] if m["mountPath"] == "/data"] == [True]
     env = {e["name"]: e for e in c["env"]}
     for key in SECRET_ENV:
-        assert "value" not in env[key] and env[key]["valueFrom"]["secretKeyRef"]["name"] == s.backup_secret
-    secrets = [s.restic_password, s.s3_access_key_id, s.s3_secret_access_key]
+        assert "value" not in env[key] and env[key]["valueFrom"]["secretKeyRef"]["name"] == s.backup.secret
+    secrets = [s.backup.restic_password, s.backup.s3_access_key_id, s.backup.s3_secret_access_key]
     assert not any(x.get_secret_value() in str(job) + str(pod) for x in secrets)
 
     restored = restore_workspace("alice")  # into a new volume, by a real restic pod
@@ -140,7 +140,7 @@ def test_backup_job_over_its_memory_limit_is_failed_with_the_reason(
 
 def test_backup_job_over_its_deadline_is_failed_with_the_reason(
         node_cluster, node_kube, node_namespace, node_backup_settings, monkeypatch):
-    """settings.backup_timeout_seconds becomes the Job's activeDeadlineSeconds: 2 s is far
+    """settings.backup.timeout_seconds becomes the Job's activeDeadlineSeconds: 2 s is far
     too short for restic to start and read 160 MiB, so the Job controller stops it."""
     kube, ns = node_kube, node_namespace
     src = _bound_workspace_volume(node_cluster, kube, ns, "carol")

@@ -48,9 +48,9 @@ def node_platform(node_kube, node_namespace, node_backup_settings, smtp_inbox, m
     get_settings.cache_clear()
     s = get_settings()
     node_kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                      "metadata": {"name": s.authelia_users_secret, "namespace": node_namespace},
+                      "metadata": {"name": s.identity.authelia_users_secret, "namespace": node_namespace},
                       "stringData": {USERS_KEY: "users: {}\n"}})
-    authelia = authelia_deployment_manifest(node_namespace, s.authelia_deployment)
+    authelia = authelia_deployment_manifest(node_namespace, s.identity.authelia_deployment)
     authelia["spec"]["replicas"] = 0
     node_kube.create(authelia)
     return {"ns": node_namespace, "inbox": smtp_inbox, "settings": node_backup_settings}
@@ -59,7 +59,7 @@ def node_platform(node_kube, node_namespace, node_backup_settings, smtp_inbox, m
 def _users(kube, ns) -> dict:
     from tasks.people.identity.filedb import USERS_KEY
 
-    secret = kube.get("Secret", ns, get_settings().authelia_users_secret)
+    secret = kube.get("Secret", ns, get_settings().identity.authelia_users_secret)
     return yaml.safe_load(base64.b64decode(secret["data"][USERS_KEY]))["users"]
 
 

@@ -80,7 +80,7 @@ def platform(kube, namespace, platform_namespace, authelia_users, smtp_inbox, mo
 def users_file(kube) -> dict:
     """Authelia's users database, from the platform namespace."""
     s = get_settings()
-    secret = kube.get("Secret", s.platform_namespace, s.authelia_users_secret)
+    secret = kube.get("Secret", s.platform_namespace, s.identity.authelia_users_secret)
     return yaml.safe_load(base64.b64decode(secret["data"][filedb.USERS_KEY]))["users"]
 
 

@@ -73,7 +73,7 @@ def test_provision_installs_a_restricted_authelia_protected_workspace(kube, name
     ing = kube.get("Ingress", namespace, "ws-alice")
     assert ing["spec"]["rules"][0]["host"] == "alice.vibecode.dev"
     ann = ing["metadata"]["annotations"]
-    assert ann["nginx.ingress.kubernetes.io/auth-url"] == get_settings().authelia_verify_url
+    assert ann["nginx.ingress.kubernetes.io/auth-url"] == get_settings().identity.authelia_verify_url
     assert ann["nginx.ingress.kubernetes.io/auth-signin"].startswith("https://auth.vibecode.dev")
     assert "Remote-User" in ann["nginx.ingress.kubernetes.io/auth-response-headers"]
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from tasks.people.deletion import deletion_decision
-from tasks.reaper.decide import Policy, Probe, Workspace, check_probe_base, decide, parse_healthz, policy_for, probe_url, rfc3339, stop_patch, workspaces_from
+from tasks.core.settings import check_probe_base
+from tasks.reaper.decide import Policy, Probe, Workspace, decide, parse_healthz, policy_for, probe_url, rfc3339, stop_patch, workspaces_from
 from tasks.core.settings import Settings
 
 T = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
@@ -237,11 +238,11 @@ def test_group_policy_overrides_and_most_lenient_wins():
 
 @pytest.mark.parametrize("env,field", [
     ({"reap_warning_lead_seconds": 7200}, "warning_lead_seconds"),
-    ({"reap_group_policies": {"g": {"idle_timeout_seconds": 600}}}, "reap_group_policies.g.warning_lead_seconds"),
+    ({"reap_group_policies": {"g": {"idle_timeout_seconds": 600}}}, "reaper.group_policies.g.warning_lead_seconds"),
     ({"reap_volume_dormancy_days": 10}, "volume_dormancy_days"),
-    ({"reap_probe_url": "http://x/{user}"}, "reap_probe_url"),
-    ({"reap_probe_url": "http://{service}/?x=1"}, "reap_probe_url"),
-    ({"reap_probe_urls": {"alice": "ftp://h"}}, "reap_probe_urls.alice"),
+    ({"reap_probe_url": "http://x/{user}"}, "reaper.probe_url"),
+    ({"reap_probe_url": "http://{service}/?x=1"}, "reaper.probe_url"),
+    ({"reap_probe_urls": {"alice": "ftp://h"}}, "reaper.probe_urls.alice"),
     ({"reap_group_policies": {"g": {"idle_timeout": 600}}}, "idle_timeout"),
 ])
 def test_bad_reaper_settings_name_the_field(env, field):

@@ -29,7 +29,7 @@ DAY = timedelta(days=1)
 def install_stopped(kube, ns, user, stopped_at: datetime):
     s = get_settings()
     names = workspace_names(user)
-    helm.install_or_upgrade(names.release, s.workspace_chart, workspace_values(names, s, replicas=0), ns, s)
+    helm.install_or_upgrade(names.release, s.workspace.chart, workspace_values(names, s, replicas=0), ns, s)
     kube.annotate("Deployment", ns, names.deployment, {"vibecode.dev/stopped-at": rfc3339(stopped_at),
                                                        "vibecode.dev/stop-reason": "idle: played"})
 
@@ -76,7 +76,7 @@ def test_dormant_workspace_deleted_only_after_a_verified_backup_newer_than_its_s
     assert ann["vibecode.dev/last-backup-outcome"] == "Failed"
 
     # S3 back: this run takes the backup (real restic Job into S3, verified) but deletes nothing yet.
-    monkeypatch.setenv("VIBECODE_S3_ENDPOINT", backup_settings.s3_endpoint)
+    monkeypatch.setenv("VIBECODE_S3_ENDPOINT", backup_settings.backup.s3_endpoint)
     monkeypatch.setattr(backup_flow, "run_backup_job", retried)
     get_settings.cache_clear()
     r = row(reap_idle_workspaces(now=R), "dora")

@@ -30,12 +30,12 @@ def job_name(names: WorkspaceNames, kind: str, run_id: str) -> str:
 def backup_secret(settings: Settings, namespace: str) -> dict | None:
     """The platform Secret the Jobs read, from settings; None when settings do not hold it
     (then an operator manages the Secret, e.g. with sealed-secrets)."""
-    values = {"RESTIC_PASSWORD": settings.restic_password, "AWS_ACCESS_KEY_ID": settings.s3_access_key_id,
-              "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key}
+    values = {"RESTIC_PASSWORD": settings.backup.restic_password, "AWS_ACCESS_KEY_ID": settings.backup.s3_access_key_id,
+              "AWS_SECRET_ACCESS_KEY": settings.backup.s3_secret_access_key}
     if any(v is None for v in values.values()):
         return None
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": settings.backup_secret, "namespace": namespace,
+            "metadata": {"name": settings.backup.secret, "namespace": namespace,
                          "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: "backup"}},
             "stringData": {k: v.get_secret_value() for k, v in values.items()}}
 
@@ -55,13 +55,13 @@ def workspace_nodes(pods: list[dict]) -> dict[str, str]:
 def _restic_job(names: WorkspaceNames, settings: Settings, *, name: str, component: str, run_id: str,
                 claim: str, read_only: bool, script: str, node: str | None) -> dict:
     env = [{"name": k, "value": v} for k, v in plain_env(settings, names.username, CACHE_DIR).items()]
-    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": settings.backup_secret, "key": k}}}
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": settings.backup.secret, "key": k}}}
             for k in SECRET_ENV]
     env.append({"name": "TMPDIR", "value": "/tmp"})
     labels = {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: component, USER_LABEL: names.username, RUN_LABEL: run_id}
     container = {
         "name": "restic",
-        "image": settings.restic_image,
+        "image": settings.backup.restic_image,
         "command": SHELL,
         "args": [script],
         "workingDir": DATA_DIR,
@@ -75,12 +75,12 @@ def _restic_job(names: WorkspaceNames, settings: Settings, *, name: str, compone
                {"name": "cache", "emptyDir": {"sizeLimit": "2Gi"}},
                {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}]
     return restricted_job(name=name, namespace=settings.namespace, labels=labels, container=container,
-                          volumes=volumes, run_as_user=settings.backup_run_as_user,
-                          run_as_group=settings.backup_run_as_group,
+                          volumes=volumes, run_as_user=settings.backup.run_as_user,
+                          run_as_group=settings.backup.run_as_group,
                           # a fresh restore volume must be writable by the workspace's uid
-                          fs_group=None if read_only else settings.backup_run_as_group,
-                          node=node, deadline_seconds=int(settings.backup_timeout_seconds),
-                          ttl_seconds=settings.backup_job_ttl_seconds)
+                          fs_group=None if read_only else settings.backup.run_as_group,
+                          node=node, deadline_seconds=int(settings.backup.timeout_seconds),
+                          ttl_seconds=settings.backup.job_ttl_seconds)
 
 
 def backup_job(names: WorkspaceNames, settings: Settings, run_id: str, node: str | None = None,

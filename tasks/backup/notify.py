@@ -17,12 +17,12 @@ from tasks.core.settings import Settings
 
 def backup_failure_notice(report: BackupReport, settings: Settings) -> EmailMessage | None:
     """The email for a run that was not Completed, or None (nothing to say, or nobody to tell)."""
-    if report.outcome is Outcome.COMPLETED or not settings.ops_email:
+    if report.outcome is Outcome.COMPLETED or not settings.mail.ops_email:
         return None
     bad = [w for w in report.workspaces if w.outcome is not Outcome.COMPLETED]
     msg = EmailMessage()
-    msg["From"] = settings.mail_sender
-    msg["To"] = settings.ops_email
+    msg["From"] = settings.mail.sender
+    msg["To"] = settings.mail.ops_email
     msg["Subject"] = f"[VibeCode] backup run {report.outcome.value}: {len(bad)} of {len(report.workspaces)} workspaces"
     msg["Date"] = formatdate(localtime=False)
     lines = [f"Backup run started {report.started:%Y-%m-%d %H:%M} UTC finished {report.outcome.value}.", ""]

@@ -23,9 +23,9 @@ from tasks.core.settings import Settings, get_settings
 
 def backup_secret_data(settings: Settings | None = None) -> dict[str, str]:
     s = settings or get_settings()
-    secret = kube.connect(s).get("Secret", s.namespace, s.backup_secret)
+    secret = kube.connect(s).get("Secret", s.namespace, s.backup.secret)
     if secret is None:
-        raise PermanentError(f"Secret {s.namespace}/{s.backup_secret} does not exist")
+        raise PermanentError(f"Secret {s.namespace}/{s.backup.secret} does not exist")
     return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
 
@@ -91,11 +91,11 @@ def repository_usernames(settings: Settings | None = None) -> list[str]:
 
     s = settings or get_settings()
     data = backup_secret_data(s)
-    s3 = boto3.client("s3", endpoint_url=s.s3_endpoint, region_name=s.s3_region,
+    s3 = boto3.client("s3", endpoint_url=s.backup.s3_endpoint, region_name=s.backup.s3_region,
                       aws_access_key_id=data["AWS_ACCESS_KEY_ID"],
                       aws_secret_access_key=data["AWS_SECRET_ACCESS_KEY"])
     found: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s.s3_bucket, Delimiter="/"):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s.backup.s3_bucket, Delimiter="/"):
         found += [p["Prefix"].rstrip("/") for p in page.get("CommonPrefixes") or []]
     return sorted(found)
 

@@ -47,12 +47,12 @@ SECRET_ENV = ("RESTIC_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 def repository(settings: Settings, username: str) -> str:
     """One repository per workspace: a lost key or a corrupted index never spans people."""
-    return f"s3:{settings.s3_endpoint.rstrip('/')}/{settings.s3_bucket}/{username}"
+    return f"s3:{settings.backup.s3_endpoint.rstrip('/')}/{settings.backup.s3_bucket}/{username}"
 
 
 def plain_env(settings: Settings, username: str, cache_dir: str) -> dict[str, str]:
     """The non-secret environment of every restic process for ``username``."""
-    return {"RESTIC_REPOSITORY": repository(settings, username), "AWS_DEFAULT_REGION": settings.s3_region,
+    return {"RESTIC_REPOSITORY": repository(settings, username), "AWS_DEFAULT_REGION": settings.backup.s3_region,
             "RESTIC_CACHE_DIR": cache_dir}
 
 

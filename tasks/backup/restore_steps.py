@@ -110,8 +110,8 @@ def start_restore_job(username: str, run_id: str, pvc: dict | None, new_volume: 
     claim = names.workspace_pvc
     if new_volume:
         source = pvc or {"metadata": {"namespace": s.namespace},
-                         "spec": {"resources": {"requests": {"storage": s.workspace_size}},
-                                  **({"storageClassName": s.storage_class} if s.storage_class else {})}}
+                         "spec": {"resources": {"requests": {"storage": s.workspace.size}},
+                                  **({"storageClassName": s.workspace.storage_class} if s.workspace.storage_class else {})}}
         claim = client.create(restore_pvc(names, source, run_id))["metadata"]["name"]
     client.create(restore_job(names, s, run_id, claim, snapshot.id, empty=snapshot.empty))
     return claim
@@ -127,7 +127,7 @@ def wait_for_job(name: str, run_id: str):
 def add_new_key(username: str) -> str:
     """Idempotent: a repository the new password already opens is left alone."""
     s = get_settings()
-    old, new = s.restic_password.get_secret_value(), s.restic_new_password.get_secret_value()
+    old, new = s.backup.restic_password.get_secret_value(), s.backup.restic_new_password.get_secret_value()
     repo = open_repository(username).with_password(old)
     if repo.with_password(new).current_key() is not None:
         return "new key present"
@@ -141,10 +141,10 @@ def add_new_key(username: str) -> str:
 def remove_old_key(username: str) -> str:
     s = get_settings()
     repo = open_repository(username)
-    old_key = repo.with_password(s.restic_password.get_secret_value()).current_key()
+    old_key = repo.with_password(s.backup.restic_password.get_secret_value()).current_key()
     if old_key is None:
         return "old key already removed"
-    new_repo = repo.with_password(s.restic_new_password.get_secret_value())
+    new_repo = repo.with_password(s.backup.restic_new_password.get_secret_value())
     if new_repo.current_key() in (None, old_key):
         raise PermanentError(f"refusing to remove the old key of {username}: the new password does not open it")
     new_repo.remove_key(old_key)
@@ -160,5 +160,5 @@ def list_repositories() -> list[str]:
 @task(name="write-backup-secret-password", tags=[KUBE_API], **RETRY)
 def write_secret_password() -> None:
     s = get_settings()
-    value = base64.b64encode(s.restic_new_password.get_secret_value().encode()).decode()
-    kube.connect().patch("Secret", s.namespace, s.backup_secret, {"data": {"RESTIC_PASSWORD": value}})
+    value = base64.b64encode(s.backup.restic_new_password.get_secret_value().encode()).decode()
+    kube.connect().patch("Secret", s.namespace, s.backup.secret, {"data": {"RESTIC_PASSWORD": value}})

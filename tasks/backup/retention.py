@@ -30,8 +30,8 @@ class KeepPolicy:
 
     @classmethod
     def from_settings(cls, s) -> "KeepPolicy":
-        return cls(daily=s.keep_daily, weekly=s.keep_weekly, monthly=s.keep_monthly, timezone=s.backup_timezone,
-                   last=s.keep_last)
+        return cls(daily=s.backup.keep_daily, weekly=s.backup.keep_weekly, monthly=s.backup.keep_monthly, timezone=s.backup.timezone,
+                   last=s.backup.keep_last)
 
 
 @dataclass

@@ -39,7 +39,7 @@ class Restic:
         if missing:
             raise PermanentError(f"backup secret lacks {', '.join(missing)}")
         return cls(env={**plain_env(settings, username, cache), **{k: secrets[k] for k in SECRET_ENV}},
-                   binary=settings.restic_binary)
+                   binary=settings.backup.restic_binary)
 
     def with_password(self, password: str) -> "Restic":
         """The same repository opened with another password (key rotation)."""

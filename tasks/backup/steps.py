@@ -52,11 +52,11 @@ def ensure_backup_secret() -> None:
     existing = client.create(manifest)
     want = {k: base64.b64encode(v.encode()).decode() for k, v in manifest["stringData"].items()}
     have = existing.get("data") or {}
-    if s.restic_new_password is not None and have.get("RESTIC_PASSWORD") == base64.b64encode(
-            s.restic_new_password.get_secret_value().encode()).decode():
+    if s.backup.restic_new_password is not None and have.get("RESTIC_PASSWORD") == base64.b64encode(
+            s.backup.restic_new_password.get_secret_value().encode()).decode():
         want["RESTIC_PASSWORD"] = have["RESTIC_PASSWORD"]  # rotated already: never switch back
     if have != want:
-        client.patch("Secret", s.namespace, s.backup_secret, {"data": want})
+        client.patch("Secret", s.namespace, s.backup.secret, {"data": want})
 
 
 @task(name="list-workspace-volumes", tags=[KUBE_API], **RETRY)
@@ -82,10 +82,10 @@ def await_run_job(name: str, run_id: str, shared: bool = True) -> JobResult:
     s = get_settings()
     client = kube.connect()
     result = await_job(client, s.namespace, run_selector(run_id), name,
-                       s.backup_timeout_seconds + JOB_GRACE_SECONDS, s.backup_poll_seconds, shared=shared)
+                       s.backup.timeout_seconds + JOB_GRACE_SECONDS, s.backup.poll_seconds, shared=shared)
     if result.state == "running":
         client.delete("Job", s.namespace, name)
-        return JobResult("failed", f"timed out after {s.backup_timeout_seconds:.0f}s")
+        return JobResult("failed", f"timed out after {s.backup.timeout_seconds:.0f}s")
     return result
 
 
@@ -111,7 +111,7 @@ def record_expire_verify(username: str, run_id: str, job_failed: bool, expire: b
     after = record_and_expire(restic, run_id, job_failed, policy, _now())
     if after.snapshot_id is None:
         return Recorded()
-    ok, detail = restic.check(get_settings().verify_read_data_percent)
+    ok, detail = restic.check(get_settings().backup.verify_read_data_percent)
     return Recorded(after.snapshot_id, after.retention_error, ok, detail)
 
 
@@ -153,7 +153,7 @@ def backup_workspace(username: str, pvc: str, node: str | None, run_id: str) -> 
 def bounded(submit, items: list[tuple], limit: int) -> list:
     """Keep at most ``limit`` submissions in flight, starting the next as one finishes.
 
-    This bound (settings.backup_concurrency) is what protects nodes, storage and the API
+    This bound (settings.backup.concurrency) is what protects nodes, storage and the API
     server during a run, so the per-workspace tasks carry no Prefect tag limit: each tagged
     task run costs two more server round trips (slot lease and release), measured here as
     the largest part of the flow's overhead."""

@@ -17,7 +17,7 @@ def desired_limits(settings: Settings) -> dict[str, int]:
     return {
         KUBE_API: settings.kube_concurrency,
         HELM: max(1, settings.kube_concurrency // 2),  # each helm call is many API requests
-        RESTIC: settings.backup_concurrency,
+        RESTIC: settings.backup.concurrency,
         # Writers of the Authelia users database: the compare-and-swap loop is correct
         # without a limit, the limit only saves retries when many hires land at once.
         USERS_DB: 4,

@@ -18,7 +18,7 @@ def config_problems(settings: Settings, prefect_api_url: str | None) -> list[str
     problems: list[str] = []
     if not prefect_api_url:
         problems.append("PREFECT_API_URL is not set: the gateway must start runs on the shared Prefect server")
-    secrets = settings.gateway_webhook_secrets
+    secrets = settings.gateway.webhook_secrets
     if not secrets:
         problems.append("VIBECODE_GATEWAY_WEBHOOK_SECRETS is empty: set a JSON list of at least one secret")
     for i, secret in enumerate(secrets):
@@ -28,7 +28,7 @@ def config_problems(settings: Settings, prefect_api_url: str | None) -> list[str
                             f"{MIN_SECRET_BYTES} are needed")
     if len({s.get_secret_value() for s in secrets}) != len(secrets):
         problems.append("VIBECODE_GATEWAY_WEBHOOK_SECRETS lists the same secret twice")
-    token = settings.gateway_scim_token
+    token = settings.gateway.scim_token
     n = len(token.get_secret_value().encode()) if token is not None else 0
     if n < MIN_SECRET_BYTES:
         problems.append(f"VIBECODE_GATEWAY_SCIM_TOKEN is {'unset' if token is None else f'{n} bytes'}; "

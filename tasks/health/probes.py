@@ -30,15 +30,15 @@ def probe_bucket(settings: Settings) -> tuple[float | None, str]:
     def secret(v) -> str | None:
         return v.get_secret_value() if v is not None else None
 
-    timeout = settings.health_timeout_seconds
+    timeout = settings.health.timeout_seconds
     started = time.perf_counter()
     try:
-        s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name=settings.s3_region,
-                          aws_access_key_id=secret(settings.s3_access_key_id),
-                          aws_secret_access_key=secret(settings.s3_secret_access_key),
+        s3 = boto3.client("s3", endpoint_url=settings.backup.s3_endpoint, region_name=settings.backup.s3_region,
+                          aws_access_key_id=secret(settings.backup.s3_access_key_id),
+                          aws_secret_access_key=secret(settings.backup.s3_secret_access_key),
                           config=Config(connect_timeout=timeout, read_timeout=timeout,
                                         retries={"max_attempts": 1}))
-        s3.head_bucket(Bucket=settings.s3_bucket)
+        s3.head_bucket(Bucket=settings.backup.s3_bucket)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         why = "does not exist" if code in ("404", "NoSuchBucket") else f"HTTP {code}"

@@ -54,11 +54,11 @@ def list_cluster_objects() -> dict:
     except NotFound:  # the cert-manager CRD is not installed
         certificates = None
     users, users_database = None, None
-    if s.authelia_backend == "file":  # parsed here: password hashes never leave this task
-        secret = client.get("Secret", s.platform_namespace, s.authelia_users_secret)
+    if s.identity.backend == "file":  # parsed here: password hashes never leave this task
+        secret = client.get("Secret", s.platform_namespace, s.identity.authelia_users_secret)
         raw = ((secret or {}).get("data") or {}).get(USERS_KEY)
         text = base64.b64decode(raw).decode("utf-8", "replace") if raw else None
-        users, users_database = parse_users(text, f"Secret {s.platform_namespace}/{s.authelia_users_secret} "
+        users, users_database = parse_users(text, f"Secret {s.platform_namespace}/{s.identity.authelia_users_secret} "
                                                   + ("not found" if secret is None else f"has no {USERS_KEY}"))
         users = redact(users)
     return dict(nodes=client.list_all("Node"), deployments=client.list_all("Deployment"),
@@ -71,7 +71,7 @@ def list_cluster_objects() -> dict:
 @task(name="probe-authelia", **RETRY)
 def probe_authelia() -> tuple[int | None, str, float, str]:
     s = get_settings()
-    return probe_http(s.authelia_health_url, s.health_timeout_seconds)
+    return probe_http(s.health.authelia_health_url, s.health.timeout_seconds)
 
 
 @task(name="probe-bucket", **RETRY)
@@ -82,19 +82,19 @@ def probe_backup_bucket() -> tuple[float | None, str]:
 @task(name="push-pushgateway", **RETRY)
 def to_pushgateway(report: HealthReport) -> str:
     s = get_settings()
-    n = push_prometheus(report, s.pushgateway_url, s.metrics_env, s.metrics_cluster, s.health_timeout_seconds)
+    n = push_prometheus(report, s.health.pushgateway_url, s.health.metrics_env, s.health.metrics_cluster, s.health.timeout_seconds)
     return f"ok ({n} series)"
 
 
 def _datadog_key() -> str | None:
     """From settings, else from the named Prefect Secret block; never a parameter."""
     s = get_settings()
-    if s.datadog_api_key is not None:
-        return s.datadog_api_key.get_secret_value()
-    if s.datadog_api_key_block:
+    if s.health.datadog_api_key is not None:
+        return s.health.datadog_api_key.get_secret_value()
+    if s.health.datadog_api_key_block:
         from prefect.blocks.system import Secret
 
-        return str(Secret.load(s.datadog_api_key_block).get())
+        return str(Secret.load(s.health.datadog_api_key_block).get())
     return None
 
 
@@ -102,8 +102,8 @@ def _datadog_key() -> str | None:
 def to_datadog(report: HealthReport) -> str:
     s = get_settings()
     key = _datadog_key()
-    n = send_datadog(report, key, s.datadog_site, s.datadog_host, s.metrics_env, s.metrics_cluster,
-                     s.health_timeout_seconds)
+    n = send_datadog(report, key, s.health.datadog_site, s.health.datadog_host, s.health.metrics_env, s.health.metrics_cluster,
+                     s.health.timeout_seconds)
     return f"ok ({n} series)"
 
 

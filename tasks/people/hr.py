@@ -184,22 +184,22 @@ def parse_request(data: object, settings: Settings | None = None) -> HRRequest:
 def allowed_groups(settings: Settings) -> frozenset[str]:
     """The groups an HR request may name: ``hr_allowed_groups``, else the default groups plus every
     department mapping's groups; never a privileged group, whatever the lists say."""
-    if settings.hr_allowed_groups is not None:
-        allowed = set(settings.hr_allowed_groups)
+    if settings.identity.hr_allowed_groups is not None:
+        allowed = set(settings.identity.hr_allowed_groups)
     else:
-        allowed = set(settings.default_groups)
-        for groups in settings.department_groups.values():
+        allowed = set(settings.identity.default_groups)
+        for groups in settings.identity.department_groups.values():
             allowed.update(groups)
-    return frozenset(allowed - set(settings.privileged_groups))
+    return frozenset(allowed - set(settings.identity.privileged_groups))
 
 
 def check_requested_groups(groups: list[str], settings: Settings) -> list[str]:
     """Refuse (as a ``ValueError`` pydantic turns into ``employee.groups``) any group HR may not grant.
 
     HR systems are a softer target than the identity platform: a privileged group
-    (``settings.privileged_groups``) is granted only by an administrator, never by a feed.
+    (``settings.identity.privileged_groups``) is granted only by an administrator, never by a feed.
     """
-    privileged = set(settings.privileged_groups)
+    privileged = set(settings.identity.privileged_groups)
     allowed = allowed_groups(settings)
     for group in groups:
         if group in privileged:
@@ -216,7 +216,7 @@ def effective_groups(employee: Employee, settings: Settings) -> list[str]:
     dropped here too, so no path (a settings mistake in a department mapping included)
     grants one through HR.
     """
-    groups = set(employee.groups or settings.default_groups)
+    groups = set(employee.groups or settings.identity.default_groups)
     if employee.department:
-        groups.update(settings.department_groups.get(employee.department, []))
-    return sorted(groups - set(settings.privileged_groups))
+        groups.update(settings.identity.department_groups.get(employee.department, []))
+    return sorted(groups - set(settings.identity.privileged_groups))

@@ -186,7 +186,7 @@ def judge_deletion(username: str, now: datetime) -> Decision:
     s = get_settings()
     rec = Ledger().get(username)
     terminated = rec.terminated_at if rec and rec.state is State.TERMINATED else None
-    return deletion_decision(terminated, _pvcs(username), now, s.offboard_retention_days)
+    return deletion_decision(terminated, _pvcs(username), now, s.identity.offboard_retention_days)
 
 
 @task(name="delete-workspace", tags=[KUBE_API, HELM], **RETRY)

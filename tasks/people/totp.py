@@ -102,7 +102,7 @@ def _labels(username: str, component: str) -> dict[str, str]:
 
 
 def expires_at(now: datetime, settings: Settings) -> datetime:
-    return now + timedelta(hours=settings.totp_handoff_hours)
+    return now + timedelta(hours=settings.identity.totp_handoff_hours)
 
 
 def handoff_secret(username: str, secret: str, settings: Settings, now: datetime) -> dict:
@@ -112,9 +112,9 @@ def handoff_secret(username: str, secret: str, settings: Settings, now: datetime
             "metadata": {"name": handoff_name(username), "namespace": settings.platform_namespace,
                          "labels": _labels(username, "totp-handoff"),
                          "annotations": {EXPIRES_AT: expires_at(now, settings).isoformat(),
-                                         ISSUER_ANNOTATION: settings.totp_issuer}},
+                                         ISSUER_ANNOTATION: settings.identity.totp_issuer}},
             "stringData": {SECRET_KEY: secret,
-                           IMPORT_KEY: import_document(username, secret, settings.totp_issuer, now)}}
+                           IMPORT_KEY: import_document(username, secret, settings.identity.totp_issuer, now)}}
 
 
 def import_document(username: str, secret: str, issuer: str, now: datetime) -> str:
@@ -134,7 +134,7 @@ def provision_job(username: str, settings: Settings) -> dict:
     args = ["storage", "user", "totp", "import", IMPORT_FILE, "--config", CONFIG_FILE]
     container = {
         "name": "authelia",
-        "image": settings.authelia_image,
+        "image": settings.identity.authelia_image,
         "command": ["/app/authelia"],  # the binary itself, not the image's su-exec entrypoint
         "args": args,
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
@@ -142,14 +142,14 @@ def provision_job(username: str, settings: Settings) -> dict:
                          {"name": "handoff", "mountPath": HANDOFF_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
     }
-    volumes = [{"name": "config", "secret": {"secretName": settings.authelia_config_secret, "defaultMode": 0o444}},
+    volumes = [{"name": "config", "secret": {"secretName": settings.identity.authelia_config_secret, "defaultMode": 0o444}},
                {"name": "handoff", "secret": {"secretName": name, "defaultMode": 0o444,
                                               "items": [{"key": IMPORT_KEY, "path": IMPORT_KEY}]}},
                {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     # A second try with the same secret fails the same way; a rerun retries.
     return restricted_job(name=name, namespace=settings.platform_namespace, labels=labels, container=container,
                           volumes=volumes, run_as_user=RUN_AS, run_as_group=RUN_AS,
-                          deadline_seconds=int(settings.totp_job_timeout_seconds))
+                          deadline_seconds=int(settings.identity.totp_job_timeout_seconds))
 
 
 def otpauth_uri(username: str, secret: str, issuer: str) -> str:

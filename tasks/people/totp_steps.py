@@ -54,8 +54,8 @@ def start_totp_provisioning(username: str) -> bool:
                                totp.secret_state(kube.get("Secret", ns, name), _now()))
     if plan.done:
         return True
-    if plan.creates and kube.get("Secret", ns, s.authelia_config_secret) is None:
-        raise PermanentError(f"the Authelia configuration Secret {ns}/{s.authelia_config_secret} does not "
+    if plan.creates and kube.get("Secret", ns, s.identity.authelia_config_secret) is None:
+        raise PermanentError(f"the Authelia configuration Secret {ns}/{s.identity.authelia_config_secret} does not "
                              f"exist (setting authelia_config_secret); TOTP not pre-provisioned")
     if plan.delete_job:  # an earlier run's failure, kept for its logs until now
         kube.delete("Job", ns, name)
@@ -72,7 +72,7 @@ def start_totp_provisioning(username: str) -> bool:
 def wait_totp_provisioning(username: str) -> tuple[str, str]:
     s = get_settings()
     return _wait_for_job(connect(s), s.platform_namespace, totp.handoff_name(username),
-                         s.totp_job_timeout_seconds + TOTP_WAIT_GRACE_SECONDS, s.totp_poll_seconds)
+                         s.identity.totp_job_timeout_seconds + TOTP_WAIT_GRACE_SECONDS, s.identity.totp_poll_seconds)
 
 
 @task(name="discard-totp-handoff", tags=[KUBE_API], **RETRY)
@@ -140,5 +140,5 @@ def totp_handoff(username: str, now: datetime | None = None) -> TotpHandoff:
     if verdict == "expired":
         raise PermanentError(f"{username}'s hand-off expired and was deleted; nothing handed off")
     value = base64.b64decode((secret.get("data") or {})[totp.SECRET_KEY]).decode("ascii")
-    issuer = (secret["metadata"].get("annotations") or {}).get(totp.ISSUER_ANNOTATION) or s.totp_issuer
+    issuer = (secret["metadata"].get("annotations") or {}).get(totp.ISSUER_ANNOTATION) or s.identity.totp_issuer
     return TotpHandoff(username, issuer, totp.otpauth_uri(username, value, issuer))

@@ -17,21 +17,21 @@ from tasks.core.settings import Settings
 
 
 def reset_password_url(settings: Settings) -> str:
-    return settings.authelia_url.rstrip("/") + "/reset-password/step1"
+    return settings.identity.authelia_url.rstrip("/") + "/reset-password/step1"
 
 
 def welcome_message(*, to_email: str, given_name: str, family_name: str, username: str,
                     workspace_url: str, message_key: str, settings: Settings, returning: bool = False) -> EmailMessage:
     """Build the email; pure, so its content is tested without a server."""
     msg = EmailMessage()
-    msg["From"] = settings.mail_sender
+    msg["From"] = settings.mail.sender
     local, _, domain = to_email.rpartition("@")
     msg["To"] = Address(display_name=f"{given_name} {family_name}", username=local, domain=domain)
     msg["Subject"] = f"{'Welcome back' if returning else 'Welcome'} to VibeCode, {given_name}"
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = f"<{message_key}@{settings.domain}>"
     reset = reset_password_url(settings)
-    if settings.totp_preprovision:  # the secret itself never travels by email
+    if settings.identity.totp_preprovision:  # the secret itself never travels by email
         second_factor = (f"2. Your second factor, an authenticator app (TOTP), is already set up for you:\n"
                          f"   an administrator will hand you your authenticator setup in person.\n"
                          f"   Then sign in at {workspace_url}; the second factor is required.\n\n")

@@ -28,11 +28,9 @@ longer ``volume_dormancy`` under the same rule.
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Mapping
-from urllib.parse import urlsplit
 
 from tasks.core.timefmt import parse_time, rfc3339  # noqa: F401 - rfc3339 is part of this API
 from tasks.core.names import DORMANT_DELETED_AT, IDLE_WARNED_AT, IDLE_WARNING_RULE, LAST_ACTIVITY, REAP_EXEMPT, RESTORING, STOP_REASON, STOPPED_AT, USER_LABEL, VOLUME_LABEL
@@ -263,46 +261,10 @@ def workspaces_from(deployments: list[dict], volumes: list[dict], jobs: list[dic
 
 
 # -- policy ---------------------------------------------------------------------------------------
-_FIELDS = ("idle_timeout_seconds", "warning_lead_seconds", "max_session_seconds", "dormancy_days",
-           "volume_dormancy_days")
-
-
-def _defaults(settings) -> dict[str, int]:
-    return {"idle_timeout_seconds": settings.idle_timeout_seconds,
-            "warning_lead_seconds": settings.reap_warning_lead_seconds,
-            "max_session_seconds": settings.reap_max_session_seconds,
-            "dormancy_days": settings.reap_dormancy_days,
-            "volume_dormancy_days": settings.reap_volume_dormancy_days}
-
-
-def _lenient(a: int, b: int, key: str) -> int:
-    """The gentler of two values: longer waits, longer warnings, and 0 (off) beats any period."""
-    zero_means_off = key in ("max_session_seconds", "dormancy_days", "volume_dormancy_days")
-    if zero_means_off and (a == 0 or b == 0):
-        return 0
-    return max(a, b)
-
-
-def _values(settings, groups: tuple[str, ...] | None) -> dict[str, int]:
-    values = _defaults(settings)
-    policies = settings.reap_group_policies
-    # Owner unknown (directory unreadable): every group's rules could apply, so the gentlest.
-    chosen = [policies[g] for g in (policies if groups is None else groups) if g in policies]
-    if not chosen:
-        return values
-    merged: dict[str, int] | None = None
-    for gp in chosen:
-        v = {k: getattr(gp, k) if getattr(gp, k) is not None else values[k] for k in _FIELDS}
-        merged = v if merged is None else {k: _lenient(merged[k], v[k], k) for k in _FIELDS}
-    if groups is None:
-        merged = {k: _lenient(merged[k], values[k], k) for k in _FIELDS}
-    return merged
-
-
 def policy_for(settings, groups: tuple[str, ...] | None) -> Policy:
     """The owner's policy: defaults, overridden by their groups' (the most lenient value of each
     when they are in several); ``groups=None`` (owner unknown) takes the most lenient of all."""
-    v = _values(settings, groups)
+    v = settings.reaper.values_for(groups)
     return Policy(idle_timeout=timedelta(seconds=v["idle_timeout_seconds"]),
                   warning_lead=timedelta(seconds=v["warning_lead_seconds"]),
                   max_session=timedelta(seconds=v["max_session_seconds"]) if v["max_session_seconds"] else None,
@@ -310,48 +272,11 @@ def policy_for(settings, groups: tuple[str, ...] | None) -> Policy:
                   volume_dormancy=timedelta(days=v["volume_dormancy_days"]) if v["volume_dormancy_days"] else None)
 
 
-def policy_problems(settings) -> str:
-    """The first incoherent combination, naming the setting; "" when all are fine."""
-    sets = [("", _defaults(settings))]
-    for g, gp in settings.reap_group_policies.items():
-        sets.append((f"reap_group_policies.{g}.", _values(settings, (g,))))
-    for prefix, v in sets:
-        if v["warning_lead_seconds"] >= v["idle_timeout_seconds"]:
-            return (f"{prefix}warning_lead_seconds ({v['warning_lead_seconds']}) must be below the idle timeout "
-                    f"({v['idle_timeout_seconds']})")
-        if v["max_session_seconds"] and v["warning_lead_seconds"] >= v["max_session_seconds"]:
-            return f"{prefix}max_session_seconds ({v['max_session_seconds']}) must exceed the warning lead"
-        if v["volume_dormancy_days"] and v["dormancy_days"] and v["volume_dormancy_days"] < v["dormancy_days"]:
-            return (f"{prefix}volume_dormancy_days ({v['volume_dormancy_days']}) must be at least dormancy_days "
-                    f"({v['dormancy_days']})")
-    return ""
-
-
 # -- where to probe --------------------------------------------------------------------------------
-_PLACEHOLDERS = {"username", "service", "namespace"}
-
-
-def check_probe_base(template: str, field_name: str) -> str:
-    """A base URL (template): http(s), a host, no query or fragment, known placeholders only."""
-    try:
-        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as exc:
-        raise ValueError(f"{field_name}: not a valid template: {exc}") from None
-    if names - _PLACEHOLDERS:
-        raise ValueError(f"{field_name}: unknown placeholder(s) {sorted(names - _PLACEHOLDERS)}; "
-                         f"allowed: {sorted(_PLACEHOLDERS)}")
-    sample = template.format(username="u", service="ws-u", namespace="ns")
-    parts = urlsplit(sample)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{field_name}: must be an http:// or https:// URL with a host")
-    if parts.query or parts.fragment or "?" in sample or "#" in sample:
-        raise ValueError(f"{field_name}: must not have a query or fragment (a query string makes "
-                         f"code-server count the probe as activity)")
-    return template
 
 
 def probe_url(settings, username: str) -> str:
-    base = settings.reap_probe_urls.get(username) or settings.reap_probe_url
+    base = settings.reaper.probe_urls.get(username) or settings.reaper.probe_url
     base = base.format(username=username, service=f"ws-{username}", namespace=settings.namespace)
     return base.rstrip("/") + "/healthz"
 

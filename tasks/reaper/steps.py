@@ -75,7 +75,7 @@ def read_owners() -> dict[str, tuple[str, tuple[str, ...]]] | None:
 @task(name="probe-workspaces")
 def probe_workspaces(urls: dict[str, str]) -> dict[str, Probe]:
     s = get_settings()
-    return probe_all(urls, s.reap_probe_concurrency, s.reap_probe_timeout_seconds)
+    return probe_all(urls, s.reaper.probe_concurrency, s.reaper.probe_timeout_seconds)
 
 
 def _apply_one(ws: Workspace, d: Decision, now: datetime, owner: tuple[str, tuple[str, ...]] | None,
@@ -93,7 +93,7 @@ def _apply_one(ws: Workspace, d: Decision, now: datetime, owner: tuple[str, tupl
         if owner and owner[0]:
             lead = policy_for(s, owner[1]).warning_lead
             mail.send(warning_message(to_email=owner[0], username=ws.username, decision=d, stop_at=now + lead,
-                                      sender=s.mail_sender, domain=s.domain))
+                                      sender=s.mail.sender, domain=s.domain))
             note = f"emailed {owner[0]}, annotated"
         client.annotate("Deployment", s.namespace, name, warn_annotations(d, now))
         return note

@@ -50,7 +50,7 @@ def check_restore_guard(username: str) -> str:
             continue
         job = client.get("Job", s.namespace, guarding_job(value))
         holds, why = guard_holds(value, job, job_state(job)[0] if job else None, now(),
-                                 setup_seconds=2 * s.backup_timeout_seconds + 120)
+                                 setup_seconds=2 * s.backup.timeout_seconds + 120)
         if holds:
             raise PermanentError(f"workspace {username} is being restored ({why}; {kind} {name} has "
                                  f"{RESTORING_ANNOTATION}); it can start when the restore has finished")
@@ -63,13 +63,13 @@ def check_restore_guard(username: str) -> str:
 def install_release(username: str, replicas: int) -> helm.ReleaseResult:
     s = get_settings()
     names = workspace_names(username)
-    return helm.install_or_upgrade(names.release, s.workspace_chart,
+    return helm.install_or_upgrade(names.release, s.workspace.chart,
                                    workspace_values(names, s, replicas), s.namespace, s)
 
 
 @task(name="wait-workspace-available", **RETRY)
 def wait_available(username: str) -> str:
-    """Wait on a watch until the Deployment is available; bounded by settings.ready_timeout_seconds.
+    """Wait on a watch until the Deployment is available; bounded by settings.workspace.ready_timeout_seconds.
 
     Untagged: a wait must not hold a ``kube-api`` slot (a watch is one cheap request; holding
     a slot for minutes would starve every other run's API calls under the limit).
@@ -80,7 +80,7 @@ def wait_available(username: str) -> str:
     s = get_settings()
     names = workspace_names(username)
     return await_available(kube.connect(), s.namespace, names.deployment, names.selector,
-                           s.ready_timeout_seconds, s.ready_poll_seconds)
+                           s.workspace.ready_timeout_seconds, s.workspace.ready_poll_seconds)
 
 
 @task(name="scale-workspace", tags=[KUBE_API], **RETRY)

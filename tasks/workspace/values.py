@@ -14,16 +14,16 @@ from tasks.core.settings import Settings
 
 def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 1) -> dict[str, Any]:
     """Values for ``charts/vibecode-workspace``; the chart's values.schema.json is the contract."""
-    repository, _, tag = settings.workspace_image.rpartition(":")
+    repository, _, tag = settings.workspace.image.rpartition(":")
     return {
         "username": names.username,
         "domain": settings.domain,
         "replicas": replicas,
         "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
         "persistence": {
-            "storageClass": settings.storage_class or "",
-            "workspace": {"size": settings.workspace_size},
-            "extensions": {"size": settings.extensions_size},
+            "storageClass": settings.workspace.storage_class or "",
+            "workspace": {"size": settings.workspace.size},
+            "extensions": {"size": settings.workspace.extensions_size},
         },
-        "authelia": {"verifyUrl": settings.authelia_verify_url, "signinUrl": settings.authelia_url},
+        "authelia": {"verifyUrl": settings.identity.authelia_verify_url, "signinUrl": settings.identity.authelia_url},
     }

@@ -62,7 +62,7 @@ class IdentityBackend(Protocol):
 
 def get_backend(settings: Settings | None = None) -> IdentityBackend:
     s = settings or get_settings()
-    if s.authelia_backend == "ldap":
+    if s.identity.backend == "ldap":
         from tasks.people.identity.ldapdir import LdapBackend
 
         return LdapBackend(s)

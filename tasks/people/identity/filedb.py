@@ -124,7 +124,7 @@ class FileBackend:
         return self._kube
 
     def _read(self) -> tuple[dict, dict]:
-        ns, name = self.settings.platform_namespace, self.settings.authelia_users_secret
+        ns, name = self.settings.platform_namespace, self.settings.identity.authelia_users_secret
         secret = self.kube.get("Secret", ns, name)
         if secret is None:
             raise PermanentError(f"Secret {ns}/{name} not found: install the platform chart first "
@@ -179,7 +179,7 @@ class FileBackend:
         without it nobody reads the file, and a disabled person's session would silently
         outlive the change.
         """
-        ns, name = self.settings.platform_namespace, self.settings.authelia_deployment
+        ns, name = self.settings.platform_namespace, self.settings.identity.authelia_deployment
         dep = self.kube.get("Deployment", ns, name)
         if dep is None:
             raise PermanentError(f"Authelia Deployment {ns}/{name} not found: the users file was written "

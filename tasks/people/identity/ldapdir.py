@@ -54,7 +54,7 @@ class LdapBackend:
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or get_settings()
-        base = self.settings.ldap_base_dn
+        base = self.settings.identity.ldap_base_dn
         self.people = f"ou=people,{base}"
         self.groups_dn = f"ou=groups,{base}"
 
@@ -63,29 +63,29 @@ class LdapBackend:
         """The server to talk to and whether to StartTLS; refuses a clear-text bind unless the
         insecure setting says otherwise."""
         s = self.settings
-        url = s.ldap_url.strip()
+        url = s.identity.ldap_url.strip()
         scheme = url.split("://", 1)[0].lower()
         if scheme not in ("ldap", "ldaps"):
             raise PermanentError(f"ldap_url must start with ldap:// or ldaps://, not {scheme[:10]!r}")
-        tls = Tls(ca_certs_file=str(s.ldap_ca_file) if s.ldap_ca_file else None, validate=ssl.CERT_REQUIRED,
+        tls = Tls(ca_certs_file=str(s.identity.ldap_ca_file) if s.identity.ldap_ca_file else None, validate=ssl.CERT_REQUIRED,
                   version=ssl.PROTOCOL_TLS_CLIENT)
         server = Server(url, use_ssl=scheme == "ldaps", tls=tls, connect_timeout=5)
-        if scheme == "ldaps" or s.ldap_start_tls:
+        if scheme == "ldaps" or s.identity.ldap_start_tls:
             return server, scheme != "ldaps"
-        if not s.ldap_allow_insecure_bind:
+        if not s.identity.ldap_allow_insecure_bind:
             raise PermanentError("LDAP: refusing to send the bind password over plain ldap://; use ldaps:// "
                                  "or set VIBECODE_LDAP_START_TLS (or, insecurely, VIBECODE_LDAP_ALLOW_INSECURE_BIND)")
         log.warning("INSECURE: LDAP bind as %s to %s without TLS (ldap_allow_insecure_bind is on): the password "
-                    "crosses the network in clear", s.ldap_bind_dn, url)
+                    "crosses the network in clear", s.identity.ldap_bind_dn, url)
         return server, False
 
     def _connect(self) -> Connection:
         s = self.settings
-        if s.ldap_password is None:
+        if s.identity.ldap_password is None:
             raise PermanentError("VIBECODE_LDAP_PASSWORD is not set")
         server, start_tls = self._transport()
         try:
-            conn = Connection(server, user=s.ldap_bind_dn, password=s.ldap_password.get_secret_value(),
+            conn = Connection(server, user=s.identity.ldap_bind_dn, password=s.identity.ldap_password.get_secret_value(),
                               raise_exceptions=True, receive_timeout=10)
             conn.open()
             if start_tls:
@@ -93,13 +93,13 @@ class LdapBackend:
             conn.bind()
         except LDAPSocketOpenError as exc:
             if _tls_failure(exc):
-                raise PermanentError(f"LDAP {s.ldap_url}: TLS failed ({str(exc)[:160]}); check ldap_ca_file") from None
-            raise ServerError(f"LDAP {s.ldap_url} unreachable: {type(exc).__name__}") from None
+                raise PermanentError(f"LDAP {s.identity.ldap_url}: TLS failed ({str(exc)[:160]}); check ldap_ca_file") from None
+            raise ServerError(f"LDAP {s.identity.ldap_url} unreachable: {type(exc).__name__}") from None
         except LDAPStartTLSError as exc:
-            raise PermanentError(f"LDAP {s.ldap_url}: StartTLS failed ({str(exc)[:160]}); check ldap_ca_file "
+            raise PermanentError(f"LDAP {s.identity.ldap_url}: StartTLS failed ({str(exc)[:160]}); check ldap_ca_file "
                                  "and that the server offers StartTLS") from None
         except LDAPException as exc:
-            raise PermanentError(f"LDAP bind as {s.ldap_bind_dn} failed: {type(exc).__name__}") from None
+            raise PermanentError(f"LDAP bind as {s.identity.ldap_bind_dn} failed: {type(exc).__name__}") from None
         self._ensure_ous(conn)
         return conn
 
