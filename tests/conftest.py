@@ -2,7 +2,9 @@
 
 - ``fixtures.tools``    helm/kubectl binaries
 - ``fixtures.kube``     a real kube-apiserver over etcd (envtest), namespaces, kubelet stand-ins
-- ``fixtures.prefect``  a real Prefect server on SQLite (session scope: ~30 s to start)
+- ``fixtures.prefect``  a real Prefect server on SQLite (session scope: ~30 s to start), or on
+                        PostgreSQL with VIBECODE_TEST_PREFECT_DATABASE=postgresql
+- ``fixtures.postgres`` PostgreSQL from Debian's packages and a Prefect server on it
 - ``fixtures.storage``  an S3 protocol server (moto) and restic
 - ``fixtures.identity`` slapd (LDAP) and aiosmtpd (SMTP)
 - ``fixtures.health``   a Prometheus Pushgateway; Datadog intake and Authelia health stand-ins
@@ -23,6 +25,7 @@ pytest_plugins = [
     "tests.fixtures.tools",
     "tests.fixtures.kube",
     "tests.fixtures.prefect",
+    "tests.fixtures.postgres",
     "tests.fixtures.storage",
     "tests.fixtures.identity",
     "tests.fixtures.health",

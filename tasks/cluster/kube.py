@@ -37,6 +37,10 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
     "Node": ("core", "node", False),
     "StatefulSet": ("apps", "stateful_set", True),
     "CustomResourceDefinition": ("apiextensions", "custom_resource_definition", False),
+    "Role": ("rbac", "role", True),
+    "RoleBinding": ("rbac", "role_binding", True),
+    "ClusterRole": ("rbac", "cluster_role", False),
+    "ClusterRoleBinding": ("rbac", "cluster_role_binding", False),
 }
 
 # Kinds served by a CRD: kind -> (group, version, plural, namespaced). Reached through
@@ -121,6 +125,7 @@ class Kube:
         self.batch = client.BatchV1Api(api_client)
         self.networking = client.NetworkingV1Api(api_client)
         self.apiextensions = client.ApiextensionsV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.version = client.VersionApi(api_client)
 
@@ -269,10 +274,16 @@ class Kube:
             resp.close()
             resp.release_conn()
 
-    def create(self, manifest: dict, exist_ok: bool = True) -> dict:
-        """Create; with ``exist_ok`` a 409 returns the existing object (idempotent create)."""
+    def create(self, manifest: dict, exist_ok: bool = True, dry_run: bool = False) -> dict:
+        """Create; with ``exist_ok`` a 409 returns the existing object (idempotent create).
+
+        ``dry_run``: the API server validates, defaults and admits the object (server-side
+        dry run) and stores nothing; the object it would have stored is returned."""
         kind, meta = manifest["kind"], manifest["metadata"]
-        ns, name = meta.get("namespace"), meta.get("name")
+        ns, name = meta.get("namespace"), meta.get("name") or meta.get("generateName")
+        if dry_run:
+            return self._call("create", kind, ns, body=manifest, what=f"dry-run create {kind} {ns}/{name}",
+                              dry_run="All")
         try:
             return self._call("create", kind, ns, body=manifest, what=f"create {kind} {ns}/{name}")
         except Conflict:
@@ -306,6 +317,14 @@ class Kube:
             return True
         except NotFound:
             return False
+
+    def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
+        """A bound token of the ServiceAccount (TokenRequest, GA since 1.20: no token Secret and
+        no token controller needed), for running as that identity."""
+        body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+            audiences=[], expiration_seconds=seconds))
+        with api_errors(f"token for ServiceAccount {namespace}/{name}"):
+            return self.core.create_namespaced_service_account_token(name, namespace, body).status.token
 
     def annotate(self, kind: str, namespace: str, name: str, annotations: dict[str, str | None]) -> dict:
         """Set (or with ``None`` remove) annotations without touching anything else."""

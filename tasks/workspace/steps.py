@@ -31,8 +31,13 @@ class ProvisionResult(BaseModel):
 
 @task(name="ensure-namespace", tags=[KUBE_API], **RETRY)
 def ensure_namespace(name: str) -> None:
-    kube.connect().create({"apiVersion": "v1", "kind": "Namespace",
-                           "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "vibecode"}}})
+    """Read first: on the platform the chart made the namespace, and the flows' Role may read
+    it but holds no cluster-wide right to create namespaces (deployments/flows-rbac.yaml).
+    Only a bare cluster (`vibecode up` as an admin) gets it created here."""
+    client = kube.connect()
+    if client.get("Namespace", None, name) is None:
+        client.create({"apiVersion": "v1", "kind": "Namespace",
+                       "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "vibecode"}}})
 
 
 @task(name="check-restore-guard", tags=[KUBE_API], **RETRY)

@@ -25,6 +25,7 @@ def pvc_annotations(kube, ns, user):
     return kube.get("PersistentVolumeClaim", ns, f"ws-{user}-workspace")["metadata"].get("annotations") or {}
 
 
+@pytest.mark.flows_identity  # runs as the flows' ServiceAccount (tests/fixtures/kube.py)
 def test_one_failure_leaves_the_run_partially_failed_and_the_others_completed(
         kube, namespace, backup_settings, job_kubelet, tmp_path, monkeypatch, smtp_inbox):
     monkeypatch.setenv("VIBECODE_BACKUP_CONCURRENCY", "2")

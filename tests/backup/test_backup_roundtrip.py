@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 BIG = 200 * 1000 * 1000  # the issue's "200 MB file"
 
 
+@pytest.mark.flows_identity  # runs as the flows' ServiceAccount (tests/fixtures/kube.py)
 def test_backup_change_backup_restore_is_byte_identical(kube, namespace, backup_settings, job_kubelet, tmp_path,
                                                         monkeypatch):
     # two runs on one day: keep-daily alone would expire the first, so keep the last two as well

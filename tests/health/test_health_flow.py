@@ -91,6 +91,7 @@ def _run_record(run_id, wait_for: str):
     return run, logs, artifacts
 
 
+@pytest.mark.flows_identity  # runs as the flows' ServiceAccount (tests/fixtures/kube.py)
 def test_run_publishes_to_pushgateway_and_datadog(sinks, healthy, caplog):
     started = time.time()
     state = check_platform_health(return_state=True)

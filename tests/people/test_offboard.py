@@ -53,6 +53,7 @@ def test_termination_disables_at_once_and_refuses_deletion_without_verified_back
     assert helm.status("ws-alice", ns) is not None and _pvc_uids(kube, ns) == uids
 
 
+@pytest.mark.flows_identity  # runs as the flows' ServiceAccount (tests/fixtures/kube.py)
 def test_verified_backup_then_retention_then_deletion(platform, kube, backup_calls):
     ns = platform["ns"]
     onboard_user(parse_request(HIRE))

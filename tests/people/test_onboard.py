@@ -24,6 +24,7 @@ from tests.fixtures.people import HIRE, event, users_file
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
 
 
+@pytest.mark.flows_identity  # runs as the flows' ServiceAccount (tests/fixtures/kube.py)
 def test_hire_creates_user_workspace_and_exactly_one_email(platform, kube):
     ns, inbox = platform["ns"], platform["inbox"]
 

@@ -225,6 +225,7 @@ def _assert_no_secret(haystack: str, secrets_: list[str]) -> None:
         assert base64.b64encode(secret.encode()).decode() not in haystack
 
 
+@pytest.mark.flows_identity  # runs as the flows' ServiceAccount (tests/fixtures/kube.py)
 def test_hire_preprovisions_totp_once_and_nothing_leaks(totp_platform, kube):
     ns, inbox, minted = totp_platform["pns"], totp_platform["inbox"], totp_platform["totp"]
 

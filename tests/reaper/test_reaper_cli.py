@@ -53,6 +53,7 @@ def test_reap_dry_run_json_prints_the_plan_and_writes_nothing(prefect_server, ku
     assert "dry run:" in text and "yan" in text and "backing up first" in text
 
 
+@pytest.mark.flows_identity  # runs as the flows' ServiceAccount (tests/fixtures/kube.py)
 def test_a_run_writes_only_what_changes_and_leaves_a_table_artifact(prefect_server, kube, namespace, monkeypatch):
     from flows.reaper import reap_idle_workspaces
     from tasks.core.settings import get_settings

@@ -42,6 +42,7 @@ def row(report, user):
     return next(r for r in report.rows if r.username == user)
 
 
+@pytest.mark.flows_identity  # runs as the flows' ServiceAccount (tests/fixtures/kube.py)
 def test_dormant_workspace_deleted_only_after_a_verified_backup_newer_than_its_stop(
         kube, namespace, backup_settings, job_kubelet, monkeypatch):
     ns = namespace

@@ -43,6 +43,7 @@ def kubelet(kube, namespace):
         t.join(timeout=5)
 
 
+@pytest.mark.flows_identity  # runs as the flows' ServiceAccount (tests/fixtures/kube.py)
 def test_provision_installs_a_restricted_authelia_protected_workspace(kube, namespace, kubelet, monkeypatch):
     monkeypatch.setenv("VIBECODE_READY_POLL_SECONDS", "0.2")
     get_settings.cache_clear()

@@ -97,6 +97,13 @@ def _certs(d: Path):
     return ca, ca_key
 
 
+# The API server's own record of what service accounts did (the flows run as one): every
+# request by a ServiceAccount at Metadata level (who, verb, resource, namespace, response
+# code), nothing for the admin. Tests check a least-privilege Role against it.
+AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+                "rules": [{"level": "Metadata", "userGroups": ["system:serviceaccounts"]}, {"level": "None"}]}
+
+
 @dataclass
 class EnvTest:
     url: str
@@ -104,6 +111,25 @@ class EnvTest:
     version: str
     procs: list[subprocess.Popen]
     workdir: tempfile.TemporaryDirectory
+
+    @property
+    def audit_log(self) -> Path:
+        """JSON lines, one audit event each (only service-account requests are logged)."""
+        return Path(self.workdir.name) / "audit.log"
+
+    def audit_events(self, user: str | None = None, since_line: int = 0) -> list[dict]:
+        """Audit events (ResponseComplete stage) from line ``since_line`` on, of ``user`` if given."""
+        import json
+
+        if not self.audit_log.exists():
+            return []
+        lines = self.audit_log.read_text().splitlines()[since_line:]
+        events = [json.loads(line) for line in lines if line.strip()]
+        return [e for e in events if e.get("stage") == "ResponseComplete"
+                and (user is None or e.get("user", {}).get("username") == user)]
+
+    def audit_lines(self) -> int:
+        return len(self.audit_log.read_text().splitlines()) if self.audit_log.exists() else 0
 
     def stop(self) -> None:
         for p in reversed(self.procs):
@@ -142,6 +168,7 @@ def start() -> EnvTest:
     _certs(d)
     token = secrets.token_urlsafe(32)
     (d / "tokens.csv").write_text(f'{token},envtest-admin,envtest-admin,"system:masters"\n')
+    (d / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
     etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
     log = d / "envtest.log"
     logf = open(log, "ab")
@@ -161,7 +188,9 @@ def start() -> EnvTest:
         f"--client-ca-file={d / 'ca.crt'}", f"--token-auth-file={d / 'tokens.csv'}",
         f"--service-account-key-file={d / 'sa.pub'}", f"--service-account-signing-key-file={d / 'sa.key'}",
         "--service-account-issuer=https://kubernetes.default.svc", "--authorization-mode=RBAC",
-        "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true", "--v=0"],
+        "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true", "--v=0",
+        f"--audit-policy-file={d / 'audit-policy.yaml'}", f"--audit-log-path={d / 'audit.log'}",
+        "--audit-log-format=json", "--audit-log-mode=blocking"],
         stdout=logf, stderr=logf)
     url = f"https://127.0.0.1:{api_port}"
     try:
