@@ -13,7 +13,7 @@ from pydantic import Field
 
 from flows.workspace import provision_workspace
 from tasks.cluster import kube
-from tasks.cluster.steps import ensure_concurrency_limits, ensure_kind_cluster
+from tasks.cluster.steps import ensure_concurrency_limits, ensure_kind_cluster, ensure_work_pools
 from tasks.core.names import Username
 from tasks.core.settings import get_settings
 from tasks.workspace.steps import ProvisionResult
@@ -31,6 +31,7 @@ def bootstrap_platform(
     kubeconfig = Path.home() / ".cache" / "vibecode" / f"kubeconfig-{cluster_name}"
     limits = ensure_concurrency_limits()
     logger.info("Prefect tag concurrency limits: %s", limits)
+    logger.info("Prefect work pools: %s", ensure_work_pools())
     if existing_kubeconfig is None:
         state = ensure_kind_cluster(cluster_name, kubeconfig)
         logger.info("KIND cluster %s %s; kubeconfig %s", cluster_name, state, kubeconfig)

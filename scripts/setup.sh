@@ -3,7 +3,7 @@
 #   scripts/setup.sh          runtime: venv with the project, helm + kubectl
 #   scripts/setup.sh --test   also the real test stack: etcd, kube-apiserver (built once
 #                             from Debian's source package and cached), restic, slapd,
-#                             prometheus-pushgateway,
+#                             prometheus-pushgateway, postgresql-15 (Prefect's team database),
 #                             and the test extras; for the real node (tests marked
 #                             `node`): containerd, runc, CNI plugins, kubelet & co.
 #                             (same build), code-server, and the local images
@@ -20,6 +20,7 @@ if $with_tests; then
   have slapd || need_apt+=(slapd)
   have ldapadd || need_apt+=(ldap-utils)
   have prometheus-pushgateway || need_apt+=(prometheus-pushgateway)
+  [[ -x /usr/lib/postgresql/15/bin/initdb ]] || need_apt+=(postgresql-15)
   # For the Kubernetes build and code-server (installed here, before they run in parallel below).
   for pkg in golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev libkrb5-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
