@@ -43,6 +43,9 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
 # CustomObjectsApi; listing one whose CRD is not installed raises NotFound.
 _CUSTOM_KINDS: dict[str, tuple[str, str, str, bool]] = {
     "Certificate": ("cert-manager.io", "v1", "certificates", True),
+    "Gateway": ("gateway.networking.k8s.io", "v1", "gateways", True),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes", True),
+    "GatewayClass": ("gateway.networking.k8s.io", "v1", "gatewayclasses", False),
 }
 
 
