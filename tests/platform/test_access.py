@@ -3,7 +3,7 @@
 Each case is one of Authelia 4.39's documented behaviours (first matching rule wins, the
 default policy otherwise, domain wildcards and placeholders, domain_regex named groups, subjects,
 methods, resources, networks, anonymous "potential" matches), so the platform's access table
-(tests/test_platform_chart.py) rests on an evaluator that is itself checked.
+(tests/platform/test_platform_chart.py) rests on an evaluator that is itself checked.
 """
 
 from __future__ import annotations

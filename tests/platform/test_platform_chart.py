@@ -22,9 +22,9 @@ from tasks.platform.values import AUTHELIA_SECRET_FILES, FLOWS_RULES, GATEWAY_LA
 from tests.fixtures import netpol
 from tests.fixtures.render import (PLATFORM_CHART, WORKSPACE_CHART, cel_rules, crd_index, crd_problems,
                                    helm_runner, kubernetes_problems, pod_specs, render)
-from tests.pss import restricted_violations
+from tests.fixtures.pss import restricted_violations
 
-AUTHELIA_SCHEMA = Path(__file__).resolve().parent / "data" / "authelia" / "configuration.v4.39.json"
+AUTHELIA_SCHEMA = Path(__file__).resolve().parents[1] / "data" / "authelia" / "configuration.v4.39.json"
 K8S_VERSIONS = ["1.33.0", "1.37.0"]
 PNS, WNS, ONS = "vibecode-platform", "vibecode-workspaces", "vibecode-ops"
 
