@@ -191,7 +191,7 @@ def test_every_option_on_renders_exactly_these_objects(all_on):
         ("NetworkPolicy", PNS, "default-deny"), ("NetworkPolicy", WNS, "default-deny"),
         ("NetworkPolicy", WNS, "workspaces"), ("NetworkPolicy", WNS, "backup-jobs"),
         *(("NetworkPolicy", PNS, n) for n in ("authelia", "totp-provision", "authelia-postgresql",
-                                               "authelia-redis", "seaweedfs")),
+                                               "authelia-redis", "seaweedfs", "acme-http01-solver")),
         ("ServiceAccount", ONS, "vibecode-flows"),
         *((k, ns, "vibecode-flows") for ns in (WNS, PNS) for k in ("Role", "RoleBinding")),
         ("ClusterRole", "", "vibecode-flows"), ("ClusterRoleBinding", "", "vibecode-flows"),
@@ -563,6 +563,7 @@ def _topology():
         pod(PNS, "seaweedfs", **core, **{"app.kubernetes.io/name": "seaweedfs"}),
         pod(PNS, "totp-carol", **core, **{"app.kubernetes.io/component": "totp-provision"}),
         pod(PNS, "stray", app="debug"),
+        pod(PNS, "cm-acme-http-solver", **{"acme.cert-manager.io/http01-solver": "true"}),
         pod("envoy-gateway-system", "envoy", **{"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy",
                                                 "app.kubernetes.io/managed-by": "envoy-gateway"}),
         pod("envoy-gateway-system", "controller", **{"app.kubernetes.io/name": "gateway-helm"}),
@@ -604,6 +605,8 @@ def _expected(values: dict, *, s3: str | None = None) -> set[tuple[str, str, str
               (totp, pg, TCP.format(5432)), (totp, dns, DNS),
               (ops, pg, TCP.format(5432)), (ops, rd, TCP.format(6379))}
     table |= {(a, r, TCP.format(587)) for r in outside}
+    if values["certificates"]["acme"]["enabled"]:
+        table.add((proxy, f"{PNS}/cm-acme-http-solver", TCP.format(8089)))
     return table
 
 
