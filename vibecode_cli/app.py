@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from tasks.core.errors import InvalidInput, MissingPrerequisite, PermanentError
 from vibecode_cli import backups, people, platform, workspaces
@@ -50,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     command, as_json = _command(argv), "--json" in argv
     try:
         code = app(args=argv, prog_name="vibecode", standalone_mode=False)
-    except click.exceptions.UsageError as exc:  # unknown option, bad value, missing argument
-        exc.show()
-        return int(Exit.BAD_INPUT)
-    except click.exceptions.Exit as exc:
+    except TyperException as exc:  # usage errors (unknown option, bad value, missing argument) exit 2
+        show = getattr(exc, "show", None)
+        show() if show else print(f"vibecode {command}: {exc.format_message()}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", Exit.BAD_INPUT))
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
@@ -65,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidInput as exc:
         return fail(command, f"invalid input: {exc}", as_json, Exit.BAD_INPUT, field=exc.field)
     except MissingPrerequisite as exc:
+        code = fail(command, exc.problems[0] if exc.problems else str(exc), as_json, Exit.BAD_INPUT,
+                    problems=exc.problems)
         for p in exc.problems[1:]:
             print(f"  - {p}", file=sys.stderr)
-        return fail(command, exc.problems[0] if exc.problems else str(exc), as_json, Exit.BAD_INPUT,
-                    problems=exc.problems)
+        return code
     except PermanentError as exc:
         return fail(command, str(exc), as_json, Exit.FAILED)
     return int(code or 0)
