@@ -145,12 +145,21 @@ def worker(project: Project, kind: PoolType, url: str, root: Path = ROOT) -> Wor
                   env={"PREFECT_API_URL": url}, cwd=str(root))
 
 
+def _stderr_fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a capture: the process's own fd 2
+        return 2
+
+
 def run_worker(w: Worker) -> int:
     """Run the worker in the foreground until it stops or Ctrl-C; its exit code."""
     import subprocess
 
-    proc = subprocess.Popen(w.argv, cwd=w.cwd, env={**os.environ, **w.env})
+    # its output is log lines: on stderr, so stdout holds only the command's result
+    proc = subprocess.Popen(w.argv, cwd=w.cwd, env={**os.environ, **w.env}, stdout=_stderr_fd())
     try:
         return proc.wait()
     except KeyboardInterrupt:  # the worker got the same SIGINT: let it finish its shutdown
-        return proc.wait() and 0
+        proc.wait()
+        return 0
