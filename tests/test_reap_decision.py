@@ -216,7 +216,8 @@ def test_never_delete_without_a_verified_backup_newer_than_the_stop(w, p, policy
 
 
 @hsettings(max_examples=500, deadline=None)
-@given(st.datetimes(timezones=st.just(timezone.utc)), durations, st.integers(0, 90))
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9000, 1, 1), timezones=st.just(timezone.utc)),
+       durations, st.integers(0, 90))
 def test_the_rule_is_shared_and_never_deletes_without_a_newer_verified_backup(since, backup_after, days):
     now = since + timedelta(days=days) + backup_after
     older = [backed_up(since - timedelta(seconds=1))]

@@ -23,7 +23,7 @@ def test_bad_reaper_settings_are_refused_naming_the_field(monkeypatch):
     from tasks.core.settings import Settings
 
     monkeypatch.setenv("VIBECODE_REAP_PROBE_URL", "http://{service}/x?healthz")
-    with pytest.raises(ValidationError, match="reap_probe_url"):
+    with pytest.raises(ValidationError, match=r"reaper\.probe_url"):
         Settings()
 
 
