@@ -174,3 +174,35 @@ def test_backup_of_a_workspace_without_a_volume_exits_1(prefect_server, kube, na
     assert cli(["backup", "nobody", "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["outcome"] == "Failed" and out["workspaces"][0]["reason"] == "no workspace volume found"
+
+
+def test_progress_shows_the_flow_steps_in_a_terminal_and_gives_prefect_its_console_back(prefect_server,
+                                                                                      monkeypatch, capsys):
+    import logging
+
+    from prefect import flow, get_run_logger, task
+
+    from vibecode_cli.output import progress
+
+    @task(name="step-one")
+    def step() -> None:
+        get_run_logger().info("copying the volume")
+
+    @flow(name="cli-progress-probe")
+    def probe() -> None:
+        step()
+        get_run_logger().info("all done")
+
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: treat stderr as a terminal
+    consoles = [h for h in logging.getLogger().handlers if type(h).__name__ == "PrefectConsoleHandler"]
+    before = [h.level for h in consoles]
+    with progress("Probing"):
+        probe()
+    err = capsys.readouterr().err
+    assert "copying the volume" in err and "all done" in err and "step-one" in err
+    assert [h.level for h in consoles] == before
+
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")  # a pipe: one line, Prefect's own log lines unchanged
+    with progress("Probing"):
+        pass
+    assert capsys.readouterr().err == "Probing ...\n"
