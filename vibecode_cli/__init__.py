@@ -12,5 +12,3 @@ from vibecode_cli.people import HR_COMMAND_TYPES, MAX_EVENT_BYTES, parse_hr_even
 
 __all__ = ["app", "main", "parse_hr_event", "HR_COMMAND_TYPES", "MAX_EVENT_BYTES"]
 
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
