@@ -118,8 +118,7 @@ def progress(title: str) -> Iterator[None]:
 
 
 def examples(*lines: str | tuple[str, str]) -> str:
-    """A command's ``--help`` epilog: commands to copy, each with what it does."""
+    """A command's ``--help`` epilog: commands to copy, each under a comment saying what it does."""
     pairs = [(x, "") if isinstance(x, str) else x for x in lines]
-    width = max(len(cmd) for cmd, _ in pairs)
-    body = "\n".join(f"{cmd:<{width}}  # {why}" if why else cmd for cmd, why in pairs)
+    body = "\n".join(f"# {why}\n{cmd}" if why else cmd for cmd, why in pairs)
     return f"**Example{'s' if len(pairs) > 1 else ''}**\n\n```\n{body}\n```\n"

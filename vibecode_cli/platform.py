@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command(rich_help_panel=PANEL, epilog=examples(
         ("vibecode health", "every check, criticals first"),
-        ("vibecode health --json | jq -r '.checks[] | select(.status != \"ok\") | .message'", "what is wrong")))
+        ("vibecode health --json | jq '.checks[] | select(.status != \"ok\")'", "only what is wrong")))
     def health(as_json: Json = False) -> int:
         """Check the platform's health once.
 
@@ -240,8 +240,9 @@ def register(app: typer.Typer) -> None:
         return Exit.DONE
 
     @app.command(rich_help_panel=PANEL, epilog=examples(
-        ("VIBECODE_GATEWAY_WEBHOOK_SECRETS='[\"<32+ bytes>\"]' VIBECODE_GATEWAY_SCIM_TOKEN=<32+ bytes> "
-         "vibecode gateway --port 8080", "")))
+        ("export VIBECODE_GATEWAY_WEBHOOK_SECRETS='[\"<at least 32 bytes>\"]'", "HMAC secrets (two in a rotation)"),
+        ("export VIBECODE_GATEWAY_SCIM_TOKEN='<at least 32 bytes>'", "the identity provider's bearer token"),
+        ("vibecode gateway --port 8080", "serve until Ctrl-C")))
     def gateway(host: Annotated[str | None, typer.Option(help="Listen address (default: setting gateway.host).")] = None,
                 port: Annotated[int | None, typer.Option(min=1, max=65535,
                                                          help="Listen port (default: setting gateway.port).")] = None,
