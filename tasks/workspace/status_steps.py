@@ -33,15 +33,24 @@ def list_workspace_objects() -> dict[str, list[dict]]:
 
 
 @task(name="publish-workspace-overview")
-def publish_workspace_overview(listed: dict[str, list[dict]] | None, now: datetime) -> Overview | None:
+def publish_workspace_overview(listed: dict[str, list[dict]] | None, now: datetime,
+                               quiet: bool = False) -> Overview | None:
     """Build the overview from listed objects and write it to the ``workspace-overview``
     artifact. ``None`` (the listing failed) leaves the last published one in place: the
-    health report names the outage."""
+    health report names the outage. ``quiet`` (the health flow): a failure here is logged and
+    never hides the health checks."""
     if listed is None:
         get_run_logger().warning("workspace overview not refreshed: the cluster could not be listed")
         return None
-    s = get_settings()
-    overview = build_overview(listed.get("deployments") or [], listed.get("pvcs") or [], listed.get("ledger") or [],
-                              now, s.namespace, s.domain)
-    create_table_artifact(key=ARTIFACT_KEY, table=overview.table(), description=f"Workspaces: {overview.summary()}")
+    try:
+        s = get_settings()
+        overview = build_overview(listed.get("deployments") or [], listed.get("pvcs") or [],
+                                  listed.get("ledger") or [], now, s.namespace, s.domain)
+        create_table_artifact(key=ARTIFACT_KEY, table=overview.table(),
+                              description=f"Workspaces: {overview.summary()}")
+    except Exception as exc:  # noqa: BLE001 - see quiet
+        if not quiet:
+            raise
+        get_run_logger().error("workspace overview not refreshed: %s: %s", type(exc).__name__, exc)
+        return None
     return overview
