@@ -175,3 +175,19 @@ def test_the_health_flow_refreshes_the_overview_artifact(quiet_platform, prefect
     assert {p: r["state"] for p, r in rows.items()} == {"alice": "running", "bob": "stopped"}
     assert rows["alice"]["url"] == "https://alice.vibecode.dev" and rows["alice"]["last_backup"] != "-"
     assert rows["bob"]["note"].startswith("stopped 40d ago")
+
+
+def test_a_broken_overview_never_fails_the_health_run(prefect_server):
+    from prefect import flow
+
+    from tasks.workspace.status_steps import publish_workspace_overview
+
+    broken = {"deployments": [42]}  # not an object
+
+    @flow(name="overview-probe")
+    def probe(quiet: bool):
+        return publish_workspace_overview(broken, datetime.now(timezone.utc), quiet=quiet)
+
+    assert probe(True) is None  # logged, the health run goes on
+    with pytest.raises(AttributeError):
+        probe(False)  # `vibecode status` shows the error
