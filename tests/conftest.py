@@ -9,6 +9,14 @@
 - ``fixtures.node``     a real one-node cluster (kubelet, containerd) for tests marked ``node``
 - ``fixtures.gateway``  the HR gateway on loopback, with the HR deployments registered
 - ``fixtures.codeserver`` real code-server processes on loopback
+- ``fixtures.people``   the onboarding/offboarding platform (namespaces, users Secret, inbox)
+- ``fixtures.reaper``   a closed port for a workspace that does not answer
+
+Helpers without fixtures, imported by the tests that use them: ``fixtures.backup``,
+``fixtures.objects`` (cluster objects as the product writes them), ``fixtures.pss`` (Pod Security
+"restricted" checker), ``fixtures.scim_examples``, ``fixtures.concurrency``. Tests live in one
+folder per domain (tests/core, tests/people, ...); no test module imports another
+(tests/core/test_layout.py).
 """
 
 pytest_plugins = [
@@ -21,6 +29,8 @@ pytest_plugins = [
     "tests.fixtures.node",
     "tests.fixtures.gateway",
     "tests.fixtures.codeserver",
+    "tests.fixtures.people",
+    "tests.fixtures.reaper",
 ]
 
 
