@@ -16,7 +16,6 @@ import asyncio
 import json
 import secrets
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -101,14 +100,21 @@ def _assert_restricted_at_runtime(node, pod: dict, uid: int) -> None:
     assert "ro" in root[5].split(","), f"root filesystem mounted {root[5]}"
 
 
-def test_the_node_s3_server_listens_only_on_the_node_address(node_s3):
-    """tests/fixtures/node.py's SeaweedFS, which the restic pods write to."""
+def test_the_node_s3_server_listens_only_on_the_node_address_and_loopback(node_s3):
+    """tests/fixtures/node.py's SeaweedFS, which the restic pods write to: every port on the
+    node address. SeaweedFS also opens the master, filer and S3 ports on localhost when
+    bound to another address (hard-coded in its util.NewIpAndLocalListeners, no flag):
+    loopback, the same ports, nothing on a wildcard address."""
     expected = {port for name, port in node_s3.ports.items() if name != "webdav"}
-    deadline = time.monotonic() + 15
-    while {p for _, _, p in seaweedfs.listening(node_s3.proc.pid)} < expected and time.monotonic() < deadline:
-        time.sleep(0.2)
-    socks = seaweedfs.listening(node_s3.proc.pid)
-    assert {p for _, _, p in socks} == expected and {a for _, a, _ in socks} == {node_harness.NODE_IP}, socks
+
+    def on_node_ip():
+        socks = seaweedfs.listening(node_s3.proc.pid)
+        return socks if {p for _, a, p in socks if a == node_harness.NODE_IP} >= expected else None
+
+    socks = wait_for("every weed port on the node address", on_node_ip, timeout=15, interval=0.2)
+    assert {p for _, a, p in socks if a == node_harness.NODE_IP} == expected, socks
+    assert {a for _, a, _ in socks} <= {node_harness.NODE_IP, "127.0.0.1"}, socks
+    assert {p for _, a, p in socks if a == "127.0.0.1"} <= expected, socks
 
 
 def test_seaweedfs_image_serves_s3_from_a_restricted_pod(node_cluster, node_kube, node_namespace):
@@ -190,7 +196,8 @@ def test_postgres_image_initialises_its_volume_once_and_serves_sql_from_a_restri
             await conn.close()
 
     assert [tuple(r) for r in asyncio.run(session("SELECT 1"))] == [(1,)]
-    asyncio.run(session("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('across restarts')"))
+    asyncio.run(session("CREATE TABLE kept (v text)"))
+    asyncio.run(session("INSERT INTO kept VALUES ('across restarts')"))
     with pytest.raises(asyncpg.InvalidPasswordError):
         asyncio.run(session("SELECT 1", password="not-the-password"))
 
