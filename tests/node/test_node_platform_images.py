@@ -62,12 +62,12 @@ def _secret(kube, ns: str, name: str, data: dict[str, str]) -> None:
                  "stringData": data})
 
 
-def _ready_pod(kube, ns: str, name: str, timeout: float = 180) -> dict:
+def _ready_pod(kube, ns: str, name: str, timeout: float = 180, logs=lambda: "") -> dict:
     def ready():
         pod = kube.get("Pod", ns, name) or {}
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
         if statuses and "terminated" in (statuses[0].get("state") or {}):
-            raise AssertionError(f"{name} exited: {statuses[0]['state']}")
+            raise AssertionError(f"{name} exited: {statuses[0]['state']}\n{logs()}")
         return pod if statuses and statuses[0].get("ready") else None
     return wait_for(f"pod {name} ready", ready, timeout=timeout)
 
@@ -183,9 +183,10 @@ def test_postgres_image_initialises_its_volume_once_and_serves_sql_from_a_restri
     _claim(kube, ns, "pg-data")
     kube.create(_pg_pod(node_cluster, ns))
     ip = _service(kube, ns, "postgres", 5432)
-    pod = _ready_pod(kube, ns, "postgres")
+    logs = lambda: _logs(node_cluster, kubectl_bin, ns, "postgres")  # noqa: E731
+    pod = _ready_pod(kube, ns, "postgres", logs=logs)
     _assert_restricted_at_runtime(node_cluster, pod, 999)
-    assert "postgres: initialised /var/lib/postgresql/data/pgdata" in _logs(node_cluster, kubectl_bin, ns, "postgres")
+    assert "postgres: initialised /var/lib/postgresql/data/pgdata" in logs()
 
     async def session(sql: str, *, password: str = password):
         conn = await asyncpg.connect(host=ip, port=5432, user="postgres", password=password, database="authelia",
@@ -205,8 +206,8 @@ def test_postgres_image_initialises_its_volume_once_and_serves_sql_from_a_restri
     kube.delete("Pod", ns, "postgres")
     wait_for("old postgres pod gone", lambda: kube.get("Pod", ns, "postgres") is None, timeout=120)
     kube.create(_pg_pod(node_cluster, ns))
-    _ready_pod(kube, ns, "postgres")
-    assert "initialised" not in _logs(node_cluster, kubectl_bin, ns, "postgres")
+    _ready_pod(kube, ns, "postgres", logs=logs)
+    assert "initialised" not in logs()
     assert [tuple(r) for r in asyncio.run(session("SELECT v FROM kept"))] == [("across restarts",)]
 
 

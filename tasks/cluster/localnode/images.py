@@ -297,6 +297,9 @@ host all all ::/0 scram-sha-256
   fi
   echo "postgres: initialised $PGDATA" >&2
 fi
+# fsGroup (fsGroupChangePolicy: Always, the default) makes every folder on the volume group
+# rw and setgid at each mount; postgres refuses a data folder that is not 0700 or 0750.
+chmod 0700 "$PGDATA"
 exec postgres -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories=/var/run/postgresql "$@"
 """
 
