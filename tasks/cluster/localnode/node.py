@@ -419,7 +419,7 @@ def start(code_server: bool = True, pv_count: int = 24, lock_timeout: float = 18
         raise
     node.timings["start"] = time.monotonic() - t_images
     log(f"node {NODE_NAME} Ready at {NODE_IP}; API {node.url}; images {node.timings['images']:.1f}s, "
-        f"start {node.timings['start']:.1f}s; scratch {workdir}")
+        f"start {node.timings['start']:.1f}s (image import {node.timings.get('import', 0):.1f}s); scratch {workdir}")
     return node
 
 
