@@ -1,6 +1,6 @@
 """Backup, restore and Job hardening: each test names the defect it proves fixed.
 
-Real API server, Prefect, restic 0.14 and S3 server (moto); Jobs run by the kubelet
+Real API server, Prefect, restic 0.14 and S3 server (SeaweedFS); Jobs run by the kubelet
 stand-in (tests.fixtures.storage.JobKubelet), which honours the pod spec's uid/gid,
 read-only mounts and termination messages.
 """
