@@ -5,7 +5,7 @@
 - ``fixtures.prefect``  a real Prefect server on SQLite (session scope: ~30 s to start), or on
                         PostgreSQL with VIBECODE_TEST_PREFECT_DATABASE=postgresql
 - ``fixtures.postgres`` PostgreSQL from Debian's packages and a Prefect server on it
-- ``fixtures.storage``  an S3 protocol server (moto) and restic
+- ``fixtures.storage``  the S3 server (SeaweedFS, ``fixtures.seaweedfs``) and restic
 - ``fixtures.identity`` slapd (LDAP) and aiosmtpd (SMTP)
 - ``fixtures.health``   a Prometheus Pushgateway; Datadog intake and Authelia health stand-ins
 - ``fixtures.node``     a real one-node cluster (kubelet, containerd) for tests marked ``node``

@@ -47,6 +47,9 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
 # CustomObjectsApi; listing one whose CRD is not installed raises NotFound.
 _CUSTOM_KINDS: dict[str, tuple[str, str, str, bool]] = {
     "Certificate": ("cert-manager.io", "v1", "certificates", True),
+    "Gateway": ("gateway.networking.k8s.io", "v1", "gateways", True),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes", True),
+    "GatewayClass": ("gateway.networking.k8s.io", "v1", "gatewayclasses", False),
 }
 
 
@@ -145,7 +148,8 @@ class Kube:
         takes (name, namespace, body) in the same order as the typed clients' methods."""
         group, version, plural, namespaced = _CUSTOM_KINDS[kind]
         scope = "namespaced" if namespaced else "cluster"
-        method = getattr(self.custom, f"{verb}_{scope}_custom_object{subresource}")
+        client_verb = {"read": "get"}.get(verb, verb)  # CustomObjectsApi says get, the typed clients read
+        method = getattr(self.custom, f"{client_verb}_{scope}_custom_object{subresource}")
 
         def call(*args: Any, **kw: Any) -> Any:
             name = args[0] if verb not in ("list", "create") else None

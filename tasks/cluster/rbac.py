@@ -1,43 +1,84 @@
 """The flows' least-privilege identity: ServiceAccount ``vibecode-flows`` and its rules.
 
-The rules live in one data file (:data:`RULES_FILE`) that both this module and the platform
-chart read, so the Roles the chart installs and the ones the tests check are the same.
-Three scopes:
+The rules are :data:`tasks.platform.values.FLOWS_RULES`, the platform chart's ``rbac.rules``
+default (a test keeps the two equal), so the Roles the chart installs and the ones the
+tests check are the same. Three scopes:
 
 - ``workspaces``: a Role in the workspace namespace (releases, volumes, backup Jobs);
 - ``platform``: a Role in the platform namespace (Authelia's users Secret, ledger, TOTP);
-- ``cluster``: a ClusterRole, only for reads a check truly needs across namespaces.
+- ``cluster``: a ClusterRole, only LISTs a check truly needs across namespaces.
 
-Each rule carries a ``why`` (the code path that needs it), dropped from the manifests.
-The test suite runs a representative set of flow tests under this identity against the
-real API server and compares the calls it audited with these rules
-(tests/cluster/test_flows_rbac.py).
+:data:`WHY` names the code path behind each rule. The test suite runs a representative
+set of flow tests under this identity on the real API server, which audits every request;
+none may be refused, and a rule's verb the audit never shows must be in :data:`UNAUDITED`
+with the reason (tests/fixtures/kube.py, tests/cluster/test_flows_rbac.py).
 
-Builders are pure: they take the parsed rules and names, and return manifests.
+Builders are pure: they take the rules and names, and return manifests.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import copy
 from typing import Any
 
-import yaml
+from tasks.platform.values import FLOWS_RULES, FLOWS_SERVICE_ACCOUNT, OPS_NAMESPACE
 
-ROOT = Path(__file__).resolve().parents[2]
-RULES_FILE = ROOT / "deployments" / "flows-rbac.yaml"
-SERVICE_ACCOUNT = "vibecode-flows"
-FLOWS_NAMESPACE = "vibecode-ops"
+SERVICE_ACCOUNT = FLOWS_SERVICE_ACCOUNT
+FLOWS_NAMESPACE = OPS_NAMESPACE
 SCOPES = ("workspaces", "platform", "cluster")
 _RULE_KEYS = ("apiGroups", "resources", "resourceNames", "verbs")
+_APPLY = "helm's server-side apply that creates an object needs create; the audit records it as patch"
+
+# (scope, apiGroup, resource) -> the code paths that need it.
+WHY: dict[tuple[str, str, str], str] = {
+    ("workspaces", "", "namespaces"): "provision's ensure-namespace reads it (the chart creates it)",
+    ("workspaces", "", "secrets"): "helm's release records; the backup Secret patched by a restic password rotation",
+    ("workspaces", "", "configmaps"): "the restic repository's init claim (tasks/backup/repo.py)",
+    ("workspaces", "", "persistentvolumeclaims"): "helm applies the volumes; backup annotations; restore "
+                                                  "volumes; purge and the reaper's dormancy delete",
+    ("workspaces", "", "pods"): "a failed Job's pod states its reason; restore checks no pod holds the volume",
+    ("workspaces", "", "services"): "helm apply/uninstall of the workspace chart",
+    ("workspaces", "", "serviceaccounts"): "helm apply/uninstall of the workspace chart",
+    ("workspaces", "apps", "deployments"): "helm apply/uninstall; the reaper stops and resumes; rollout watches",
+    ("workspaces", "batch", "jobs"): "backup, restore and purge Jobs, awaited by a watch",
+    ("workspaces", "networking.k8s.io", "networkpolicies"): "helm apply/uninstall of the workspace chart",
+    ("workspaces", "gateway.networking.k8s.io", "httproutes"): "helm apply/uninstall of the workspace chart",
+    ("platform", "", "configmaps"): "the people ledger (tasks/people/ledger.py)",
+    ("platform", "", "secrets"): "Authelia's users database (compare-and-swap replace); TOTP hand-off Secrets",
+    ("platform", "", "pods"): "a failed TOTP Job's pod states its reason",
+    ("platform", "batch", "jobs"): "the TOTP pre-provisioning Job, awaited by a watch",
+    ("platform", "apps", "deployments"): "roll Authelia after its users Secret changed",
+    ("cluster", "", "nodes"): "health's node check (nodes are cluster-scoped)",
+    ("cluster", "apps", "deployments"): "health's platform components live in several namespaces",
+    ("cluster", "apps", "statefulsets"): "health's platform components live in several namespaces",
+    ("cluster", "cert-manager.io", "certificates"): "health's certificate expiry check",
+    ("cluster", "gateway.networking.k8s.io", "gateways"): "provisioning finds the platform Gateway by label",
+}
+
+# (scope, apiGroup, resource, verb) the audit of the marked flow tests does not show, and why.
+UNAUDITED: dict[tuple[str, str, str, str], str] = {
+    **{("workspaces", g, r, "create"): _APPLY for g, r in (
+        ("", "services"), ("", "serviceaccounts"), ("apps", "deployments"), ("networking.k8s.io", "networkpolicies"),
+        ("gateway.networking.k8s.io", "httproutes"))},
+    ("workspaces", "", "secrets", "patch"): "the rotate-restic-password flow (not in the marked set)",
+    ("workspaces", "apps", "deployments", "watch"): "rollout's watch when the Deployment is not available at the "
+                                                    "first LIST (the tests' kubelet stand-in is quicker)",
+    ("workspaces", "batch", "jobs", "get"): "restore's guard check of a lapsed restore Job",
+    ("platform", "", "configmaps", "delete"): "a SCIM DELETE of a user (the gateway's path, tests/gateway)",
+    ("platform", "", "pods", "list"): "only when a TOTP Job fails",
+    ("cluster", "cert-manager.io", "certificates", "list"): "no cert-manager CRD on the test API server: the "
+                                                              "LIST answers 404 before RBAC is asked",
+    ("cluster", "gateway.networking.k8s.io", "gateways", "list"): "no Gateway API CRD in the marked tests' runs",
+}
 
 
-def load_rules(path: Path = RULES_FILE) -> dict[str, list[dict[str, Any]]]:
-    data = yaml.safe_load(path.read_text())
-    return {scope: data.get(scope) or [] for scope in SCOPES}
+def load_rules() -> dict[str, list[dict[str, Any]]]:
+    """The flows' rules by scope (a copy: callers may adjust resourceNames)."""
+    return {scope: copy.deepcopy(FLOWS_RULES.get(scope, [])) for scope in SCOPES}
 
 
 def policy_rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rules as Kubernetes PolicyRules (``why`` and any other note dropped)."""
+    """The rules as Kubernetes PolicyRules (only the PolicyRule keys)."""
     return [{k: r[k] for k in _RULE_KEYS if k in r} for r in rules]
 
 

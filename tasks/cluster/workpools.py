@@ -4,7 +4,7 @@
   local processes (the single-machine setup, `prefect worker start --pool vibecode-ops`).
 - ``vibecode-kubernetes`` (type ``kubernetes``, prefect-kubernetes): flow runs become Jobs
   in the ``vibecode-ops`` namespace under the ``vibecode-flows`` ServiceAccount, whose Role
-  holds exactly what the flows call (deployments/flows-rbac.yaml). Its template is
+  holds exactly what the flows call (tasks.platform.values.FLOWS_RULES). Its template is
   deployments/kubernetes-pool.json: restricted Pod Security context, secrets only as
   ``secretKeyRef`` from the Secret bootstrap creates, resource requests and limits.
 
