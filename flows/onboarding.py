@@ -29,6 +29,7 @@ from flows.restore import restore_workspace
 from flows.workspace import provision_workspace
 from tasks.core.errors import PermanentError
 from tasks.core.names import workspace_names
+from tasks.core.runtime import without_flow_heartbeats
 from tasks.core.settings import get_settings
 from tasks.core.steps import now as _now, table_artifact
 from tasks.people.hr import HRRequest, parse_request
@@ -94,12 +95,15 @@ def onboard_user(request: HRRequest) -> OnboardResult:
         else:
             returning = rec.state.has_left
             rows["identity"] = ensure_identity(user_spec(request, username))
-            if employment.purged_at:  # volumes were deleted after retention: bring the work back
-                provision_workspace(username, replicas=0)  # fresh volumes, nothing writing to them
-                rows["data"] = restore_previous_work(username)
-            elif returning:
-                rows["wake"] = scale_workspace(username, 1)
-            ws = provision_workspace(username)
+            # Subflows without heartbeats of their own: this run's heartbeat covers the process,
+            # and each subflow's would add up to 1 s of joining at its end (tasks/core/runtime.py).
+            with without_flow_heartbeats():
+                if employment.purged_at:  # volumes were deleted after retention: bring the work back
+                    provision_workspace(username, replicas=0)  # fresh volumes, nothing writing to them
+                    rows["data"] = restore_previous_work(username)
+                elif returning:
+                    rows["wake"] = scale_workspace(username, 1)
+                ws = provision_workspace(username)
             rows["workspace"] = f"{ws.release} revision {ws.revision} ({'changed' if ws.changed else 'unchanged'})"
             rows["email"] = send_welcome(request, username, url, returning)
             if s.identity.totp_preprovision:

@@ -18,6 +18,7 @@ from flows.backup import backup_workspaces
 from flows.workspace import provision_workspace
 from tasks.core.errors import PermanentError
 from tasks.core.names import Username, workspace_names
+from tasks.core.runtime import without_flow_heartbeats
 from tasks.core.settings import get_settings
 from tasks.core.steps import now as _now, table_artifact
 from tasks.reaper.decide import Probe, decide, policy_for, probe_url, rfc3339
@@ -110,7 +111,8 @@ def resume_workspace(username: Username) -> ResumeResult:
             raise PermanentError(f"{username} has no workspace and no volume left: restore it from its backup "
                                  f"(`vibecode restore {username} --in-place` after `vibecode provision "
                                  f"{username} --replicas 0`)")
-        ready = provision_workspace(names.username).ready
+        with without_flow_heartbeats():  # a subflow: this run's heartbeat covers the process
+            ready = provision_workspace(names.username).ready
         was = "dormant: release reinstalled onto the kept volumes"
     else:
         ready = wait_available(names.username)
