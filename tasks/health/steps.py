@@ -17,7 +17,7 @@ from tasks.core.errors import NotFound, PermanentError
 from tasks.health.checks import HealthReport, Observed, Status, evaluate, parse_users, redact
 from tasks.health.probes import probe_bucket, probe_http
 from tasks.health.sinks import push_prometheus, send_datadog
-from tasks.people.identity.filedb import USERS_KEY
+from tasks.people.usersdb import USERS_KEY
 from tasks.people.ledger import SELECTOR as LEDGER_SELECTOR
 from tasks.core.names import WORKSPACE_PVC_SELECTOR
 from tasks.core.settings import get_settings

@@ -62,9 +62,9 @@ def start_totp_provisioning(username: str) -> bool:
     if plan.delete_secret:
         kube.delete("Secret", ns, name)
     if plan.create_secret:  # a concurrent run's Secret wins the create; its Job reads whichever exists
-        kube.create(totp.handoff_secret(username, totp.mint_secret(), s, _now()))
+        kube.create(totp.handoff_secret(username, totp.mint_secret(), s.identity, s.platform_namespace, _now()))
     if plan.create_job:
-        kube.create(totp.provision_job(username, s))
+        kube.create(totp.provision_job(username, s.identity, s.platform_namespace))
     return False
 
 
@@ -102,7 +102,7 @@ def preprovision_totp(username: str) -> str:
         discard_totp_handoff(username)
         raise PermanentError(f"TOTP pre-provisioning for {username} failed: Job {ns}/{name}: {reason}. "
                              f"The hand-off Secret was deleted; rerun the event to retry.")
-    expiry = totp.expires_at(_now(), s).isoformat()
+    expiry = totp.expires_at(_now(), s.identity).isoformat()
     return (f"pre-provisioned (Job {name} complete); an administrator hands it over with "
             f"`vibecode totp-handoff {username}` before about {expiry}")
 

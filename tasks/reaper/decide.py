@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Mapping
 
 from tasks.core.timefmt import parse_time, rfc3339  # noqa: F401 - rfc3339 is part of this API
-from tasks.core.names import DORMANT_DELETED_AT, IDLE_WARNED_AT, IDLE_WARNING_RULE, LAST_ACTIVITY, REAP_EXEMPT, RESTORING, STOP_REASON, STOPPED_AT, USER_LABEL, VOLUME_LABEL
+from tasks.core.names import COMPONENT_LABEL, DORMANT_DELETED_AT, IDLE_WARNED_AT, IDLE_WARNING_RULE, LAST_ACTIVITY, REAP_EXEMPT, RESTORING, STOP_REASON, STOPPED_AT, USER_LABEL, VOLUME_LABEL
 from tasks.people.deletion import deletion_decision
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ def workspaces_from(deployments: list[dict], volumes: list[dict], jobs: list[dic
     busy: dict[str, str] = {}
     for j in jobs:
         if job_running(j):
-            component = ((j.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component", "job")
+            component = ((j.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL, "job")
             busy[_user(j)] = f"a {component} Job is running"
     out: dict[str, Workspace] = {}
     for d in deployments:

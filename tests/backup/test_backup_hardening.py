@@ -94,7 +94,7 @@ def test_failed_totp_job_reason_is_its_termination_message_stand_in(kube, namesp
 
     s = get_settings()
     ns = s.platform_namespace  # the TOTP Job lives with Authelia, not with the workspaces
-    job = kube.create(totp.provision_job("carol", s))
+    job = kube.create(totp.provision_job("carol", s.identity, s.platform_namespace))
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     kube.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}})

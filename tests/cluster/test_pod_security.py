@@ -29,13 +29,13 @@ def _pod(job: dict) -> dict:
 
 BUILT_PODS = {
     "backup (running workspace, pinned to its node)":
-        lambda s: _pod(backup_job(workspace_names("alice"), s, "r1", node="node-1")),
-    "backup (stopped workspace)": lambda s: _pod(backup_job(workspace_names("alice"), s, "r1")),
-    "restore into a new volume": lambda s: _pod(restore_job(workspace_names("alice"), s, "r1",
+        lambda s: _pod(backup_job(workspace_names("alice"), s.backup, s.namespace, "r1", node="node-1")),
+    "backup (stopped workspace)": lambda s: _pod(backup_job(workspace_names("alice"), s.backup, s.namespace, "r1")),
+    "restore into a new volume": lambda s: _pod(restore_job(workspace_names("alice"), s.backup, s.namespace, "r1",
                                                             "ws-alice-restore-r1", "latest")),
-    "restore in place": lambda s: _pod(restore_job(workspace_names("alice"), s, "r1",
+    "restore in place": lambda s: _pod(restore_job(workspace_names("alice"), s.backup, s.namespace, "r1",
                                                    "ws-alice-workspace", "0123abcd")),
-    "totp provisioning": lambda s: _pod(totp.provision_job("alice", s)),
+    "totp provisioning": lambda s: _pod(totp.provision_job("alice", s.identity, s.platform_namespace)),
 }
 
 
