@@ -110,7 +110,7 @@ def direct_nightly(username: str, volume: Path, run_id: str, scratch: Path) -> N
     restic = restic_for(s, username)
     restic.ensure_init()
     timed_backup(username, volume, run_id, scratch)
-    after = record_and_expire(restic, run_id, False, KeepPolicy.from_settings(s), datetime.now(timezone.utc))
+    after = record_and_expire(restic, run_id, False, KeepPolicy.from_settings(s.backup), datetime.now(timezone.utc))
     assert after.snapshot_id
     ok, detail = restic.check(s.backup.verify_read_data_percent)
     assert ok, detail

@@ -19,6 +19,13 @@ folder per domain (tests/core, tests/people, ...); no test module imports anothe
 (tests/core/test_layout.py).
 """
 
+from hypothesis import settings as _hypothesis
+
+# Property tests judge results, not speed: on a shared 2-core machine a case may take longer
+# than hypothesis's default 200 ms deadline without anything being wrong.
+_hypothesis.register_profile("vibecode", deadline=None)
+_hypothesis.load_profile("vibecode")
+
 pytest_plugins = [
     "tests.fixtures.tools",
     "tests.fixtures.kube",

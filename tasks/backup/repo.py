@@ -43,7 +43,7 @@ def init_claim(username: str, settings: Settings) -> dict:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": f"vibecode-restic-init-{username}", "namespace": settings.namespace,
                          "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: "backup", USER_LABEL: username}},
-            "data": {"repository": repository(settings, username)}}
+            "data": {"repository": repository(settings.backup, username)}}
 
 
 def ensure_repository(username: str, settings: Settings | None = None) -> bool:

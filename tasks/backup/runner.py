@@ -38,7 +38,7 @@ class Restic:
         missing = [k for k in SECRET_ENV if not secrets.get(k)]
         if missing:
             raise PermanentError(f"backup secret lacks {', '.join(missing)}")
-        return cls(env={**plain_env(settings, username, cache), **{k: secrets[k] for k in SECRET_ENV}},
+        return cls(env={**plain_env(settings.backup, username, cache), **{k: secrets[k] for k in SECRET_ENV}},
                    binary=settings.backup.restic_binary)
 
     def with_password(self, password: str) -> "Restic":

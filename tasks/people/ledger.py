@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
 from tasks.core.errors import Conflict, InvalidInput, PermanentError
 from tasks.people.record import Record, State, from_data, to_data
@@ -35,6 +35,7 @@ from tasks.core.settings import Settings, get_settings
 PREFIX = "vibecode-user-"
 INDEX_PREFIX = "vibecode-employee-"
 SELECTOR = LEDGER_SELECTOR
+V = TypeVar("V")  # a decision's verdict
 
 __all__ = ["Ledger", "Record", "State", "index_name", "to_manifest", "from_manifest"]
 
@@ -141,15 +142,26 @@ class Ledger:
         return rec
 
     def update(self, username: str, change: Callable[[Record], Record], attempts: int = 20) -> Record:
+        """The record after ``change``, applied by compare-and-swap (see :meth:`decide`)."""
+        return self.decide(username, lambda r: (change(r), None), attempts)[0]
+
+    def decide(self, username: str, decision: Callable[[Record], tuple[Record, V]],
+               attempts: int = 20) -> tuple[Record, V]:
+        """(the stored record, the verdict) of a pure ``decision`` on the current record.
+
+        Compare-and-swap on ``resourceVersion``: when another writer got there first, the
+        record is read again and decided again, so the verdict returned is the one of the
+        attempt that was stored. A decision that changes nothing writes nothing.
+        """
         for attempt in range(attempts):
             current = self.get(username)
             if current is None:
                 raise PermanentError(f"no ledger record for {username}")
-            new = change(current)
+            new, verdict = decision(current)
             if new == current:
-                return current
+                return current, verdict
             try:
-                return from_manifest(self.kube.replace(to_manifest(new, self.ns)))
+                return from_manifest(self.kube.replace(to_manifest(new, self.ns))), verdict
             except Conflict:
                 time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))
         raise Conflict(f"ledger record {username} still contended after {attempts} attempts")

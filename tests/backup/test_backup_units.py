@@ -22,7 +22,7 @@ SECRETS = dict(restic_password="pw-for-tests-only", s3_access_key_id="id-for-tes
 
 def test_backup_job_mounts_read_only_pins_the_node_and_holds_no_secret():
     s = Settings(**SECRETS)
-    job = backup_job(workspace_names("alice"), s, "abcd1234", node="node-7")
+    job = backup_job(workspace_names("alice"), s.backup, s.namespace, "abcd1234", node="node-7")
     pod = job["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["image"] == s.backup.restic_image and ":" in c["image"]
@@ -49,8 +49,8 @@ def test_backup_job_mounts_read_only_pins_the_node_and_holds_no_secret():
 
 def test_stopped_workspace_is_not_pinned_and_restore_mounts_read_write():
     s = Settings(**SECRETS)
-    assert "affinity" not in backup_job(workspace_names("bob"), s, "r1")["spec"]["template"]["spec"]
-    job = restore_job(workspace_names("bob"), s, "r1", "ws-bob-restore-r1", "latest")
+    assert "affinity" not in backup_job(workspace_names("bob"), s.backup, s.namespace, "r1")["spec"]["template"]["spec"]
+    job = restore_job(workspace_names("bob"), s.backup, s.namespace, "r1", "ws-bob-restore-r1", "latest")
     pod = job["spec"]["template"]["spec"]
     data = next(v for v in pod["volumes"] if v["name"] == "data")
     assert data["persistentVolumeClaim"] == {"claimName": "ws-bob-restore-r1", "readOnly": False}
@@ -68,8 +68,8 @@ def test_workspace_nodes_only_for_pods_that_hold_the_volume():
 
 
 def test_backup_secret_only_from_complete_settings():
-    assert backup_secret(Settings(restic_password="x"), "ns") is None
-    secret = backup_secret(Settings(**SECRETS), "ns")
+    assert backup_secret(Settings(restic_password="x").backup, "ns") is None
+    secret = backup_secret(Settings(**SECRETS).backup, "ns")
     assert secret["stringData"]["RESTIC_PASSWORD"] == SECRETS["restic_password"]
 
 
@@ -153,8 +153,8 @@ def test_snapshot_times_keep_their_instant():
 def test_manifests_are_valid_in_a_real_api_server(kube, namespace, monkeypatch):
     s = Settings(namespace=namespace, **SECRETS)
     names = workspace_names("alice")
-    kube.create(backup_secret(s, namespace))
-    created = kube.create(backup_job(names, s, "abcd1234", node="node-1"), exist_ok=False)
+    kube.create(backup_secret(s.backup, namespace))
+    created = kube.create(backup_job(names, s.backup, s.namespace, "abcd1234", node="node-1"), exist_ok=False)
     # defaulting happened, our read-only mount and secret references survived validation
     pod = created["spec"]["template"]["spec"]
     assert pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
@@ -162,7 +162,7 @@ def test_manifests_are_valid_in_a_real_api_server(kube, namespace, monkeypatch):
     source = {"metadata": {"namespace": namespace}, "spec": {"resources": {"requests": {"storage": "10Gi"}}}}
     pvc = kube.create(restore_pvc(names, source, "abcd1234"), exist_ok=False)
     assert pvc["metadata"]["labels"]["vibecode.dev/volume"] == "restore"
-    kube.create(restore_job(names, s, "abcd1234", pvc["metadata"]["name"], "latest"), exist_ok=False)
+    kube.create(restore_job(names, s.backup, s.namespace, "abcd1234", pvc["metadata"]["name"], "latest"), exist_ok=False)
     assert {j["metadata"]["name"] for j in kube.list("Job", namespace)} == {
         "ws-alice-backup-abcd1234", "ws-alice-restore-abcd1234"}
 
@@ -211,7 +211,7 @@ def test_failure_notice_only_for_runs_that_did_not_complete_and_only_with_an_add
     bad = WorkspaceResult(username="bob", pvc="ws-bob-workspace", outcome=Outcome.FAILED, reason="check failed")
     completed = BackupReport(outcome=Outcome.COMPLETED, started=now, finished=now, workspaces=[ok])
     partial = BackupReport(outcome=Outcome.PARTIALLY_FAILED, started=now, finished=now, workspaces=[ok, bad])
-    assert backup_failure_notice(completed, Settings(ops_email="ops@example.com")) is None
-    assert backup_failure_notice(partial, Settings(ops_email=None)) is None
-    msg = backup_failure_notice(partial, Settings(ops_email="ops@example.com"))
+    assert backup_failure_notice(completed, Settings(ops_email="ops@example.com").mail) is None
+    assert backup_failure_notice(partial, Settings(ops_email=None).mail) is None
+    msg = backup_failure_notice(partial, Settings(ops_email="ops@example.com").mail)
     assert "- bob: Failed: check failed" in msg.get_content() and "alice" not in msg.get_content()
