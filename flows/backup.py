@@ -24,7 +24,9 @@ from tasks.core.settings import get_settings
 from tasks.core.steps import now as _now, run_id as _run_id, table_artifact
 
 
-@flow(name="backup-workspaces", task_runner=ThreadPoolTaskRunner(max_workers=64))
+# The ignore: Prefect annotates task_runner invariantly, so its own ThreadPoolTaskRunner (a
+# TaskRunner of PrefectConcurrentFuture) does not match TaskRunner[PrefectFuture[Any]].
+@flow(name="backup-workspaces", task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
 def backup_workspaces(usernames: list[Username] | None = None) -> BackupReport:
     """Back up the named workspaces, or every workspace volume when none are named."""
     wanted = sorted({validate_username(u, "usernames") for u in usernames or []})

@@ -66,12 +66,12 @@ def offboard_user(request: HRRequest, now: datetime | None = None) -> OffboardRe
     try:
         admission = admit_event(username, EVENT_KINDS[request.type], request.event_id, request.occurred_at, now)
         if not admission.applies:
-            rows["result"] = admission.ignored
+            rows["result"] = admission.ignored or ""
             logger.info("termination %s for %s ignored: %s", request.event_id, username, admission.ignored)
             table_artifact(f"offboard-{username}", rows, f"Offboarding {username} (ignored)")
             return OffboardResult(username=username, event_id=request.event_id, identity="unchanged",
                                   workspace="unchanged", backup="not needed", deletion="nothing",
-                                  ignored=admission.ignored)
+                                  ignored=admission.ignored or "")
         rows["identity"] = disable_identity(username)  # access ends at once
         rows["workspace"] = scale_workspace(username, 0)
         decision = judge_deletion(username, now)

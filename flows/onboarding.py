@@ -85,7 +85,7 @@ def onboard_user(request: HRRequest) -> OnboardResult:
     try:
         admission = admit_event(username, EVENT_KINDS[request.type], request.event_id, request.occurred_at, _now())
         if not admission.applies:
-            return done(replay=False, ignored=admission.ignored)
+            return done(replay=False, ignored=admission.ignored or "")
         employment = admission.record
         if request.type == "employee.updated":
             rows["identity"] = "left disabled (person has left)" if employment.state.has_left \

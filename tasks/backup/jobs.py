@@ -32,12 +32,13 @@ def backup_secret(backup: BackupSettings, namespace: str) -> dict | None:
     (then an operator manages the Secret, e.g. with sealed-secrets)."""
     values = {"RESTIC_PASSWORD": backup.restic_password, "AWS_ACCESS_KEY_ID": backup.s3_access_key_id,
               "AWS_SECRET_ACCESS_KEY": backup.s3_secret_access_key}
-    if any(v is None for v in values.values()):
+    present = {k: v for k, v in values.items() if v is not None}
+    if len(present) < len(values):
         return None
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": backup.secret, "namespace": namespace,
                          "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: "backup"}},
-            "stringData": {k: v.get_secret_value() for k, v in values.items()}}
+            "stringData": {k: v.get_secret_value() for k, v in present.items()}}
 
 
 def workspace_nodes(pods: list[dict]) -> dict[str, str]:
@@ -54,7 +55,7 @@ def workspace_nodes(pods: list[dict]) -> dict[str, str]:
 
 def _restic_job(names: WorkspaceNames, backup: BackupSettings, namespace: str, *, name: str, component: str,
                 run_id: str, claim: str, read_only: bool, script: str, node: str | None) -> dict:
-    env = [{"name": k, "value": v} for k, v in plain_env(backup, names.username, CACHE_DIR).items()]
+    env: list[dict] = [{"name": k, "value": v} for k, v in plain_env(backup, names.username, CACHE_DIR).items()]
     env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": backup.secret, "key": k}}}
             for k in SECRET_ENV]
     env.append({"name": "TMPDIR", "value": "/tmp"})

@@ -16,6 +16,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from tasks.backup.steps import RETRY, await_run_job, record_expire_verify, run_backup_job
+from tasks.cluster.jobs import JobResult
 from tasks.cluster import kube
 from tasks.backup.jobs import restore_job, restore_pvc
 from tasks.backup.plan import in_place_refusal, pick_snapshot, pre_restore_refusal
@@ -25,7 +26,7 @@ from tasks.core.errors import PermanentError
 from tasks.core.names import RESTORING_ANNOTATION, is_username, workspace_names
 from tasks.backup.restic import PRE_RESTORE_TAG, Snapshot
 from tasks.backup.guard import guard_step, guard_value
-from tasks.backup.rotation import PASSWORD_KEY, add_key_step, remove_key_step
+from tasks.backup.rotation import PASSWORD_KEY, add_key_step, check_rotation, remove_key_step
 from tasks.core.settings import get_settings
 from tasks.core.steps import KUBE_API, now as _now
 
@@ -112,16 +113,23 @@ def start_restore_job(username: str, run_id: str, pvc: dict | None, new_volume: 
 
 
 @task(name="wait-for-job", **RETRY)
-def wait_for_job(name: str, run_id: str):
+def wait_for_job(name: str, run_id: str) -> JobResult:
     return await_run_job(name, run_id, shared=False)
 
 
 # -- restic password rotation ---------------------------------------------------------
+def _passwords() -> tuple[str, str]:
+    """(old, new) from settings; each step checks again (a step may run alone, on a retry)."""
+    b = get_settings().backup
+    old = b.restic_password.get_secret_value() if b.restic_password else None
+    new = b.restic_new_password.get_secret_value() if b.restic_new_password else None
+    return check_rotation(old, new)
+
+
 @task(name="add-restic-key", **RETRY)
 def add_new_key(username: str) -> str:
     """Idempotent: a repository the new password already opens is left alone."""
-    s = get_settings()
-    old, new = s.backup.restic_password.get_secret_value(), s.backup.restic_new_password.get_secret_value()
+    old, new = _passwords()
     repo = open_repository(username).with_password(old)
     new_opens = repo.with_password(new).current_key() is not None
     if add_key_step(username, new_opens, old_opens=new_opens or repo.current_key() is not None) == "present":
@@ -132,11 +140,11 @@ def add_new_key(username: str) -> str:
 
 @task(name="remove-old-restic-key", **RETRY)
 def remove_old_key(username: str) -> str:
-    s = get_settings()
+    old, new = _passwords()
     repo = open_repository(username)
-    old_key = repo.with_password(s.backup.restic_password.get_secret_value()).current_key()
-    new_repo = repo.with_password(s.backup.restic_new_password.get_secret_value())
-    if remove_key_step(username, old_key, new_repo.current_key() if old_key else None) == "gone":
+    old_key = repo.with_password(old).current_key()
+    new_repo = repo.with_password(new)
+    if old_key is None or remove_key_step(username, old_key, new_repo.current_key()) == "gone":
         return "old key already removed"
     new_repo.remove_key(old_key)
     return "old key removed"
@@ -151,5 +159,5 @@ def list_repositories() -> list[str]:
 @task(name="write-backup-secret-password", tags=[KUBE_API], **RETRY)
 def write_secret_password() -> None:
     s = get_settings()
-    value = base64.b64encode(s.backup.restic_new_password.get_secret_value().encode()).decode()
+    value = base64.b64encode(_passwords()[1].encode()).decode()
     kube.connect().patch("Secret", s.namespace, s.backup.secret, {"data": {PASSWORD_KEY: value}})

@@ -20,14 +20,16 @@ AddKey = Literal["new key present", "new key added"]
 RemoveKey = Literal["old key already removed", "old key removed"]
 
 
-def check_rotation(old: str | None, new: str | None) -> None:
-    """Refuse a rotation the settings cannot carry out, naming the setting (nothing changed)."""
+def check_rotation(old: str | None, new: str | None) -> tuple[str, str]:
+    """(old, new), or refuse a rotation the settings cannot carry out, naming the setting
+    (nothing changed)."""
     if not new:
         raise InvalidInput("restic_new_password", "is not set (environment VIBECODE_RESTIC_NEW_PASSWORD)")
     if old is None:
         raise InvalidInput("restic_password", "is not set (environment VIBECODE_RESTIC_PASSWORD)")
     if new == old:
         raise InvalidInput("restic_new_password", "equals restic_password; nothing to rotate")
+    return old, new
 
 
 def add_key_step(username: str, new_opens: bool, old_opens: bool) -> Literal["present", "add"]:

@@ -100,7 +100,7 @@ def run_outcome(outcomes: list[Outcome]) -> Outcome:
     return Outcome.PARTIALLY_FAILED
 
 
-def annotations(result: WorkspaceResult, now: datetime) -> dict[str, str]:
+def volume_annotations(result: WorkspaceResult, now: datetime) -> dict[str, str]:
     """The patch for the PVC. The snapshot key moves only on success ("the last good one");
     an empty reason clears a stale one."""
     ann: dict[str, str] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Mapping
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -20,7 +21,7 @@ from tasks.cluster import kube
 from tasks.core import mail
 from tasks.backup.jobs import RUN_LABEL, WORKSPACE_POD_SELECTOR, backup_job, backup_secret, workspace_nodes
 from tasks.backup.repo import ensure_repository, open_repository, record_and_expire
-from tasks.backup.status import BackupReport, Recorded, WorkspaceResult, annotations, workspace_outcome
+from tasks.backup.status import BackupReport, Recorded, WorkspaceResult, volume_annotations, workspace_outcome
 from tasks.cluster.jobs import JobResult, await_job
 from tasks.core.names import USER_LABEL, WORKSPACE_PVC_SELECTOR, selector, workspace_names
 from tasks.backup.notify import backup_failure_notice
@@ -123,7 +124,7 @@ def notify_backup_failure(report: BackupReport) -> str:
 
 
 @task(name="annotate-volume", **RETRY)
-def annotate_volume(pvc: str, ann: dict[str, str | None]) -> None:
+def annotate_volume(pvc: str, ann: Mapping[str, str | None]) -> None:
     kube.connect().annotate("PersistentVolumeClaim", get_settings().namespace, pvc, ann)
 
 
@@ -142,7 +143,7 @@ def backup_workspace(username: str, pvc: str, node: str | None, run_id: str) -> 
                              verified=recorded.verified is True, reason=reason,
                              duration_seconds=time.monotonic() - started)
     try:
-        annotate_volume(pvc, annotations(result, _now()))
+        annotate_volume(pvc, volume_annotations(result, _now()))
     except Exception as exc:  # noqa: BLE001
         result.reason = f"{result.reason}; could not annotate the volume: {exc}".lstrip("; ")
     return result
@@ -156,7 +157,8 @@ def bounded(submit, items: list[tuple], limit: int) -> list:
     task run costs two more server round trips (slot lease and release), measured here as
     the largest part of the flow's overhead."""
     done: queue.Queue = queue.Queue()
-    waiting, in_flight, results = list(reversed(items)), {}, []
+    waiting, results = list(reversed(items)), []
+    in_flight: dict = {}
     while waiting or in_flight:
         while waiting and len(in_flight) < limit:
             item = waiting.pop()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from tasks.core.errors import Conflict, InvalidInput, PermanentError
 from tasks.people.record import Record, State, from_data, to_data
@@ -49,7 +49,7 @@ def index_name(employee_id: str) -> str:
 
 
 def to_manifest(rec: Record, namespace: str) -> dict:
-    meta = {"name": _name(rec.username), "namespace": namespace,
+    meta: dict[str, Any] = {"name": _name(rec.username), "namespace": namespace,
             "labels": {PART_OF_LABEL: PART_OF, RECORD_COMPONENT_LABEL: LEDGER_COMPONENT, USER_LABEL: rec.username,
                        EMPLOYEE_ID_LABEL: rec.employee_id, STATE_LABEL: rec.state.value}}
     if rec.resource_version:

@@ -130,7 +130,7 @@ def totp_handoff(username: str, now: datetime | None = None) -> TotpHandoff:
     job = kube.get("Job", ns, name) if secret is not None else None
     state, reason = job_state(job) if job is not None else ("absent", "no provisioning Job")
     verdict = totp.handoff_verdict(secret, state, now)
-    if verdict == "nothing":
+    if verdict == "nothing" or secret is None:
         raise PermanentError(f"nothing to hand off for {username} (already handed off, expired, "
                              f"or never pre-provisioned)")
     if verdict == "not registered":

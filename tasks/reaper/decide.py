@@ -134,8 +134,9 @@ def decide(ws: Workspace, probe: Probe | None, now: datetime, policy: Policy) ->
         elif last > warned_at:
             return Decision("cancel-warning", f"activity {_ago(now - last)} ago, after the warning", IDLE, idle_s)
         if now - warned_at >= lead:
-            if rule == MAX_SESSION and _session_over(ws, now, policy):
-                return Decision("stop", f"running {_ago(now - ws.available_since)}, past the maximum session "
+            since = ws.available_since
+            if rule == MAX_SESSION and since is not None and _session_over(ws, now, policy):
+                return Decision("stop", f"running {_ago(now - since)}, past the maximum session "
                                         f"age; warned {_ago(now - warned_at)} ago", MAX_SESSION, idle_s)
             if idle >= timeout and last <= warned_at:
                 return Decision("stop", f"idle {_ago(idle)}; warned {_ago(now - warned_at)} ago", IDLE, idle_s)

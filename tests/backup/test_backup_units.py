@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tasks.backup.jobs import backup_job, backup_secret, restore_job, restore_pvc, workspace_nodes
-from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, Outcome, WorkspaceResult, annotations, classify, has_verified_backup, run_outcome
+from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, Outcome, WorkspaceResult, volume_annotations, classify, has_verified_backup, run_outcome
 from tasks.core.errors import NotFound, PermanentError, ServerError, TransientError
 from tasks.cluster.jobs import job_state
 from tasks.core.names import workspace_names
@@ -103,15 +103,15 @@ def _pvc(ann):
 
 def test_annotations_round_trip_into_has_verified_backup():
     good = WorkspaceResult(username="alice", pvc="p", outcome=Outcome.COMPLETED, snapshot_id="a" * 64, verified=True)
-    ann = annotations(good, NOW)
+    ann = volume_annotations(good, NOW)
     assert ann[LAST_BACKUP_TIME] == "2026-11-28T02:30:00Z" and ann[LAST_BACKUP_REASON] == ""
     assert ann[LAST_BACKUP_SNAPSHOT] == "a" * 64
     assert has_verified_backup(_pvc(ann), NOW + timedelta(hours=1))
     assert has_verified_backup(_pvc(ann), NOW + timedelta(days=2), max_age=timedelta(days=1)) is False
 
     bad = WorkspaceResult(username="alice", pvc="p", outcome=Outcome.FAILED, reason="verification failed")
-    after = {**ann, **{k: v for k, v in annotations(bad, NOW).items() if v is not None}}
-    assert LAST_BACKUP_SNAPSHOT not in annotations(bad, NOW)  # the last good id stays
+    after = {**ann, **{k: v for k, v in volume_annotations(bad, NOW).items() if v is not None}}
+    assert LAST_BACKUP_SNAPSHOT not in volume_annotations(bad, NOW)  # the last good id stays
     assert after[LAST_BACKUP_OUTCOME] == "Failed" and after[LAST_BACKUP_VERIFIED] == "false"
     assert has_verified_backup(_pvc(after), NOW) is False
 

@@ -42,12 +42,12 @@ def test_a_failed_night_keeps_the_age_of_the_last_verified_backup():
 
 
 def test_the_backup_flow_stamps_the_last_verified_time():
-    from tasks.backup.status import Outcome, WorkspaceResult, annotations
+    from tasks.backup.status import Outcome, WorkspaceResult, volume_annotations
 
     good = WorkspaceResult(username="a", pvc="p", outcome=Outcome.COMPLETED, snapshot_id="ab12", verified=True)
     bad = WorkspaceResult(username="a", pvc="p", outcome=Outcome.FAILED, reason="x")
-    assert annotations(good, NOW)[LAST_VERIFIED_TIME] == rfc3339(NOW)
-    assert LAST_VERIFIED_TIME not in annotations(bad, NOW)  # a failed night leaves the stamp alone
+    assert volume_annotations(good, NOW)[LAST_VERIFIED_TIME] == rfc3339(NOW)
+    assert LAST_VERIFIED_TIME not in volume_annotations(bad, NOW)  # a failed night leaves the stamp alone
 
 
 def test_counts_dormant_from_the_reapers_stopped_at():

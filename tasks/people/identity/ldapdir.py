@@ -144,7 +144,7 @@ class LdapBackend:
         with self._connect() as conn:
             conn.search(self.people, "(objectClass=inetOrgPerson)", SUBTREE, attributes=["uid"])
             names = [str(e.uid.value) for e in conn.entries]
-            return {n: self._read(conn, n) for n in names}
+            return {n: st for n in names if (st := self._read(conn, n)) is not None}
 
     def upsert(self, spec: UserSpec) -> Change:
         with self._connect() as conn:
