@@ -46,6 +46,7 @@ def test_architecture_contracts_hold():
     assert "0 broken" in res.stdout
 
 
+@pytest.mark.slow  # lint-imports in a subprocess per case; scripts/test runs lint-imports itself first
 @pytest.mark.parametrize("module, line, contract", [
     ("tasks/core/names.py", "import flows.common", "CLI above flows above tasks"),
     ("vibecode_cli/__init__.py", "from tasks.cluster import kube", "The CLI reaches Kubernetes only through flows"),

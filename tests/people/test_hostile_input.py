@@ -24,6 +24,8 @@ from tasks.people.hr import EMPLOYEE_ID_PATTERN, EVENT_ID_PATTERN, HRRequest, al
 from tasks.core.names import RESERVED_PREFIXES, RESERVED_USERNAMES, USERNAME_PATTERN
 from tasks.core.settings import Settings, get_settings
 
+pytestmark = pytest.mark.slow  # thousands of generated requests: the full suite runs them, not the unit tier
+
 ALLOWED = ["developers", "sre", "users"]
 HR_SETTINGS = Settings(hr_allowed_groups=ALLOWED, privileged_groups=["admins", "root-ops"])
 EXAMPLES = 1000
