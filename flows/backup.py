@@ -21,7 +21,9 @@ from tasks.backup.steps import (
 from tasks.cluster.jobs import close_waiter, shared_key
 from tasks.core.names import Username, validate_username
 from tasks.core.settings import get_settings
-from tasks.core.steps import now as _now, run_id as _run_id, table_artifact
+from tasks.core.steps import now as _now
+from tasks.core.steps import run_id as _run_id
+from tasks.core.steps import table_artifact
 
 
 # The ignore: Prefect annotates task_runner invariantly, so its own ThreadPoolTaskRunner (a

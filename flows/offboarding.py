@@ -24,7 +24,8 @@ from prefect import flow, get_run_logger
 
 from flows.backup import backup_workspaces
 from tasks.core.errors import BackupRequired, PermanentError
-from tasks.core.steps import now as _now, table_artifact
+from tasks.core.steps import now as _now
+from tasks.core.steps import table_artifact
 from tasks.people.hr import HRRequest
 from tasks.people.record import EVENT_KINDS, State
 from tasks.people.steps import (

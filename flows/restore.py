@@ -35,7 +35,8 @@ from tasks.backup.steps import ensure_backup_secret
 from tasks.core.errors import PermanentError
 from tasks.core.names import Username, validate_snapshot_id, workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.steps import run_id as _run_id, table_artifact
+from tasks.core.steps import run_id as _run_id
+from tasks.core.steps import table_artifact
 
 
 @flow(name="restore-workspace")

@@ -11,10 +11,17 @@ The pod skeleton (restricted security, termination messages) is :func:`tasks.clu
 
 from __future__ import annotations
 
-from tasks.backup.status import has_verified_backup  # noqa: F401 - the annotation contract, re-exported
-from tasks.core.names import BACKUP_RUN_LABEL, COMPONENT_LABEL, PART_OF, PART_OF_LABEL, USER_LABEL, VOLUME_LABEL, WORKSPACE_POD_SELECTOR, WorkspaceNames
-from tasks.cluster.objects import restricted_job
 from tasks.backup.restic import NIGHTLY_TAG, SECRET_ENV, backup_script, plain_env, restore_script
+from tasks.cluster.objects import restricted_job
+from tasks.core.names import (
+    BACKUP_RUN_LABEL,
+    COMPONENT_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    USER_LABEL,
+    VOLUME_LABEL,
+    WorkspaceNames,
+)
 from tasks.core.settings import BackupSettings
 
 DATA_DIR = "/data"  # the PVC; restic runs here and backs up "."

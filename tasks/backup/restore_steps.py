@@ -15,20 +15,21 @@ import base64
 from prefect import task
 from pydantic import BaseModel
 
-from tasks.backup.steps import RETRY, await_run_job, record_expire_verify, run_backup_job
-from tasks.cluster.jobs import JobResult
-from tasks.cluster import kube
+from tasks.backup.guard import guard_step, guard_value
 from tasks.backup.jobs import restore_job, restore_pvc
 from tasks.backup.plan import in_place_refusal, pick_snapshot, pre_restore_refusal
 from tasks.backup.repo import open_repository, repository_usernames
+from tasks.backup.restic import PRE_RESTORE_TAG, Snapshot
+from tasks.backup.rotation import PASSWORD_KEY, add_key_step, check_rotation, remove_key_step
 from tasks.backup.status import Outcome
+from tasks.backup.steps import RETRY, await_run_job, record_expire_verify, run_backup_job
+from tasks.cluster import kube
+from tasks.cluster.jobs import JobResult
 from tasks.core.errors import PermanentError
 from tasks.core.names import RESTORING_ANNOTATION, is_username, workspace_names
-from tasks.backup.restic import PRE_RESTORE_TAG, Snapshot
-from tasks.backup.guard import guard_step, guard_value
-from tasks.backup.rotation import PASSWORD_KEY, add_key_step, check_rotation, remove_key_step
 from tasks.core.settings import get_settings
-from tasks.core.steps import KUBE_API, now as _now
+from tasks.core.steps import KUBE_API
+from tasks.core.steps import now as _now
 
 
 class RestoreResult(BaseModel):

@@ -13,8 +13,8 @@ import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tasks.core.errors import NotFound, PermanentError, Timeout, TransientError
 from tasks.backup.restic import SECRET_ENV, Snapshot, already_initialised, check_args, classify_failure, plain_env
+from tasks.core.errors import NotFound, PermanentError, Timeout, TransientError
 from tasks.core.settings import Settings
 
 

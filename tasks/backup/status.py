@@ -12,7 +12,14 @@ from enum import Enum
 
 from pydantic import BaseModel
 
-from tasks.core.names import LAST_BACKUP_OUTCOME, LAST_BACKUP_PREFIX as ANNOTATION_PREFIX, LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, LAST_VERIFIED_TIME
+from tasks.core.names import (
+    LAST_BACKUP_OUTCOME,
+    LAST_BACKUP_REASON,
+    LAST_BACKUP_SNAPSHOT,
+    LAST_BACKUP_TIME,
+    LAST_BACKUP_VERIFIED,
+    LAST_VERIFIED_TIME,
+)
 from tasks.core.timefmt import rfc3339
 
 

@@ -17,19 +17,20 @@ from collections.abc import Mapping
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.cluster import kube
-from tasks.core import mail
-from tasks.backup.jobs import RUN_LABEL, WORKSPACE_POD_SELECTOR, backup_job, backup_secret, workspace_nodes
-from tasks.backup.repo import ensure_repository, open_repository, record_and_expire
-from tasks.backup.status import BackupReport, Recorded, WorkspaceResult, volume_annotations, workspace_outcome
-from tasks.cluster.jobs import JobResult, await_job
-from tasks.core.names import USER_LABEL, WORKSPACE_PVC_SELECTOR, selector, workspace_names
+from tasks.backup.jobs import RUN_LABEL, backup_job, backup_secret, workspace_nodes
 from tasks.backup.notify import backup_failure_notice
+from tasks.backup.repo import ensure_repository, open_repository, record_and_expire
 from tasks.backup.restic import NIGHTLY_TAG
 from tasks.backup.retention import KeepPolicy
 from tasks.backup.rotation import secret_data_patch
+from tasks.backup.status import BackupReport, Recorded, WorkspaceResult, volume_annotations, workspace_outcome
+from tasks.cluster import kube
+from tasks.cluster.jobs import JobResult, await_job
+from tasks.core import mail
+from tasks.core.names import USER_LABEL, WORKSPACE_POD_SELECTOR, WORKSPACE_PVC_SELECTOR, selector, workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.steps import KUBE_API, now as _now, transient_retries
+from tasks.core.steps import KUBE_API, transient_retries
+from tasks.core.steps import now as _now
 
 RETRY = transient_retries(3)
 JOB_GRACE_SECONDS = 60  # past the Job's activeDeadlineSeconds, before we give up on it

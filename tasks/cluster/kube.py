@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import threading
-from contextlib import contextmanager
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any, Iterator, cast
 
 import urllib3
@@ -19,7 +19,17 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from tasks.core.errors import Conflict, Forbidden, Invalid, NotFound, PermanentError, ServerError, TooManyRequests, VibecodeError, WatchExpired
+from tasks.core.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PermanentError,
+    ServerError,
+    TooManyRequests,
+    VibecodeError,
+    WatchExpired,
+)
 from tasks.core.settings import Settings, get_settings
 
 # kind -> (API group attribute, method suffix, namespaced)
@@ -108,7 +118,7 @@ def api_errors(what: str) -> Iterator[None]:
         yield
     except VibecodeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+    except Exception as exc:
         raise map_api_error(exc, what) from exc
 
 

@@ -19,7 +19,14 @@ from typing import Iterable
 
 from pydantic import BaseModel, Field
 
-from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_TIME, LAST_VERIFIED_TIME, Outcome, has_verified_backup, run_outcome
+from tasks.backup.status import (
+    LAST_BACKUP_OUTCOME,
+    LAST_BACKUP_TIME,
+    LAST_VERIFIED_TIME,
+    Outcome,
+    has_verified_backup,
+    run_outcome,
+)
 from tasks.core.names import NAME_LABEL, PART_OF, PART_OF_LABEL, STOPPED_AT, USER_LABEL, WORKSPACE_APP
 from tasks.core.timefmt import parse_time as _time
 from tasks.people import usersdb

@@ -28,9 +28,20 @@ import time
 from typing import Any, Callable, TypeVar
 
 from tasks.core.errors import Conflict, InvalidInput, PermanentError
-from tasks.people.record import Record, State, from_data, to_data
-from tasks.core.names import RECORD_COMPONENT_LABEL, EMPLOYEE_ID_LABEL, EMPLOYEE_INDEX_COMPONENT, LEDGER_COMPONENT, LEDGER_SELECTOR, PART_OF, PART_OF_LABEL, SCIM_ID_LABEL, STATE_LABEL, USER_LABEL
+from tasks.core.names import (
+    EMPLOYEE_ID_LABEL,
+    EMPLOYEE_INDEX_COMPONENT,
+    LEDGER_COMPONENT,
+    LEDGER_SELECTOR,
+    PART_OF,
+    PART_OF_LABEL,
+    RECORD_COMPONENT_LABEL,
+    SCIM_ID_LABEL,
+    STATE_LABEL,
+    USER_LABEL,
+)
 from tasks.core.settings import Settings, get_settings
+from tasks.people.record import Record, State, from_data, to_data
 
 PREFIX = "vibecode-user-"
 INDEX_PREFIX = "vibecode-employee-"

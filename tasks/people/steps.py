@@ -19,7 +19,8 @@ from tasks.core import mail
 from tasks.core.errors import BackupRequired, InvalidInput, PermanentError, TransientError
 from tasks.core.names import workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.steps import HELM, KUBE_API, USERS_DB, now as _now, transient_retries
+from tasks.core.steps import HELM, KUBE_API, USERS_DB, transient_retries
+from tasks.core.steps import now as _now
 from tasks.people.deletion import Decision, deletion_decision
 from tasks.people.hr import HRRequest, effective_groups
 from tasks.people.identity import UserSpec, get_backend

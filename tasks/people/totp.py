@@ -51,6 +51,7 @@ from urllib.parse import quote, urlencode
 
 import yaml
 
+from tasks.cluster.objects import restricted_job
 from tasks.core.names import (
     COMPONENT_LABEL,
     EXPIRES_AT,
@@ -65,9 +66,8 @@ from tasks.core.names import (
     USER_LABEL,
     validate_username,
 )
-from tasks.core.timefmt import parse_time as _parse_time
-from tasks.cluster.objects import restricted_job
 from tasks.core.settings import IdentitySettings
+from tasks.core.timefmt import parse_time as _parse_time
 
 SECRET_BYTES = 32  # Authelia's default --secret-size
 ALGORITHM = "SHA1"

@@ -21,13 +21,14 @@ from datetime import datetime
 
 from prefect import task
 
-from tasks.people import totp
 from tasks.cluster.jobs import await_job, job_state
-from tasks.core.errors import PermanentError, Timeout
 from tasks.cluster.kube import connect
+from tasks.core.errors import PermanentError, Timeout
 from tasks.core.names import validate_username
 from tasks.core.settings import get_settings
-from tasks.core.steps import KUBE_API, now as _now, transient_retries
+from tasks.core.steps import KUBE_API, transient_retries
+from tasks.core.steps import now as _now
+from tasks.people import totp
 
 RETRY = transient_retries(4, backoff_factor=1)
 TOTP_WAIT_GRACE_SECONDS = 30  # past activeDeadlineSeconds, time for the job controller to say Failed

@@ -32,8 +32,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Mapping
 
-from tasks.core.timefmt import parse_time, rfc3339  # noqa: F401 - rfc3339 is part of this API
-from tasks.core.names import COMPONENT_LABEL, DORMANT_DELETED_AT, IDLE_WARNED_AT, IDLE_WARNING_RULE, LAST_ACTIVITY, REAP_EXEMPT, RESTORING, STOP_REASON, STOPPED_AT, USER_LABEL, VOLUME_LABEL
+from tasks.core.names import (
+    COMPONENT_LABEL,
+    DORMANT_DELETED_AT,
+    IDLE_WARNED_AT,
+    IDLE_WARNING_RULE,
+    LAST_ACTIVITY,
+    REAP_EXEMPT,
+    RESTORING,
+    STOP_REASON,
+    STOPPED_AT,
+    USER_LABEL,
+    VOLUME_LABEL,
+)
+from tasks.core.timefmt import parse_time, rfc3339
 from tasks.people.deletion import deletion_decision
 
 if TYPE_CHECKING:

@@ -122,7 +122,7 @@ def test_backup_targets(wanted, volumes, nodes, targets, failed):
     got, failures = backup_targets(wanted, volumes, nodes)
     assert got == targets
     assert [(f.username, f.outcome) for f in failures] == [(u, Outcome.FAILED) for u, _ in failed]
-    assert all(why in f.reason for f, (_, why) in zip(failures, failed))
+    assert all(why in f.reason for f, (_, why) in zip(failures, failed, strict=True))
 
 
 # -- restic password rotation --------------------------------------------------------------------

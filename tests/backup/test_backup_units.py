@@ -8,11 +8,23 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tasks.backup.jobs import backup_job, backup_secret, restore_job, restore_pvc, workspace_nodes
-from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, Outcome, WorkspaceResult, volume_annotations, classify, has_verified_backup, run_outcome
-from tasks.core.errors import NotFound, PermanentError, ServerError, TransientError
-from tasks.cluster.jobs import job_state
-from tasks.core.names import workspace_names
 from tasks.backup.restic import Snapshot, backup_args, backup_script, classify_failure, restore_script
+from tasks.backup.status import (
+    LAST_BACKUP_OUTCOME,
+    LAST_BACKUP_REASON,
+    LAST_BACKUP_SNAPSHOT,
+    LAST_BACKUP_TIME,
+    LAST_BACKUP_VERIFIED,
+    Outcome,
+    WorkspaceResult,
+    classify,
+    has_verified_backup,
+    run_outcome,
+    volume_annotations,
+)
+from tasks.cluster.jobs import job_state
+from tasks.core.errors import NotFound, PermanentError, ServerError, TransientError
+from tasks.core.names import workspace_names
 from tasks.core.settings import Settings
 
 NOW = datetime(2026, 11, 28, 2, 30, tzinfo=timezone.utc)
@@ -202,8 +214,8 @@ def test_one_watch_serves_every_waiter_and_timeouts_stay_running():
 def test_failure_notice_only_for_runs_that_did_not_complete_and_only_with_an_address():
     from datetime import datetime, timezone
 
-    from tasks.backup.status import BackupReport, Outcome, WorkspaceResult
     from tasks.backup.notify import backup_failure_notice
+    from tasks.backup.status import BackupReport, Outcome, WorkspaceResult
     from tasks.core.settings import Settings
 
     now = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)

@@ -8,8 +8,8 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from tasks.backup.restic import PARTIAL_TAG, Snapshot
-from tasks.backup.runner import Restic
 from tasks.backup.retention import KeepPolicy, plan_retention
+from tasks.backup.runner import Restic
 
 FIRST = date(2026, 8, 30)  # 90 nights: 2026-08-30 .. 2026-11-27 (a Friday, ISO week 48)
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)

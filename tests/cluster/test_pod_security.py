@@ -11,10 +11,10 @@ import copy
 
 import pytest
 
-from tasks.people import totp
 from tasks.backup.jobs import backup_job, restore_job
 from tasks.core.names import workspace_names
 from tasks.core.settings import Settings
+from tasks.people import totp
 from tests.fixtures.pss import restricted_violations
 
 

@@ -61,7 +61,7 @@ def _flaky(errors: list[Exception], **policy):
 
 
 def _gaps(attempts: list[float]) -> list[float]:
-    return [b - a for a, b in zip(attempts, attempts[1:])]
+    return [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
 
 
 def test_retry_after_is_honoured_on_a_real_task_run(prefect_server):

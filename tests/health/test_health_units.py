@@ -8,10 +8,9 @@ from pathlib import Path
 import yaml
 
 from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, LAST_VERIFIED_TIME, rfc3339
+from tasks.core.names import STOPPED_AT
 from tasks.health.checks import Check, Gauge, HealthReport, Observed, Status, backup_age, counts, evaluate
 from tasks.health.sinks import datadog_series, prometheus_name
-from tasks.core.names import STOPPED_AT
-from tasks.core.settings import Settings
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,10 +21,10 @@ import yaml
 
 from flows.offboarding import purge_offboarded
 from flows.onboarding import onboard_user
+from tasks.core.settings import Settings, get_settings
 from tasks.people import totp
 from tasks.people.hr import parse_request
 from tasks.people.ledger import Ledger
-from tasks.core.settings import Settings, get_settings
 from tests.fixtures.kube import finish_job
 from tests.fixtures.people import HIRE, event
 
@@ -170,7 +170,7 @@ def _job_controller(kube, ns, outcome: dict, stop: threading.Event):
 
 
 @pytest.fixture
-def totp_platform(prefect_server, helm_bin, platform, kube, monkeypatch):  # noqa: F811 - imported fixture
+def totp_platform(prefect_server, helm_bin, platform, kube, monkeypatch):
     ns = platform["pns"]  # Authelia's configuration, the hand-off Secrets and their Jobs
     monkeypatch.setenv("VIBECODE_TOTP_PREPROVISION", "true")
     monkeypatch.setenv("VIBECODE_TOTP_POLL_SECONDS", "0.1")
@@ -349,8 +349,8 @@ def test_purge_deletes_expired_handoff_secrets_only(kube, platform_namespace):
 
 
 def test_waiting_for_a_job_that_never_ends_is_a_transient_timeout(kube, platform_namespace):
-    from tasks.people.totp_steps import _wait_for_job
     from tasks.core.errors import Timeout, is_transient
+    from tasks.people.totp_steps import _wait_for_job
 
     s = get_settings()
     kube.create(totp.provision_job("carol", s.identity, s.platform_namespace))  # no controller: it never ends

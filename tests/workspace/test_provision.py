@@ -6,11 +6,10 @@ import threading
 import time
 
 import pytest
+from prefect.exceptions import ParameterTypeError
 
 from flows.workspace import provision_workspace
 from tasks.cluster import helm
-from prefect.exceptions import ParameterTypeError
-
 from tasks.core.errors import Invalid, InvalidInput
 from tasks.core.settings import get_settings
 from tests.fixtures.kube import mark_deployment_available

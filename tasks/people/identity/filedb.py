@@ -19,13 +19,12 @@ import random
 import time
 from typing import Callable
 
-
 from tasks.core.errors import Conflict, PermanentError
 from tasks.core.names import USERS_CHECKSUM_ANNOTATION
-from tasks.people.identity import Change, UserSpec, UserState
-from tasks.people.identity.passwords import unusable_argon2_hash
 from tasks.core.settings import Settings, get_settings
 from tasks.people import usersdb
+from tasks.people.identity import Change, UserSpec, UserState
+from tasks.people.identity.passwords import unusable_argon2_hash
 from tasks.people.usersdb import USERS_KEY
 
 CHECKSUM_ANNOTATION = USERS_CHECKSUM_ANNOTATION  # on Authelia's pod template
