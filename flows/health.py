@@ -14,7 +14,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.utilities.annotations import quote
 
 from tasks.core.settings import get_settings
-from tasks.core.steps import now as _now, table_artifact
+from tasks.core.steps import now as _now
+from tasks.core.steps import table_artifact
 from tasks.health.checks import HealthReport, Observed, Status, evaluate
 from tasks.health.steps import (
     PlatformUnhealthy,

@@ -30,7 +30,8 @@ from flows.workspace import provision_workspace
 from tasks.core.errors import PermanentError
 from tasks.core.names import workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.steps import now as _now, table_artifact
+from tasks.core.steps import now as _now
+from tasks.core.steps import table_artifact
 from tasks.people.hr import HRRequest, parse_request
 from tasks.people.record import EVENT_KINDS, State
 from tasks.people.steps import (
@@ -85,7 +86,7 @@ def onboard_user(request: HRRequest) -> OnboardResult:
     try:
         admission = admit_event(username, EVENT_KINDS[request.type], request.event_id, request.occurred_at, _now())
         if not admission.applies:
-            return done(replay=False, ignored=admission.ignored)
+            return done(replay=False, ignored=admission.ignored or "")
         employment = admission.record
         if request.type == "employee.updated":
             rows["identity"] = "left disabled (person has left)" if employment.state.has_left \

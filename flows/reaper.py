@@ -19,7 +19,8 @@ from flows.workspace import provision_workspace
 from tasks.core.errors import PermanentError
 from tasks.core.names import Username, workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.steps import now as _now, table_artifact
+from tasks.core.steps import now as _now
+from tasks.core.steps import table_artifact
 from tasks.reaper.decide import Probe, decide, policy_for, probe_url, rfc3339
 from tasks.reaper.steps import (
     ReapReport,

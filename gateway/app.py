@@ -25,10 +25,10 @@ from starlette.exceptions import HTTPException
 from gateway.http import GatewayMiddleware, error_body
 from gateway.runs import PrefectUnavailable, RunStarter
 from tasks.core.errors import InvalidInput
+from tasks.core.settings import Settings
 from tasks.gateway import signature
 from tasks.gateway.ratelimit import Limiter
 from tasks.people.hr import HRRequest, parse_request
-from tasks.core.settings import Settings
 
 log = logging.getLogger("vibecode.gateway")
 

@@ -33,11 +33,34 @@ from typing import Annotated, Any, Callable
 
 import anyio
 from pydantic import EmailStr
-from scim2_models import (AuthenticationScheme, Bulk, ChangePassword, Email, EnterpriseUser, ETag, External,
-                          Filter, InvalidValueException, Meta, Name, NotFoundException, Patch,
-                          PreconditionFailedException, Reference, Required, Resource, ResourceType,
-                          SCIMException, ScimProvider, SearchRequest, ServiceProviderConfig, Sort,
-                          UnauthorizedException, UniquenessException, User)
+from scim2_models import (
+    AuthenticationScheme,
+    Bulk,
+    ChangePassword,
+    Email,
+    EnterpriseUser,
+    ETag,
+    External,
+    Filter,
+    InvalidValueException,
+    Meta,
+    Name,
+    NotFoundException,
+    Patch,
+    PreconditionFailedException,
+    Reference,
+    Required,
+    Resource,
+    ResourceType,
+    SCIMException,
+    ScimProvider,
+    SearchRequest,
+    ServiceProviderConfig,
+    Sort,
+    UnauthorizedException,
+    UniquenessException,
+    User,
+)
 from scim2_server.applications.asgi import ASGIApplication
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
@@ -45,11 +68,11 @@ from scim2_server.service import ScimService
 from scim2_server.storage import AsyncScimStorage, SearchPage
 
 from gateway.runs import PrefectUnavailable, RunStarter
-from tasks.core.errors import Conflict, InvalidInput
+from tasks.core.errors import InvalidInput
+from tasks.core.settings import Settings
 from tasks.gateway import scim_map
 from tasks.people.hr import parse_request
 from tasks.people.ledger import Ledger, Record
-from tasks.core.settings import Settings
 
 log = logging.getLogger("vibecode.gateway")
 

@@ -7,17 +7,16 @@ never differ between the Job that wrote a snapshot and the code that checks or r
 from __future__ import annotations
 
 import base64
-
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
+from tasks.backup.restic import PARTIAL_TAG, Snapshot, repository, run_tag
+from tasks.backup.retention import KeepPolicy, plan_retention
+from tasks.backup.runner import Restic
 from tasks.cluster import kube
 from tasks.core.errors import Conflict, PermanentError, TransientError
 from tasks.core.names import COMPONENT_LABEL, PART_OF, PART_OF_LABEL, USER_LABEL, validate_username
-from tasks.backup.restic import PARTIAL_TAG, Snapshot, repository, run_tag
-from tasks.backup.runner import Restic
-from tasks.backup.retention import KeepPolicy, plan_retention
 from tasks.core.settings import Settings, get_settings
 
 
@@ -43,7 +42,7 @@ def init_claim(username: str, settings: Settings) -> dict:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": f"vibecode-restic-init-{username}", "namespace": settings.namespace,
                          "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: "backup", USER_LABEL: username}},
-            "data": {"repository": repository(settings, username)}}
+            "data": {"repository": repository(settings.backup, username)}}
 
 
 def ensure_repository(username: str, settings: Settings | None = None) -> bool:

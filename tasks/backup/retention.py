@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from tasks.backup.restic import Snapshot
+
+if TYPE_CHECKING:
+    from tasks.core.settings import BackupSettings
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,9 @@ class KeepPolicy:
     last: int = 0
 
     @classmethod
-    def from_settings(cls, s) -> "KeepPolicy":
-        return cls(daily=s.backup.keep_daily, weekly=s.backup.keep_weekly, monthly=s.backup.keep_monthly, timezone=s.backup.timezone,
-                   last=s.backup.keep_last)
+    def from_settings(cls, backup: BackupSettings) -> "KeepPolicy":
+        return cls(daily=backup.keep_daily, weekly=backup.keep_weekly, monthly=backup.keep_monthly,
+                   timezone=backup.timezone, last=backup.keep_last)
 
 
 @dataclass

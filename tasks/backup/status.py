@@ -12,7 +12,14 @@ from enum import Enum
 
 from pydantic import BaseModel
 
-from tasks.core.names import LAST_BACKUP_OUTCOME, LAST_BACKUP_PREFIX as ANNOTATION_PREFIX, LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, LAST_VERIFIED_TIME
+from tasks.core.names import (
+    LAST_BACKUP_OUTCOME,
+    LAST_BACKUP_REASON,
+    LAST_BACKUP_SNAPSHOT,
+    LAST_BACKUP_TIME,
+    LAST_BACKUP_VERIFIED,
+    LAST_VERIFIED_TIME,
+)
 from tasks.core.timefmt import rfc3339
 
 
@@ -100,7 +107,7 @@ def run_outcome(outcomes: list[Outcome]) -> Outcome:
     return Outcome.PARTIALLY_FAILED
 
 
-def annotations(result: WorkspaceResult, now: datetime) -> dict[str, str]:
+def volume_annotations(result: WorkspaceResult, now: datetime) -> dict[str, str]:
     """The patch for the PVC. The snapshot key moves only on success ("the last good one");
     an empty reason clears a stale one."""
     ann: dict[str, str] = {

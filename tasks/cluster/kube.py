@@ -10,15 +10,26 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from tasks.core.errors import Conflict, Forbidden, Invalid, NotFound, PermanentError, ServerError, TooManyRequests, VibecodeError, WatchExpired
+from tasks.core.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PermanentError,
+    ServerError,
+    TooManyRequests,
+    VibecodeError,
+    WatchExpired,
+)
 from tasks.core.settings import Settings, get_settings
 
 # kind -> (API group attribute, method suffix, namespaced)
@@ -110,8 +121,11 @@ def api_errors(what: str) -> Iterator[None]:
         yield
     except VibecodeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+    except Exception as exc:
         raise map_api_error(exc, what) from exc
+
+
+Items = list[dict]  # the items of a LIST (inside Kube, ``list`` names the method)
 
 
 class Kube:
@@ -178,7 +192,7 @@ class Kube:
         except NotFound:
             return None
 
-    def list(self, kind: str, namespace: str | None, selector: str | None = None, *, raw: bool = False) -> list[dict]:
+    def list(self, kind: str, namespace: str | None, selector: str | None = None, *, raw: bool = False) -> Items:
         """One LIST call with a label selector; callers act on the result instead of N GETs.
 
         ``raw``: the items as the API server sent them (timestamps keep their ``Z``), without
@@ -194,14 +208,15 @@ class Kube:
             return json.loads(method(*([namespace] if namespaced else []), _preload_content=False, **kw).data
                               ).get("items", [])
 
-    def list_all(self, kind: str, selector: str | None = None) -> list[dict]:
+    def list_all(self, kind: str, selector: str | None = None) -> Items:
         """One LIST across every namespace (or of a cluster-scoped kind)."""
-        kw = {"label_selector": selector} if selector else {}
+        kw: dict[str, Any] = {"label_selector": selector} if selector else {}
         what = f"list {kind} in all namespaces ({selector})"
         if kind in _CUSTOM_KINDS:
             group, version, plural, _ = _CUSTOM_KINDS[kind]
             with api_errors(what):
-                return self.custom.list_cluster_custom_object(group, version, plural, **kw).get("items", [])
+                found = cast(dict, self.custom.list_cluster_custom_object(group, version, plural, **kw))
+                return found.get("items", [])
         group, suffix, namespaced = _KINDS[kind]
         method = getattr(getattr(self, group), f"list_{suffix}_for_all_namespaces" if namespaced else f"list_{suffix}")
         with api_errors(what):  # the JSON as sent: building client models for 1,000 objects costs seconds
@@ -215,7 +230,7 @@ class Kube:
         self.server_version()
         return time.perf_counter() - started
 
-    def list_json(self, kind: str, namespace: str | None, selector: str | None = None) -> list[dict]:
+    def list_json(self, kind: str, namespace: str | None, selector: str | None = None) -> Items:
         """:meth:`list`, with the items as the API server sent them: the client's model round trip
         costs milliseconds per object, seconds for a thousand Deployments. Times stay RFC 3339
         strings, as in the API."""
@@ -311,9 +326,9 @@ class Kube:
         except NotFound:
             return False
 
-    def annotate(self, kind: str, namespace: str, name: str, annotations: dict[str, str | None]) -> dict:
+    def annotate(self, kind: str, namespace: str, name: str, annotations: Mapping[str, str | None]) -> dict:
         """Set (or with ``None`` remove) annotations without touching anything else."""
-        return self.patch(kind, namespace, name, {"metadata": {"annotations": annotations}})
+        return self.patch(kind, namespace, name, {"metadata": {"annotations": dict(annotations)}})
 
     def scale(self, namespace: str, deployment: str, replicas: int) -> dict:
         return self.patch("Deployment", namespace, deployment, {"spec": {"replicas": replicas}})

@@ -32,7 +32,7 @@ RESERVED_USERNAMES = frozenset(
 RESERVED_PREFIXES = ("kube-", "vibecode-", "system-")
 
 PART_OF = "vibecode"
-SCIM_ID_LABEL = "vibecode.dev/scim-id"  # on a ledger record: the SCIM user that is this person
+WORKSPACE_APP = "code-server"  # app.kubernetes.io/name of every workspace Deployment and pod
 
 
 def validate_username(username: object, field: str = "username") -> str:
@@ -113,15 +113,11 @@ class WorkspaceNames:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {
-            "app.kubernetes.io/name": "code-server",
-            "app.kubernetes.io/part-of": PART_OF,
-            "vibecode.dev/user": self.username,
-        }
+        return {NAME_LABEL: WORKSPACE_APP, PART_OF_LABEL: PART_OF, USER_LABEL: self.username}
 
     @property
     def selector(self) -> str:
-        return f"vibecode.dev/user={self.username}"
+        return selector(**{USER_LABEL: self.username})
 
     def host(self, domain: str) -> str:
         return f"{self.username}.{domain}"
@@ -133,6 +129,9 @@ def workspace_names(username: str) -> WorkspaceNames:
 
 
 # -- label and annotation vocabulary (every selector is built from these) --------------
+# Every label and annotation key of the platform is defined here and nowhere else in the Python
+# code (tests/core/test_vocabulary.py fails on a key typed out elsewhere); the charts use the
+# same keys in their templates.
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -153,7 +152,6 @@ LAST_BACKUP_VERIFIED = f"{LAST_BACKUP_PREFIX}verified"  # "true" | "false"
 LAST_BACKUP_REASON = f"{LAST_BACKUP_PREFIX}reason"  # set when not Completed
 LAST_VERIFIED_TIME = f"{LAST_BACKUP_PREFIX}verified-time"  # RFC 3339: the last Completed + verified backup
 
-WORKSPACE_POD_SELECTOR = f"{NAME_LABEL}=code-server,{PART_OF_LABEL}={PART_OF}"
 
 
 def selector(**labels: str) -> str:
@@ -161,12 +159,15 @@ def selector(**labels: str) -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
+WORKSPACE_POD_SELECTOR = selector(**{NAME_LABEL: WORKSPACE_APP, PART_OF_LABEL: PART_OF})
+
+
 # Label every workspace volume carries, so backups and the reaper can list them in one call.
 WORKSPACE_PVC_SELECTOR = selector(**{PART_OF_LABEL: PART_OF, VOLUME_LABEL: "workspace"})
 
 # Every workspace Deployment carries these labels (chart: workspace.labels); the reaper lists
 # them in one call.
-WORKSPACE_DEPLOYMENT_SELECTOR = f"app.kubernetes.io/name=code-server,app.kubernetes.io/part-of={PART_OF}"
+WORKSPACE_DEPLOYMENT_SELECTOR = selector(**{NAME_LABEL: WORKSPACE_APP, PART_OF_LABEL: PART_OF})
 STOPPED_AT = "vibecode.dev/stopped-at"  # RFC 3339; also copied onto the volumes when the release goes
 
 # The onboarding ledger (tasks.people.ledger): one record per person, one index entry per
@@ -176,13 +177,14 @@ EMPLOYEE_ID_LABEL = "vibecode.dev/employee-id"
 STATE_LABEL = "vibecode.dev/state"
 LEDGER_COMPONENT = "onboarding"
 EMPLOYEE_INDEX_COMPONENT = "employee-index"
+SCIM_ID_LABEL = "vibecode.dev/scim-id"  # on a ledger record: the SCIM user that is this person
 LEDGER_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{RECORD_COMPONENT_LABEL}={LEDGER_COMPONENT}"
 EMPLOYEE_INDEX_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{RECORD_COMPONENT_LABEL}={EMPLOYEE_INDEX_COMPONENT}"
 
 # Every volume of every workspace (workspace and extensions), for dormancy.
-WORKSPACE_VOLUMES_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},{VOLUME_LABEL}"
+WORKSPACE_VOLUMES_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{VOLUME_LABEL}"
 # Backup and restore Jobs (tasks.backup.jobs labels them by component and user).
-RESTIC_JOBS_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},app.kubernetes.io/component in (backup,restore)"
+RESTIC_JOBS_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{COMPONENT_LABEL} in (backup,restore)"
 
 # Idle reaping (tasks.reaper.decide). On the workspace Deployment unless said otherwise.
 REAP_EXEMPT = "vibecode.dev/reap"  # "false": never warned or stopped by the reaper
@@ -193,3 +195,21 @@ STOP_REASON = "vibecode.dev/stop-reason"
 DORMANT_DELETED_AT = "vibecode.dev/dormant-deleted-at"  # on the volumes, once the release was uninstalled
 # Set by the backup/restore flows while they work on a workspace: the reaper never stops it.
 RESTORING = RESTORING_ANNOTATION
+
+# Authelia's users database (tasks.people.identity.filedb): the digest of the users file on
+# Authelia's pod template, so a changed file rolls Authelia exactly once.
+USERS_CHECKSUM_ANNOTATION = "vibecode.dev/users-checksum"
+
+# TOTP pre-provisioning (tasks.people.totp): the short-lived hand-off Secret and the import Job.
+PURPOSE_LABEL = "vibecode.dev/purpose"
+TOTP_PURPOSE = "totp-handoff"
+TOTP_PROVISION_COMPONENT = "totp-provision"
+TOTP_PROVISION_JOB_SELECTOR = selector(**{COMPONENT_LABEL: TOTP_PROVISION_COMPONENT})  # what the flow watches
+TOTP_HANDOFF_SELECTOR = selector(**{PART_OF_LABEL: PART_OF, PURPOSE_LABEL: TOTP_PURPOSE})
+EXPIRES_AT = "vibecode.dev/expires-at"  # RFC 3339: a hand-off Secret past it is deleted
+TOTP_ISSUER_ANNOTATION = "vibecode.dev/totp-issuer"
+
+# The platform's Gateway (charts/vibecode-platform): provisioning finds it by this label.
+GATEWAY_LABEL = "vibecode.dev/gateway"
+GATEWAY_LABEL_VALUE = "platform"
+GATEWAY_SELECTOR = f"{GATEWAY_LABEL}={GATEWAY_LABEL_VALUE}"

@@ -318,7 +318,7 @@ class ReaperSettings(BaseModel):
     model_config = {"extra": "forbid", "hide_input_in_errors": True}
 
     idle_timeout_seconds: int = Field(7200, ge=60, description="A workspace whose last activity (code-server's "
-                                      "lastHeartbeat, or the vibecode.dev/last-activity annotation) is older "
+                                      "lastHeartbeat, or the last-activity annotation) is older "
                                       "than this is warned, then stopped")
     warning_lead_seconds: int = Field(900, ge=0, description="The owner is emailed this long before a stop; "
                                            "a stop needs a warning at least this old. Must be below the idle "

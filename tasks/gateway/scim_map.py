@@ -102,7 +102,7 @@ def department_for(user: dict) -> str | None:
 
 def hr_employee(user: dict, *, username: str, employee_id: str) -> dict:
     """The HR ``employee`` object for a SCIM user (unvalidated: parse_request judges it)."""
-    name = user.get("name") if isinstance(user.get("name"), dict) else {}
+    name: dict = user["name"] if isinstance(user.get("name"), dict) else {}
     emp: dict = {"employee_id": employee_id, "email": primary_email(user),
                  "given_name": name.get("givenName"), "family_name": name.get("familyName"),
                  "username": username}

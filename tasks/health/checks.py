@@ -17,12 +17,19 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Iterable
 
-import yaml
 from pydantic import BaseModel, Field
 
-from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_TIME, LAST_VERIFIED_TIME, Outcome, has_verified_backup, run_outcome
-from tasks.core.names import STOPPED_AT, USER_LABEL
+from tasks.backup.status import (
+    LAST_BACKUP_OUTCOME,
+    LAST_BACKUP_TIME,
+    LAST_VERIFIED_TIME,
+    Outcome,
+    has_verified_backup,
+    run_outcome,
+)
+from tasks.core.names import NAME_LABEL, PART_OF, PART_OF_LABEL, STOPPED_AT, USER_LABEL, WORKSPACE_APP
 from tasks.core.timefmt import parse_time as _time
+from tasks.people import usersdb
 
 BACKUP_WARNING = timedelta(hours=26)  # one missed night
 BACKUP_CRITICAL = timedelta(hours=50)  # two missed nights
@@ -385,16 +392,10 @@ def parse_users(text: str | None, error: str = "") -> tuple[dict[str, dict] | No
         return None, Check(name="users.database", status=Status.CRITICAL, value=0,
                            message=f"users database unreadable: {error}")
     try:
-        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}  # libyaml: 9x faster
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
+        users = usersdb.load(text, empty_ok=False)["users"]  # the identity backend's own reader
+    except usersdb.UsersFileError as exc:
         return None, Check(name="users.database", status=Status.CRITICAL, value=0,
-                           message=f"users database is not YAML{where}")
-    users = doc.get("users") if isinstance(doc, dict) else None
-    if not isinstance(users, dict):
-        return None, Check(name="users.database", status=Status.CRITICAL, value=0,
-                           message="users database has no `users` mapping")
+                           message=f"users database {exc.reason}")
     incomplete = sorted(u for u, e in users.items()
                         if not isinstance(e, dict) or not e.get("password") or not e.get("displayname"))
     users = {u: e for u, e in users.items() if isinstance(e, dict)}
@@ -492,8 +493,8 @@ class Observed(BaseModel):
 
 def workspace_deployments(deployments: list[dict], namespace: str) -> list[dict]:
     return [d for d in deployments if _meta(d).get("namespace") == namespace
-            and (_meta(d).get("labels") or {}).get("app.kubernetes.io/name") == "code-server"
-            and (_meta(d).get("labels") or {}).get("app.kubernetes.io/part-of") == "vibecode"]
+            and (_meta(d).get("labels") or {}).get(NAME_LABEL) == WORKSPACE_APP
+            and (_meta(d).get("labels") or {}).get(PART_OF_LABEL) == PART_OF]
 
 
 def evaluate(obs: Observed, now: datetime, namespace: str, components: list[str],

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tasks.backup.status import has_verified_backup
+from tasks.core.names import VOLUME_LABEL
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Decision:
 
 
 def _is_backed_up_volume(pvc: dict) -> bool:
-    return ((pvc.get("metadata") or {}).get("labels") or {}).get("vibecode.dev/volume") == "workspace"
+    return ((pvc.get("metadata") or {}).get("labels") or {}).get(VOLUME_LABEL) == "workspace"
 
 
 def deletion_decision(since: datetime | None, pvcs: list[dict], now: datetime, wait_days: int, *,

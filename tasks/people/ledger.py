@@ -25,16 +25,28 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 from tasks.core.errors import Conflict, InvalidInput, PermanentError
-from tasks.people.record import Record, State, from_data, to_data
-from tasks.core.names import RECORD_COMPONENT_LABEL, EMPLOYEE_ID_LABEL, EMPLOYEE_INDEX_COMPONENT, LEDGER_COMPONENT, LEDGER_SELECTOR, PART_OF, PART_OF_LABEL, SCIM_ID_LABEL, STATE_LABEL, USER_LABEL
+from tasks.core.names import (
+    EMPLOYEE_ID_LABEL,
+    EMPLOYEE_INDEX_COMPONENT,
+    LEDGER_COMPONENT,
+    LEDGER_SELECTOR,
+    PART_OF,
+    PART_OF_LABEL,
+    RECORD_COMPONENT_LABEL,
+    SCIM_ID_LABEL,
+    STATE_LABEL,
+    USER_LABEL,
+)
 from tasks.core.settings import Settings, get_settings
+from tasks.people.record import Record, State, from_data, to_data
 
 PREFIX = "vibecode-user-"
 INDEX_PREFIX = "vibecode-employee-"
 SELECTOR = LEDGER_SELECTOR
+V = TypeVar("V")  # a decision's verdict
 
 __all__ = ["Ledger", "Record", "State", "index_name", "to_manifest", "from_manifest"]
 
@@ -48,7 +60,7 @@ def index_name(employee_id: str) -> str:
 
 
 def to_manifest(rec: Record, namespace: str) -> dict:
-    meta = {"name": _name(rec.username), "namespace": namespace,
+    meta: dict[str, Any] = {"name": _name(rec.username), "namespace": namespace,
             "labels": {PART_OF_LABEL: PART_OF, RECORD_COMPONENT_LABEL: LEDGER_COMPONENT, USER_LABEL: rec.username,
                        EMPLOYEE_ID_LABEL: rec.employee_id, STATE_LABEL: rec.state.value}}
     if rec.resource_version:
@@ -141,15 +153,26 @@ class Ledger:
         return rec
 
     def update(self, username: str, change: Callable[[Record], Record], attempts: int = 20) -> Record:
+        """The record after ``change``, applied by compare-and-swap (see :meth:`decide`)."""
+        return self.decide(username, lambda r: (change(r), None), attempts)[0]
+
+    def decide(self, username: str, decision: Callable[[Record], tuple[Record, V]],
+               attempts: int = 20) -> tuple[Record, V]:
+        """(the stored record, the verdict) of a pure ``decision`` on the current record.
+
+        Compare-and-swap on ``resourceVersion``: when another writer got there first, the
+        record is read again and decided again, so the verdict returned is the one of the
+        attempt that was stored. A decision that changes nothing writes nothing.
+        """
         for attempt in range(attempts):
             current = self.get(username)
             if current is None:
                 raise PermanentError(f"no ledger record for {username}")
-            new = change(current)
+            new, verdict = decision(current)
             if new == current:
-                return current
+                return current, verdict
             try:
-                return from_manifest(self.kube.replace(to_manifest(new, self.ns)))
+                return from_manifest(self.kube.replace(to_manifest(new, self.ns))), verdict
             except Conflict:
                 time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))
         raise Conflict(f"ledger record {username} still contended after {attempts} attempts")

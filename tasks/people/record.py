@@ -118,15 +118,12 @@ class Record:
 # -- event order -----------------------------------------------------------------------------
 def stale_reason(rec: Record, kind: EventKind, occurred_at: datetime) -> str | None:
     """Why an event must be ignored because a newer conflicting one was applied, or ``None``."""
-    def older(than: datetime | None) -> bool:
-        return than is not None and occurred_at < than
-
     when = occurred_at.isoformat()
-    if kind == "hire" and older(rec.left_at):
+    if kind == "hire" and rec.left_at is not None and occurred_at < rec.left_at:
         return f"stale: hire of {when} is older than the termination of {rec.left_at.isoformat()} already applied"
-    if kind == "termination" and older(rec.hired_at):
+    if kind == "termination" and rec.hired_at is not None and occurred_at < rec.hired_at:
         return f"stale: termination of {when} is older than the hire of {rec.hired_at.isoformat()} already applied"
-    if kind in ("hire", "update") and older(rec.changed_at):
+    if kind in ("hire", "update") and rec.changed_at is not None and occurred_at < rec.changed_at:
         return (f"stale: {kind} of {when} is older than the hire or update of "
                 f"{rec.changed_at.isoformat()} already applied")
     return None

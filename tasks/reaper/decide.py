@@ -32,8 +32,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Mapping
 
-from tasks.core.timefmt import parse_time, rfc3339  # noqa: F401 - rfc3339 is part of this API
-from tasks.core.names import DORMANT_DELETED_AT, IDLE_WARNED_AT, IDLE_WARNING_RULE, LAST_ACTIVITY, REAP_EXEMPT, RESTORING, STOP_REASON, STOPPED_AT, USER_LABEL, VOLUME_LABEL
+from tasks.core.names import (
+    COMPONENT_LABEL,
+    DORMANT_DELETED_AT,
+    IDLE_WARNED_AT,
+    IDLE_WARNING_RULE,
+    LAST_ACTIVITY,
+    REAP_EXEMPT,
+    RESTORING,
+    STOP_REASON,
+    STOPPED_AT,
+    USER_LABEL,
+    VOLUME_LABEL,
+)
+from tasks.core.timefmt import parse_time, rfc3339
 from tasks.people.deletion import deletion_decision
 
 if TYPE_CHECKING:
@@ -134,8 +146,9 @@ def decide(ws: Workspace, probe: Probe | None, now: datetime, policy: Policy) ->
         elif last > warned_at:
             return Decision("cancel-warning", f"activity {_ago(now - last)} ago, after the warning", IDLE, idle_s)
         if now - warned_at >= lead:
-            if rule == MAX_SESSION and _session_over(ws, now, policy):
-                return Decision("stop", f"running {_ago(now - ws.available_since)}, past the maximum session "
+            since = ws.available_since
+            if rule == MAX_SESSION and since is not None and _session_over(ws, now, policy):
+                return Decision("stop", f"running {_ago(now - since)}, past the maximum session "
                                         f"age; warned {_ago(now - warned_at)} ago", MAX_SESSION, idle_s)
             if idle >= timeout and last <= warned_at:
                 return Decision("stop", f"idle {_ago(idle)}; warned {_ago(now - warned_at)} ago", IDLE, idle_s)
@@ -243,7 +256,7 @@ def workspaces_from(deployments: list[dict], volumes: list[dict], jobs: list[dic
     busy: dict[str, str] = {}
     for j in jobs:
         if job_running(j):
-            component = ((j.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component", "job")
+            component = ((j.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL, "job")
             busy[_user(j)] = f"a {component} Job is running"
     out: dict[str, Workspace] = {}
     for d in deployments:

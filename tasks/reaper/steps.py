@@ -19,12 +19,30 @@ from pydantic import BaseModel
 
 from tasks.cluster import helm, kube
 from tasks.core import mail
-from tasks.core.errors import PermanentError
-from tasks.core.names import DORMANT_DELETED_AT, RESTIC_JOBS_SELECTOR, STOPPED_AT, WORKSPACE_DEPLOYMENT_SELECTOR, WORKSPACE_VOLUMES_SELECTOR, workspace_names
-from tasks.reaper.probe import probe_all
-from tasks.reaper.decide import CLEAR_WARNING, Decision, Probe, Workspace, decide, policy_for, probe_url, resume_annotations, rfc3339, stop_patch, warn_annotations, warning_message, workspaces_from
+from tasks.core.names import (
+    DORMANT_DELETED_AT,
+    RESTIC_JOBS_SELECTOR,
+    STOPPED_AT,
+    WORKSPACE_DEPLOYMENT_SELECTOR,
+    WORKSPACE_VOLUMES_SELECTOR,
+    workspace_names,
+)
 from tasks.core.settings import get_settings
 from tasks.core.steps import HELM, KUBE_API, transient_retries
+from tasks.reaper.decide import (
+    CLEAR_WARNING,
+    Decision,
+    Probe,
+    Workspace,
+    policy_for,
+    resume_annotations,
+    rfc3339,
+    stop_patch,
+    warn_annotations,
+    warning_message,
+    workspaces_from,
+)
+from tasks.reaper.probe import probe_all
 
 RETRY = transient_retries(3)
 

@@ -12,7 +12,8 @@ from prefect import Flow
 
 from tasks.cluster import kind
 from tests.fixtures.kube import mark_deployment_available  # noqa: F401
-from vibecode_cli import app, main as cli, outcomes
+from vibecode_cli import app, outcomes
+from vibecode_cli import main as cli
 from vibecode_cli.output import Exit
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,9 +19,9 @@ import pytest
 from flows.offboarding import offboard_user
 from flows.onboarding import onboard_user
 from tests.fixtures.gateway import flow_runs, gateway_settings, start_gateway
-from tests.fixtures.storage import make_tree
 from tests.fixtures.people import users_file
 from tests.fixtures.scim_examples import ENTERPRISE, client_for, scim_user
+from tests.fixtures.storage import make_tree
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
 

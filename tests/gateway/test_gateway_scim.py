@@ -22,9 +22,9 @@ import httpx
 import pytest
 
 from gateway.runs import RunStarter
-from tasks.people.ledger import Ledger
-from tasks.core.names import SCIM_ID_LABEL
 from tasks.cluster.localnode.envtest import free_port
+from tasks.core.names import SCIM_ID_LABEL
+from tasks.people.ledger import Ledger
 from tests.fixtures.gateway import flow_runs, gateway_settings, start_gateway
 from tests.fixtures.scim_examples import ENTERPRISE, client_for, scim_tester_client, scim_user
 

@@ -13,10 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.health import check_platform_health
-from tasks.health.checks import Status
-from tasks.health.sinks import datadog_series, service_check_name
 from tasks.core.names import STOPPED_AT
 from tasks.core.settings import get_settings
+from tasks.health.checks import Status
+from tasks.health.sinks import datadog_series, service_check_name
 from tests.fixtures.objects import (
     backup_annotations,
     deployment,

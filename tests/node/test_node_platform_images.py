@@ -183,7 +183,7 @@ def test_postgres_image_initialises_its_volume_once_and_serves_sql_from_a_restri
     _claim(kube, ns, "pg-data")
     kube.create(_pg_pod(node_cluster, ns))
     ip = _service(kube, ns, "postgres", 5432)
-    logs = lambda: _logs(node_cluster, kubectl_bin, ns, "postgres")  # noqa: E731
+    logs = lambda: _logs(node_cluster, kubectl_bin, ns, "postgres")
     pod = _ready_pod(kube, ns, "postgres", logs=logs)
     _assert_restricted_at_runtime(node_cluster, pod, 999)
     assert "postgres: initialised /var/lib/postgresql/data/pgdata" in logs()

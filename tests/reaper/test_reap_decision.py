@@ -5,12 +5,24 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
+from tasks.core.settings import Settings, check_probe_base
 from tasks.people.deletion import deletion_decision
-from tasks.core.settings import check_probe_base
-from tasks.reaper.decide import Policy, Probe, Workspace, decide, parse_healthz, policy_for, probe_url, rfc3339, stop_patch, workspaces_from
-from tasks.core.settings import Settings
+from tasks.reaper.decide import (
+    Policy,
+    Probe,
+    Workspace,
+    decide,
+    parse_healthz,
+    policy_for,
+    probe_url,
+    rfc3339,
+    stop_patch,
+    workspaces_from,
+)
 
 T = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 H, M = timedelta(hours=1), timedelta(minutes=1)
@@ -122,7 +134,7 @@ def test_dormancy_off_and_stop_patch_is_guarded():
 
 # -- properties --------------------------------------------------------------------------------
 durations = st.integers(min_value=0, max_value=40 * 24 * 3600).map(lambda s: timedelta(seconds=s))
-maybe = lambda s: st.none() | s  # noqa: E731
+maybe = lambda s: st.none() | s
 policies = st.builds(
     lambda idle, lead_frac, maxs, dorm: Policy(timedelta(seconds=idle), timedelta(seconds=int(idle * lead_frac)),
                                                None if maxs is None else timedelta(seconds=maxs),

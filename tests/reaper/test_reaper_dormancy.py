@@ -16,11 +16,11 @@ import pytest
 import tasks.backup.steps as backup_flow
 from flows.reaper import reap_idle_workspaces
 from tasks.cluster import helm
-from tasks.core.names import workspace_names
-from tasks.workspace.values import workspace_values
-from tasks.reaper.decide import rfc3339
-from tasks.core.settings import get_settings
 from tasks.cluster.localnode.envtest import free_port
+from tasks.core.names import workspace_names
+from tasks.core.settings import get_settings
+from tasks.reaper.decide import rfc3339
+from tasks.workspace.values import workspace_values
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
 DAY = timedelta(days=1)
