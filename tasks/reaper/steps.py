@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from tasks.backup.repo import repository_word
 from tasks.cluster import helm, kube
 from tasks.core import mail
-from tasks.core.errors import Conflict, PermanentError
+from tasks.core.errors import Conflict, NotFound, PermanentError
 from tasks.core.names import DORMANT_DELETED_AT, RESTIC_JOBS_SELECTOR, RESTORING_ANNOTATION, STOPPED_AT, WORKSPACE_DEPLOYMENT_SELECTOR, WORKSPACE_VOLUMES_SELECTOR, workspace_names
 from tasks.people.deletion import RepositoryWord
 from tasks.reaper.probe import probe_all
@@ -139,7 +139,7 @@ def confirm_then_decide(workspaces: list[Workspace], decisions: dict[str, Decisi
     return out
 
 
-SKIP = "skipped: changed since it was listed (another run or a person acted first)"
+SKIP = "skipped: changed or gone since it was listed (another run or a person acted first)"
 
 
 def _warn(client, ns: str, name: str, ws: Workspace, d: Decision, now: datetime,
@@ -149,7 +149,7 @@ def _warn(client, ns: str, name: str, ws: Workspace, d: Decision, now: datetime,
     s = get_settings()
     try:
         client.patch("Deployment", ns, name, claim_patch(ws, now))
-    except Conflict:
+    except (Conflict, NotFound):
         return Outcome(kind=OutcomeKind.SKIPPED, detail=SKIP)
     note = "annotated; no email address on file"
     if owner and owner[0]:
@@ -203,7 +203,7 @@ def _apply_one(ws: Workspace, d: Decision, now: datetime, owner: tuple[str, tupl
                 return Outcome(kind=OutcomeKind.DONE, detail=f"deleted {', '.join(deleted) or 'nothing (already gone)'}")
             case _:
                 assert_never(d.action)
-    except Conflict:
+    except (Conflict, NotFound):  # changed or gone since the LIST: the next run judges it afresh
         return Outcome(kind=OutcomeKind.SKIPPED, detail=SKIP)
 
 
