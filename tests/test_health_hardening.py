@@ -149,7 +149,7 @@ from tests.test_health_flow import healthy  # noqa: E402,F401 - fixture reuse (b
 
 
 @pytest.mark.slow
-def test_the_health_flow_takes_dormancy_from_the_reaper_settings(healthy, monkeypatch):
+def test_the_health_flow_takes_dormancy_from_the_reaper_settings(healthy, monkeypatch):  # noqa: F811
     from flows.health import check_platform_health
 
     monkeypatch.setenv("VIBECODE_REAP_DORMANCY_DAYS", "60")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from tasks.cluster import kube
