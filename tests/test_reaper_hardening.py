@@ -431,3 +431,17 @@ def test_the_property_reaches_every_irreversible_step():
     w.backup(True)
     assert run() == "delete-volumes"
     assert set(w.volumes) == {"ws-alice-restore-r1"} and len(w.emails) == 1
+
+
+def test_the_deletion_rule_waits_for_a_restore_writing_into_the_volume():
+    """Offboarding and dormancy share the rule: the restore guard on a volume defers a deletion
+    (and asks for no backup of a volume being overwritten)."""
+    from tasks.people.deletion import deletion_decision
+
+    guarded = pvc(**verified_at(T - DAY), **{"vibecode.dev/restoring": "ws-alice-restore-r1@2026-11-29T11:00:00Z"})
+    assert deletion_decision(T - 40 * DAY, [guarded], T, 30).action == "defer"
+    word = RepositoryWord(frozenset({SNAP_A}))
+    assert deletion_decision(T - 40 * DAY, [guarded], T, 30, repository=word).action == "defer"
+    assert deletion_decision(T - 40 * DAY, [pvc()], T, 30).action == "refuse"  # no backup, no guard: back up
+    assert deletion_decision(T - 40 * DAY, [{**guarded, "metadata": {**guarded["metadata"], "annotations": {
+        "vibecode.dev/restoring": "r@2026-11-29T11:00:00Z"}}}], T, 30).action == "defer"

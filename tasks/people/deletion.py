@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tasks.backup.status import has_verified_backup
-from tasks.core.names import LAST_BACKUP_SNAPSHOT, VOLUME_LABEL
+from tasks.core.names import LAST_BACKUP_SNAPSHOT, RESTORING_ANNOTATION, VOLUME_LABEL
 
 DeletionAction = Literal["delete", "defer", "refuse", "nothing", "confirm"]
 MIN_ID_PREFIX = 8  # restic's short ids; a shorter annotation must match a whole id
@@ -63,10 +63,16 @@ def deletion_decision(since: datetime | None, pvcs: list[dict], now: datetime, w
                       repository: RepositoryWord | None = None) -> Decision:
     """``since``: the event after which the backup must have been taken (termination, stop);
     ``wait_days``: how long after it deletion waits; ``repository``: what the repository
-    said (None: not asked yet). With no volume left (a rerun after the volumes went) there
-    is nothing to lose, so only the period counts."""
+    said (None: not asked yet). A volume a restore is writing into (the restore guard) waits
+    for the restore, and is not backed up meanwhile. With no volume left (a rerun after the
+    volumes went) there is nothing to lose, so only the period counts."""
     if since is None:
         return Decision("nothing", f"no {event} recorded")
+    restoring = sorted(p["metadata"]["name"] for p in pvcs
+                       if ((p.get("metadata") or {}).get("annotations") or {}).get(RESTORING_ANNOTATION))
+    if restoring:
+        return Decision("defer", f"a restore is writing into {', '.join(restoring)} ({RESTORING_ANNOTATION})",
+                        since + timedelta(days=wait_days))
     # Backup times are recorded to the second (RFC 3339 annotations): a backup in the same
     # second as the event counts as taken after it.
     since_event = max(now - since.replace(microsecond=0), timedelta(0))

@@ -18,7 +18,7 @@ from tasks.cluster.jobs import job_state
 from tasks.cluster.kube import connect
 from tasks.core import mail
 from tasks.core.errors import BackupRequired, InvalidInput, PermanentError, TransientError
-from tasks.core.names import RESTORING_ANNOTATION, workspace_names
+from tasks.core.names import workspace_names
 from tasks.core.settings import get_settings
 from tasks.core.steps import HELM, KUBE_API, USERS_DB, now as _now, transient_retries
 from tasks.people.deletion import Decision, deletion_decision
@@ -185,20 +185,15 @@ def _pvcs(username: str) -> list[dict]:
 @task(name="judge-deletion", tags=[KUBE_API], **RETRY)
 def judge_deletion(username: str, now: datetime) -> Decision:
     """The deletion rule on what the ledger, the volumes and (only once a deletion is due)
-    the restic repository itself say. A restore writing into the volume defers it."""
+    the restic repository itself say."""
     s = get_settings()
     rec = Ledger().get(username)
     terminated = rec.terminated_at if rec and rec.state is State.TERMINATED else None
     pvcs = _pvcs(username)
-    guarded = sorted(p["metadata"]["name"] for p in pvcs
-                     if (p["metadata"].get("annotations") or {}).get(RESTORING_ANNOTATION))
     decision = deletion_decision(terminated, pvcs, now, s.identity.offboard_retention_days)
     if decision.action == "confirm":
         decision = deletion_decision(terminated, pvcs, now, s.identity.offboard_retention_days,
                                      repository=repository_word(username, s))
-    if guarded and decision.action == "delete":
-        return Decision("defer", f"a restore is writing into {', '.join(guarded)} ({RESTORING_ANNOTATION})",
-                        decision.not_before)
     return decision
 
 
