@@ -103,16 +103,17 @@ def run_backup_job(username: str, run_id: str, node: str | None, kind: str = "ba
 
 @task(name="record-expire-verify", **RETRY)
 def record_expire_verify(username: str, run_id: str, job_failed: bool, expire: bool = True) -> Recorded:
-    """Find the run's snapshot, apply retention (unless ``expire`` is off), then ``restic
-    check`` what is left. One task: every step is idempotent, and fewer task runs keep
-    Prefect's overhead small."""
+    """Find the run's snapshot, ``restic check`` the repository, then (unless ``expire`` is
+    off, and only after a passing check) apply retention: see
+    :func:`tasks.backup.repo.record_and_expire`. One task: every step is idempotent, and
+    fewer task runs keep Prefect's overhead small."""
+    s = get_settings()
     restic = open_repository(username)
-    policy = KeepPolicy.from_settings(get_settings().backup) if expire else None
-    after = record_and_expire(restic, run_id, job_failed, policy, _now())
+    policy = KeepPolicy.from_settings(s.backup) if expire else None
+    after = record_and_expire(restic, run_id, job_failed, policy, _now(), s.backup.verify_read_data_percent)
     if after.snapshot_id is None:
         return Recorded()
-    ok, detail = restic.check(get_settings().backup.verify_read_data_percent)
-    return Recorded(after.snapshot_id, after.retention_error, ok, detail)
+    return Recorded(after.snapshot_id, after.retention_error, after.verified, after.check_detail)
 
 
 @task(name="notify-backup-failure", **RETRY)

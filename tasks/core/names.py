@@ -187,10 +187,11 @@ WORKSPACE_VOLUMES_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{VOLUME_LABEL}"
 RESTIC_JOBS_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{COMPONENT_LABEL} in (backup,restore)"
 
 # Idle reaping (tasks.reaper.decide). On the workspace Deployment unless said otherwise.
-REAP_EXEMPT = "vibecode.dev/reap"  # "false": never warned or stopped by the reaper
+REAP_EXEMPT = "vibecode.dev/reap"  # "false": never warned or stopped by the reaper; other values but "true": kept
 LAST_ACTIVITY = "vibecode.dev/last-activity"  # RFC 3339; counts as activity when newer than the heartbeat
 IDLE_WARNED_AT = "vibecode.dev/idle-warned-at"  # RFC 3339: when the owner was warned
 IDLE_WARNING_RULE = "vibecode.dev/idle-warning"  # which rule warned: idle | max-session
+IDLE_WARNING_CLAIM = "vibecode.dev/idle-warning-claim"  # RFC 3339: a run is sending the warning email
 STOP_REASON = "vibecode.dev/stop-reason"
 DORMANT_DELETED_AT = "vibecode.dev/dormant-deleted-at"  # on the volumes, once the release was uninstalled
 # Set by the backup/restore flows while they work on a workspace: the reaper never stops it.

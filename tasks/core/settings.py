@@ -278,6 +278,10 @@ class HealthSettings(BaseModel):
     slow_seconds: float = Field(2.0, gt=0, description="An API server, Authelia or bucket answer "
                                        "slower than this is a warning")
     timeout_seconds: float = Field(5.0, gt=0, description="Timeout of each probe and each sink request")
+    budget_seconds: float = Field(
+        120, gt=0, le=280, description="The whole run's budget for its probes and LISTs: what has not answered "
+                                       "by then is reported critical, so a hung API server pages instead of "
+                                       "silencing the 5-minute schedule (CANCEL_NEW)")
 
 
 class GatewaySettings(BaseModel):
@@ -477,6 +481,7 @@ LEGACY_NAMES: dict[str, tuple[str, str]] = {
     "health_components": ("health", "components"),
     "health_slow_seconds": ("health", "slow_seconds"),
     "health_timeout_seconds": ("health", "timeout_seconds"),
+    "health_budget_seconds": ("health", "budget_seconds"),
     "gateway_webhook_secrets": ("gateway", "webhook_secrets"),
     "gateway_scim_token": ("gateway", "scim_token"),
     "gateway_host": ("gateway", "host"),
@@ -579,6 +584,10 @@ class Settings(BaseSettings):
     kube_concurrency: int = Field(
         10, ge=1, le=100,
         description="Server-side limit of concurrent Kubernetes API tasks (tag kube-api), and the client pool size")
+    kube_request_timeout_seconds: float = Field(
+        30, gt=0, le=600,
+        description="Client-side timeout of every Kubernetes API call (a watch adds its own server-side timeout); "
+                    "a call past it is a transient error, retried by its task")
 
     workspace: WorkspaceSettings = Field(default_factory=WorkspaceSettings, description=WorkspaceSettings.__doc__)
     identity: IdentitySettings = Field(default_factory=IdentitySettings, description=IdentitySettings.__doc__)

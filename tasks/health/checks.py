@@ -37,7 +37,6 @@ CERT_WARNING = timedelta(days=14)
 CERT_CRITICAL = timedelta(days=3)
 STUCK_AFTER = timedelta(minutes=10)  # a workspace unavailable this long is broken, not starting
 OFFBOARD_GRACE = timedelta(minutes=5)  # offboarding disables the identity first; this is its head start
-DORMANT_AFTER = timedelta(days=30)  # the reaper's default dormancy (reap_dormancy_days)
 LEAVER_STATES = ("terminated", "purged")
 NAME_LIMIT = 5  # names quoted in one message; the gauges carry the rest
 
@@ -447,9 +446,11 @@ def check_users(users: dict[str, dict] | None, workspace_users: set[str], ledger
 
 
 # -- counts ----------------------------------------------------------------------------------
-def counts(deployments: list[dict], users: dict[str, dict] | None, now: datetime) -> list[Gauge]:
+def counts(deployments: list[dict], users: dict[str, dict] | None, now: datetime,
+           dormancy: timedelta | None) -> list[Gauge]:
     """running / stopped / dormant workspaces (dormant: stopped by the reaper at least
-    ``DORMANT_AFTER`` ago), and enabled / disabled users."""
+    ``dormancy`` ago, the reaper's ``settings.reaper.dormancy_days``; None: dormancy is off,
+    so none is), and enabled / disabled users."""
     running = stopped = dormant = 0
     for dep in deployments:
         if (dep.get("spec") or {}).get("replicas", 1) > 0:
@@ -457,7 +458,7 @@ def counts(deployments: list[dict], users: dict[str, dict] | None, now: datetime
             continue
         stopped += 1
         at = _time((_meta(dep).get("annotations") or {}).get(STOPPED_AT))
-        if at and now - at >= DORMANT_AFTER:
+        if at and dormancy is not None and now - at >= dormancy:
             dormant += 1
     out = [Gauge(name="workspaces", value=v, labels={"state": k})
            for k, v in (("running", running), ("stopped", stopped), ("dormant", dormant))]
@@ -469,11 +470,9 @@ def counts(deployments: list[dict], users: dict[str, dict] | None, now: datetime
 
 
 # -- one run ---------------------------------------------------------------------------------
-class Observed(BaseModel):
-    """Everything one run looked at: one LIST per kind, one probe per endpoint."""
+class Listing(BaseModel):
+    """What the one LIST per kind returned (and the users database, parsed where it was read)."""
 
-    api_latency: float | None = None
-    api_error: str = ""
     nodes: list[dict] = Field(default_factory=list)
     deployments: list[dict] = Field(default_factory=list)  # every namespace
     statefulsets: list[dict] = Field(default_factory=list)  # every namespace
@@ -482,6 +481,13 @@ class Observed(BaseModel):
     certificates: list[dict] | None = None  # None: the cert-manager CRD is not installed
     users: dict[str, dict] | None = None  # username -> {"disabled": bool}, from parse_users
     users_database: Check | None = None  # parse_users' verdict; None: not a file backend
+
+
+class Observed(Listing):
+    """Everything one run looked at: the listing, one probe per endpoint."""
+
+    api_latency: float | None = None
+    api_error: str = ""
     authelia_status: int | None = None
     authelia_body: str = ""
     authelia_latency: float = 0.0
@@ -498,7 +504,7 @@ def workspace_deployments(deployments: list[dict], namespace: str) -> list[dict]
 
 
 def evaluate(obs: Observed, now: datetime, namespace: str, components: list[str],
-             slow_seconds: float) -> tuple[list[Check], list[Gauge]]:
+             slow_seconds: float, *, dormancy: timedelta | None) -> tuple[list[Check], list[Gauge]]:
     """Every check and gauge of one run. Without the API server only the checks that do not
     need it are made; the ``api`` check says why the rest are missing."""
     checks = [check_api(obs.api_latency, obs.api_error, slow_seconds),
@@ -522,5 +528,5 @@ def evaluate(obs: Observed, now: datetime, namespace: str, components: list[str]
         checks.append(obs.users_database)
         have = {_user(d) for d in workspaces} | {_user(p) for p in obs.pvcs}
         checks += check_users(users, have, obs.ledger, now)
-    gauges += cert_gauges + ages + counts(workspaces, users, now)
+    gauges += cert_gauges + ages + counts(workspaces, users, now, dormancy)
     return checks, gauges

@@ -12,6 +12,7 @@ from prefect import task
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
+from tasks.backup.repo import repository_word
 from tasks.cluster import helm
 from tasks.cluster.jobs import job_state
 from tasks.cluster.kube import connect
@@ -175,10 +176,17 @@ def _pvcs(username: str) -> list[dict]:
 
 @task(name="judge-deletion", tags=[KUBE_API], **RETRY)
 def judge_deletion(username: str, now: datetime) -> Decision:
+    """The deletion rule on what the ledger, the volumes and (only once a deletion is due)
+    the restic repository itself say."""
     s = get_settings()
     rec = Ledger().get(username)
     terminated = rec.terminated_at if rec and rec.state is State.TERMINATED else None
-    return deletion_decision(terminated, _pvcs(username), now, s.identity.offboard_retention_days)
+    pvcs = _pvcs(username)
+    decision = deletion_decision(terminated, pvcs, now, s.identity.offboard_retention_days)
+    if decision.action == "confirm":
+        decision = deletion_decision(terminated, pvcs, now, s.identity.offboard_retention_days,
+                                     repository=repository_word(username, s))
+    return decision
 
 
 @task(name="delete-workspace", tags=[KUBE_API, HELM], **RETRY)

@@ -36,7 +36,7 @@ def observe() -> tuple[dict, Observed]:
     obs["bucket_latency"], obs["bucket_error"] = health_flow.probe_backup_bucket.fn()
     observed = Observed(**obs)
     checks, _ = evaluate(observed, datetime.now(timezone.utc), s.namespace, s.health.components,
-                         s.health.slow_seconds)
+                         s.health.slow_seconds, dormancy=timedelta(days=s.reaper.dormancy_days))
     return {c.name: c for c in checks}, observed
 
 

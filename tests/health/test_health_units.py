@@ -55,14 +55,14 @@ def test_counts_dormant_from_the_reapers_stopped_at():
         return {"metadata": {"annotations": ann}, "spec": {"replicas": replicas}}
 
     got = {g.labels["state"]: g.value for g in counts(
-        [dep(1), dep(0), dep(0, timedelta(days=2)), dep(0, timedelta(days=31))], None, NOW)}
+        [dep(1), dep(0), dep(0, timedelta(days=2)), dep(0, timedelta(days=31))], None, NOW, timedelta(days=30))}
     assert got == {"running": 1, "stopped": 3, "dormant": 1}
 
 
 def test_without_the_api_server_only_independent_checks_are_made():
     checks, _ = evaluate(Observed(api_latency=None, api_error="ServerError: refused", authelia_status=200,
                                   authelia_body='{"status": "OK"}', authelia_latency=0.01, bucket="b",
-                                  bucket_latency=0.01), NOW, "ns", [], 2.0)
+                                  bucket_latency=0.01), NOW, "ns", [], 2.0, dormancy=None)
     assert {c.name: c.status for c in checks} == {"api": Status.CRITICAL, "authelia": Status.OK,
                                                   "backups.bucket": Status.OK}
 
