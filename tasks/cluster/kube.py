@@ -298,11 +298,20 @@ class Kube:
         return self._call("patch", kind, namespace, name=name, body={"status": status}, subresource="_status",
                           what=f"patch status {kind} {namespace}/{name}")
 
-    def delete(self, kind: str, namespace: str | None, name: str, propagation: str = "Background") -> bool:
-        """Delete; returns ``False`` if it was already gone (idempotent delete)."""
+    def delete(self, kind: str, namespace: str | None, name: str, propagation: str = "Background", *,
+               resource_version: str | None = None) -> bool:
+        """Delete; returns ``False`` if it was already gone (idempotent delete). With
+        ``resource_version`` only that version is deleted: a changed object raises ``Conflict``."""
+        what = f"delete {kind} {namespace}/{name}"
         try:
-            self._call("delete", kind, namespace, name=name, what=f"delete {kind} {namespace}/{name}",
-                       propagation_policy=propagation)
+            if resource_version is None:
+                self._call("delete", kind, namespace, name=name, what=what, propagation_policy=propagation)
+                return True
+            method, namespaced = self._method("delete", kind)
+            options = client.V1DeleteOptions(propagation_policy=propagation,
+                                              preconditions=client.V1Preconditions(resource_version=resource_version))
+            with api_errors(what):
+                method(*([name, namespace] if namespaced else [name]), body=options)
             return True
         except NotFound:
             return False
