@@ -61,7 +61,7 @@ from gateway.runs import PrefectUnavailable, RunStarter
 from tasks.core.errors import Conflict, InvalidInput
 from tasks.gateway import scim_map
 from tasks.gateway.events import run_mismatch, scim_event_id, scim_event_key
-from tasks.people.hr import deployment_for, parse_request
+from tasks.people.hr import Process, deployment_for, parse_request, process_for
 from tasks.people.ledger import Ledger, Record
 from tasks.core.settings import Settings
 
@@ -312,7 +312,7 @@ class LedgerStorage(AsyncScimStorage):
         if event is not None:
             # A termination is about the person as they were: it must go through even if
             # the same request also blanked a field the HR event needs.
-            source = old_state["resource"] if event == "employee.terminated" else user
+            source = old_state["resource"] if process_for(event) is Process.OFFBOARDING else user
             hr = self._hr_body(source, event, rec.scim_id, version, rec.username, rec.employee_id, "externalId")
         new_state = {**old_state, "version": version, "lastModified": self.clock().isoformat(), "resource": user}
         saved = await self._run(self._swap, rec, old_version, json.dumps(new_state), user.get("userName", ""))
