@@ -15,10 +15,10 @@ import pytest
 
 from tasks.gateway import signature
 from tasks.people.ledger import Ledger, index_name
-from tests.fixtures.gateway import flow_runs, gateway_settings, start_gateway
-from tests.fixtures.gateway_http import (ENTERPRISE, OFFBOARD, ONBOARD, PATCH_OP, build_request, create_run,
-                                         dead_prefect_starter, error_log, hr_requests, raw_request,
-                                         scim_client, scim_event_id, scim_user)
+from tests.fixtures.gateway import gateway_settings, start_gateway
+from tests.fixtures.gateway_http import (ENTERPRISE, OFFBOARD, ONBOARD, PATCH_OP, all_flow_runs, build_request,
+                                         create_run, dead_prefect_starter, error_log, hr_requests, raw_request,
+                                         runs_with_key, scim_client, scim_event_id, scim_user)
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
 
@@ -39,12 +39,8 @@ def raw(body: dict) -> bytes:
 
 
 def runs_for(hr_deployments, name: str, employee_id: str) -> list:
-    return [r for r in flow_runs(hr_deployments[name])
+    return [r for r in all_flow_runs(hr_deployments[name])
             if r.parameters["request"]["employee"]["employee_id"] == employee_id]
-
-
-def runs_with_key(key: str) -> list:
-    return [r for r in flow_runs() if r.idempotency_key == key]
 
 
 # -- People must not keep or regain access they should not have -------------------------------
