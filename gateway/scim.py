@@ -47,7 +47,7 @@ from typing import Annotated, Any, Callable
 import anyio
 from pydantic import EmailStr
 from scim2_models import (AuthenticationScheme, Bulk, ChangePassword, Email, EnterpriseUser, ETag, External,
-                          Filter, InvalidValueException, Meta, Name, NotFoundException, Patch,
+                          Filter, InvalidValueException, Meta, Name, NotFoundException, NotImplementedException, Patch,
                           PreconditionFailedException, Reference, Required, Resource, ResourceType,
                           SCIMException, ScimProvider, SearchRequest, ServiceProviderConfig, Sort,
                           UnauthorizedException, UniquenessException, User)
@@ -383,6 +383,15 @@ class GatewayScimApp(ASGIApplication):
             raise UnauthorizedException(detail="a valid bearer token is required")
 
     def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
+        """Also: what scim2-server answers 501 (``/Me``, and features the ServiceProviderConfig
+        says we lack: bulk, sorting, cursors) is a 4xx here. A 5xx from the internet-facing
+        surface means our fault or Prefect down, which is what alerting watches; a client
+        asking for something we never offered is the client's to fix: ``/Me`` is a 404 (there
+        is no such endpoint here), a feature we lack a 400 naming it."""
+        if isinstance(exception, NotImplementedException):
+            detail = f"{exception.detail} by this service provider (see /ServiceProviderConfig)"
+            exception = (NotFoundException(detail=detail) if request.path.strip("/").split("/")[0] == "Me"
+                         else BadRequest(detail=detail))
         response = super().handle_exception(request, exception)
         if isinstance(exception, ServiceUnavailable):
             response.headers["Retry-After"] = self.retry_after
