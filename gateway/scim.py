@@ -58,7 +58,7 @@ from scim2_server.service import ScimService
 from scim2_server.storage import AsyncScimStorage, SearchPage
 
 from gateway.runs import PrefectUnavailable, RunStarter
-from tasks.core.errors import Conflict, InvalidInput
+from tasks.core.errors import InvalidInput
 from tasks.gateway import scim_map
 from tasks.gateway.events import run_mismatch, scim_event_id, scim_event_key
 from tasks.people.hr import Process, deployment_for, parse_request, process_for

@@ -25,6 +25,7 @@ from gateway.runs import RunStarter
 from tasks.people.ledger import Ledger
 from tasks.core.names import SCIM_ID_LABEL
 from tests.fixtures.gateway import flow_runs, free_port, gateway_settings, start_gateway
+from tests.fixtures.gateway_http import scim_event_id
 from tests.scim_examples import scim_tester_client
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
@@ -91,7 +92,7 @@ def test_create_is_one_hire_with_the_mapped_event_and_lives_in_the_ledger(scim_g
         assert len(runs) == before + 1
         run = runs[-1]
         req = run.parameters["request"]
-        assert run.idempotency_key == req["event_id"] == f"scim-{user['id']}-v1"
+        assert run.idempotency_key == req["event_id"] == scim_event_id(scim_gateway, user["id"], 1)
         assert req["type"] == "employee.hired"
         emp = req["employee"]
         assert emp["employee_id"] == body[ENTERPRISE]["employeeNumber"]
@@ -143,7 +144,7 @@ def test_state_survives_a_gateway_restart(scim_gateway, hr_deployments):
             assert now["active"] is False and now["meta"]["version"] == 'W/"2"'
     finally:
         again.stop()
-    terminations = [r for r in flow_runs(hr_deployments[OFFBOARD]) if r.idempotency_key == f"scim-{uid}-v2"]
+    terminations = [r for r in flow_runs(hr_deployments[OFFBOARD]) if r.idempotency_key == scim_event_id(scim_gateway, uid, 2)]
     assert len(terminations) == 1 and terminations[0].parameters["request"]["type"] == "employee.terminated"
 
 
