@@ -132,6 +132,44 @@ def test_a_hire_and_a_termination_racing_with_one_event_id_start_one_run(gateway
         assert [str(r.id) for r in live] == [winner.json()["flow_run_id"]]
 
 
+def test_a_run_created_in_a_race_is_cancelled_and_the_first_run_answers(gateway, hr_deployments):
+    """The race above made deterministic: a replica whose look-up missed the other flow's run
+    (created a moment before) creates its own, sees both, cancels its own and answers with
+    the first, which the caller then judges (a 409 for another event)."""
+    import asyncio
+
+    from gateway.runs import RunStarter
+
+    first = hire()
+    assert gateway.post_event(raw(first)).status_code == 202
+
+    class LateReplica(RunStarter):
+        missed = False
+
+        async def _runs_with_key(self, key):
+            if not self.missed:  # the first look-up, before the other replica's run was visible
+                self.missed = True
+                return []
+            return await super()._runs_with_key(key)
+
+    async def start():
+        starter = LateReplica(timeout=20)
+        await starter.open()
+        try:
+            return await starter.start(OFFBOARD, {"request": {**first, "type": "employee.terminated"}},
+                                       first["event_id"])
+        finally:
+            await starter.close()
+
+    got = asyncio.run(start())
+    assert got.deployment == ONBOARD and got.parameters["request"]["type"] == "employee.hired"
+    assert not got.created
+    runs = runs_with_key(first["event_id"])
+    assert [r.parameters["request"]["type"] for r in runs] == ["employee.hired", "employee.terminated"]
+    assert not runs[0].state.is_cancelled() and runs[1].state.is_cancelled()
+    assert f"already used by flow run {runs[0].id}" in runs[1].state.message
+
+
 def test_a_scim_change_whose_event_id_names_another_run_is_409_and_changes_nothing(scim_gateway, hr_deployments):
     """Defence in depth behind the namespaces: if the run found under the derived id is not
     this event for this person (another Prefect API client made it), the deactivation is
