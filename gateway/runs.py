@@ -103,8 +103,14 @@ class RunStarter:
             self._deployment_ids[deployment] = (await self._client.read_deployment_by_name(deployment)).id
         return self._deployment_ids[deployment]
 
-    def _started(self, run, created: bool) -> StartedRun:
+    async def _started(self, run, created: bool) -> StartedRun:
         names = {v: k for k, v in self._deployment_ids.items()}
+        if run.deployment_id is not None and run.deployment_id not in names:
+            # A run on another deployment (found under our key): name it, for the caller's verdict.
+            dep = await self._client.read_deployment(run.deployment_id)
+            flow = await self._client.read_flow(dep.flow_id)
+            self._deployment_ids[f"{flow.name}/{dep.name}"] = run.deployment_id
+            names[run.deployment_id] = f"{flow.name}/{dep.name}"
         return StartedRun(flow_run_id=str(run.id), deployment=names.get(run.deployment_id, str(run.deployment_id)),
                           parameters=dict(run.parameters or {}), created=created)
 
@@ -123,7 +129,7 @@ class RunStarter:
         await self._deployment_id(deployment)  # so runs found can be named
         found = await self._runs_with_key(key)
         if found:  # whatever its state: the event already has its run
-            return self._started(found[0], created=False)
+            return await self._started(found[0], created=False)
         run = await arun_deployment(name=deployment, client=self._client, parameters=parameters,
                                     idempotency_key=key, timeout=0, as_subflow=False)
         runs = await self._runs_with_key(key)
@@ -133,5 +139,5 @@ class RunStarter:
             await self._client.set_flow_run_state(run.id, Cancelled(
                 message=f"event id {key!r} is already used by flow run {winner.id}"), force=True)
             log.warning("event id %s: cancelled duplicate flow run %s (flow run %s was first)", key, run.id, winner.id)
-            return self._started(winner, created=False)
-        return self._started(run, created=True)
+            return await self._started(winner, created=False)
+        return await self._started(run, created=True)
