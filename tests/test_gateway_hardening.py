@@ -310,3 +310,36 @@ def test_rate_limit_counts_an_ipv6_64_and_an_ipv4_prefix_as_one_client(hr_deploy
         assert post("198.51.101.1") == 401
     finally:
         gw.stop()
+
+
+def test_ledger_gives_back_only_a_claim_nothing_came_of_and_only_at_the_version_read(namespace, kube):
+    """What a refused create's undo may delete: an untouched record and its index entry, and
+    nothing another run touched in between (the delete is guarded by the version read)."""
+    from dataclasses import replace
+
+    from tasks.core.errors import Conflict
+
+    settings, _, _ = gateway_settings(platform_namespace=namespace, namespace=namespace)
+    ledger = Ledger(settings, kube=kube)
+    ledger.claim("fresh", "E-fresh")
+    assert ledger.release("fresh", "E-fresh") is True
+    assert ledger.get("fresh") is None and kube.get("ConfigMap", namespace, index_name("E-fresh")) is None
+    ledger.claim("fresh", "E-fresh-2")  # the username is free again, for anyone
+
+    ledger.claim("used", "E-used")
+    ledger.update("used", lambda r: r.with_event("evt-1"))
+    assert ledger.release("used", "E-used") is False
+    assert ledger.get("used") is not None and kube.get("ConfigMap", namespace, index_name("E-used")) is not None
+    assert ledger.release("fresh", "E-someone-else") is False and ledger.get("fresh") is not None
+
+    stale = ledger.get("fresh")
+    ledger.update("fresh", lambda r: replace(r, last_error="touched meanwhile"))
+    with pytest.raises(Conflict):
+        kube.delete("ConfigMap", namespace, "vibecode-user-fresh", resource_version=stale.resource_version)
+    assert ledger.get("fresh") is not None
+
+    ledger.update("used", lambda r: replace(r, scim_id="ab" * 16, scim='{"version": 1}'))
+    assert ledger.forget_scim("used", "cd" * 16) is False and ledger.get("used").scim_id == "ab" * 16
+    assert ledger.forget_scim("used", "ab" * 16) is True
+    rec = ledger.get("used")
+    assert (rec.scim_id, rec.scim, rec.events) == ("", "", ("evt-1",))  # the person and their history stay
