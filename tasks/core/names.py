@@ -9,7 +9,6 @@ collide on the same release or volume.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -79,10 +78,32 @@ Username = Annotated[str, Field(pattern=USERNAME_PATTERN, max_length=32,
 
 
 def username_from_email(email: str) -> str:
-    """The HR contract: the email's local part, lowercased, with ``.``, ``_`` and ``+`` as ``-``."""
+    """The HR contract: the email's local part, lowercased, with ``.``, ``_`` and ``+`` as ``-``.
+
+    Unvalidated (see :func:`derive_username`, the one rule every entry point applies);
+    non-ASCII is left as it is, never folded, so the validator refuses it.
+    """
     local = email.rsplit("@", 1)[0]
-    local = unicodedata.normalize("NFKC", local).lower()
-    return re.sub(r"[._+]", "-", local)
+    return re.sub(r"[._+]", "-", local.lower() if local.isascii() else local)
+
+
+def derive_username(login: object, field: str = "username") -> str:
+    """The workspace username a login name gives, or ``InvalidInput`` naming ``field``.
+
+    The one rule for every path that derives a username (an HR event's email, a SCIM
+    ``userName``): an email's local part, a plain name as it is; lowercased, with ``.``,
+    ``_`` and ``+`` as ``-``; then :func:`validate_username`. Anything that is not ASCII is
+    refused *before* any case mapping or normalisation: NFKC turns a fullwidth ``ａ`` into
+    ``a`` and ``str.lower`` turns the Kelvin sign into ``k``, so folding would hand a
+    look-alike login the real person's username (and refuse the real person later).
+    """
+    if not isinstance(login, str):
+        raise InvalidInput(field, "must be a string")
+    if len(login) > 320:
+        raise InvalidInput(field, f"is {len(login)} characters long; at most 320 are allowed")
+    if not login.isascii():
+        raise InvalidInput(field, "must be ASCII: look-alike letters are refused, not folded into ASCII")
+    return validate_username(username_from_email(login), field)
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,10 @@ class GatewaySettings(BaseModel):
         300, ge=30, le=3600, description="How far a signature's timestamp may be from now")
     rate_per_second: float = Field(20, gt=0, description="Requests per second per client (token refill)")
     rate_burst: int = Field(40, ge=1, description="Requests a client may send at once (bucket size)")
+    rate_ipv4_prefix: int = Field(32, ge=8, le=32, description="IPv4 clients are rate limited per network "
+                                  "of this prefix length (32: per address; 24: a /24 counts as one client)")
+    rate_ipv6_prefix: int = Field(64, ge=32, le=128, description="IPv6 clients are rate limited per network "
+                                  "of this prefix length (64: one host or line is usually given a /64)")
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="CIDRs of proxies (the ingress controller) whose X-Forwarded-For names the client")
@@ -490,6 +494,8 @@ LEGACY_NAMES: dict[str, tuple[str, str]] = {
     "gateway_signature_tolerance_seconds": ("gateway", "signature_tolerance_seconds"),
     "gateway_rate_per_second": ("gateway", "rate_per_second"),
     "gateway_rate_burst": ("gateway", "rate_burst"),
+    "gateway_rate_ipv4_prefix": ("gateway", "rate_ipv4_prefix"),
+    "gateway_rate_ipv6_prefix": ("gateway", "rate_ipv6_prefix"),
     "gateway_trusted_proxies": ("gateway", "trusted_proxies"),
     "gateway_retry_after_seconds": ("gateway", "retry_after_seconds"),
     "gateway_prefect_timeout_seconds": ("gateway", "prefect_timeout_seconds"),

@@ -429,7 +429,8 @@ def check_users(users: dict[str, dict] | None, workspace_users: set[str], ledger
     else:
         ws = Check(name="users.workspaces", status=Status.OK, value=0,
                    message=f"all {len(enabled)} enabled users have a workspace")
-    late, fresh = [], []
+    late: list[str] = []
+    fresh: list[str] = []
     for user, when in leavers(ledger).items():
         if user in enabled:
             t = _time(when)

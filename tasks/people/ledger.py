@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from dataclasses import replace
 from typing import Any, Callable, TypeVar
 
 from tasks.core.errors import Conflict, InvalidInput, PermanentError
@@ -41,7 +42,7 @@ from tasks.core.names import (
     USER_LABEL,
 )
 from tasks.core.settings import Settings, get_settings
-from tasks.people.record import Record, State, from_data, to_data
+from tasks.people.record import Record, State, from_data, to_data, untouched
 
 PREFIX = "vibecode-user-"
 INDEX_PREFIX = "vibecode-employee-"
@@ -151,6 +152,44 @@ class Ledger:
             raise InvalidInput("employee.username",
                                f"{owned!r} already belongs to another employee; send an explicit username")
         return rec
+
+    def forget_scim(self, username: str, scim_id: str) -> bool:
+        """Detach SCIM user ``scim_id`` from ``username``'s record (a SCIM DELETE, or a refused
+        create undone); the person and their history stay. ``False`` if it was not attached."""
+        detached: list[bool] = [False]
+
+        def detach(r: Record) -> Record:
+            detached[0] = bool(scim_id) and r.scim_id == scim_id
+            return replace(r, scim_id="", scim="") if detached[0] else r
+
+        if self.get(username) is None:
+            return False
+        self.update(username, detach)
+        return detached[0]
+
+    def release(self, username: str, employee_id: str) -> bool:
+        """Give back a claim nothing came of (the create that made it was refused), so a
+        corrected retry claims afresh: the record, if still :func:`untouched`, and the employee
+        index entry naming it. Each is deleted at the version read, so a record another run
+        touched meanwhile is kept (and then so is its index entry). ``True`` if it was given back."""
+        cm = self.kube.get("ConfigMap", self.ns, _name(username))
+        if cm is not None:
+            rec = from_manifest(cm)
+            if rec.employee_id != employee_id or not untouched(rec):
+                return False
+            try:
+                self.kube.delete("ConfigMap", self.ns, _name(username), resource_version=rec.resource_version)
+            except Conflict:
+                return False
+        idx = self.kube.get("ConfigMap", self.ns, index_name(employee_id))
+        data = (idx or {}).get("data") or {}
+        if idx is not None and data.get("employee_id") == employee_id and data.get("username") == username:
+            try:
+                self.kube.delete("ConfigMap", self.ns, index_name(employee_id),
+                                 resource_version=idx["metadata"].get("resourceVersion"))
+            except Conflict:
+                pass  # rewritten meanwhile: it is someone's claim now
+        return True
 
     def update(self, username: str, change: Callable[[Record], Record], attempts: int = 20) -> Record:
         """The record after ``change``, applied by compare-and-swap (see :meth:`decide`)."""

@@ -115,6 +115,13 @@ class Record:
         return replace(self, events=(*self.events, event_id)[-KEEP_EVENTS:])
 
 
+def untouched(rec: Record) -> bool:
+    """Whether nothing has happened to a record since it was claimed: no event applied or
+    recorded, no employment dates, no welcome, no error, no SCIM user. Only such a record may
+    be given back (a refused create undone), because nothing could depend on it."""
+    return rec == Record(rec.username, rec.employee_id)
+
+
 # -- event order -----------------------------------------------------------------------------
 def stale_reason(rec: Record, kind: EventKind, occurred_at: datetime) -> str | None:
     """Why an event must be ignored because a newer conflicting one was applied, or ``None``."""
