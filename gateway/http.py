@@ -1,6 +1,9 @@
 """The gateway's ASGI middleware: per-client rate limit, per-request size bound, and one
 structured access-log line per request (no body, no query string, no header: so no token,
-no signature and no personal data reaches the log)."""
+no signature and no personal data reaches the log).
+
+A client is counted by its network (:func:`tasks.gateway.ratelimit.rate_key`: an IPv6 /64,
+an IPv4 address or the configured prefix), and logged by its address."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import uuid
 
 from starlette.exceptions import HTTPException
 
-from tasks.gateway.ratelimit import Limiter, client_key
+from tasks.gateway.ratelimit import Limiter, client_key, rate_key
 
 access_log = logging.getLogger("vibecode.gateway.access")
 
@@ -37,8 +40,9 @@ def _media(path: str) -> bytes:
 
 class GatewayMiddleware:
     def __init__(self, app, *, max_body: int, limiter: Limiter, trusted_proxies: list[str],
-                 retry_after: int) -> None:
+                 retry_after: int, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> None:
         self.app = app
+        self.prefixes = (ipv4_prefix, ipv6_prefix)
         self.max_body = max_body
         self.limiter = limiter
         self.trusted = list(trusted_proxies)
@@ -73,7 +77,7 @@ class GatewayMiddleware:
 
         try:
             if path not in UNLIMITED_PATHS:
-                decision = self.limiter.check(client, time.monotonic())
+                decision = self.limiter.check(rate_key(client, *self.prefixes), time.monotonic())
                 if not decision.allowed:
                     await self._refuse(send_logged, path, 429, "too many requests from this client; slow down",
                                        [(b"retry-after", str(decision.retry_after).encode())])

@@ -108,7 +108,7 @@ def _artifact_rows() -> list[dict]:
     return artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
 
 
-def test_status_on_a_populated_platform(populated, capsys):
+def test_status_on_a_populated_platform(populated, capsys, monkeypatch):
     assert cli(["status", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     rows = {w["person"]: w for w in out["workspaces"]}
@@ -135,6 +135,7 @@ def test_status_on_a_populated_platform(populated, capsys):
     assert set(art) == set(rows) and art["bob"]["state"] == "stopped" and art["alice"]["cpu"] == "500m"
     assert art["dan"]["problems"] == "has left, but the workspace still runs"
 
+    monkeypatch.setenv("COLUMNS", "240")  # one table row per line: no cell wraps, whatever the terminal
     assert cli(["status"]) == 0
     text = capsys.readouterr().out
     print(f"\n$ vibecode status\n{text}", file=sys.__stderr__)  # for the record (pytest -s)

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from gateway.runs import RunStarter
-from tasks.gateway import signature
 from tasks.cluster.localnode.envtest import free_port
+from tasks.gateway import signature
 from tests.fixtures.gateway import flow_runs, gateway_settings, start_gateway
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
