@@ -107,7 +107,7 @@ def run_on(database: str, args) -> dict:
     registered, the gateway in front of it; the three measurements."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.core import localprefect
+    from tasks.cluster.localnode import prefectserver as localprefect
     from tests.fixtures.gateway import register_hr_deployments
 
     pg = localprefect.start_postgres() if database == "postgresql" else None  # durable, as a team runs it

@@ -117,7 +117,7 @@ def main() -> int:
 
     from tasks.cluster import kube as kube_adapter
     from tasks.cluster.localnode import envtest
-    from tasks.core import localprefect
+    from tasks.cluster.localnode import prefectserver as localprefect
     from tasks.core.settings import get_settings
     from tests.fixtures.identity import Inbox, authelia_deployment_manifest
 
@@ -162,12 +162,12 @@ def main() -> int:
         limits = ensure_concurrency_limits()
         threading.Thread(target=kubelet, args=(kube, ns, stop), daemon=True).start()
 
-        from flows.onboarding import onboard_user
-        from tasks.people.hr import parse_request
-
         # Warm-up outside the measurement: one empty flow run (imports, client, server
         # caches) and one hire, as a running worker would be warm.
         from prefect import flow
+
+        from flows.onboarding import onboard_user
+        from tasks.people.hr import parse_request
 
         @flow(name="empty")
         def empty() -> None:

@@ -51,7 +51,7 @@ def main() -> int:
     args = p.parse_args()
     load_before = [round(x, 2) for x in os.getloadavg()]
 
-    from tasks.core import localprefect
+    from tasks.cluster.localnode import prefectserver as localprefect
 
     pg = localprefect.start_postgres() if args.database == "postgresql" else None
     server = localprefect.start_prefect_server(pg.url if pg else None)

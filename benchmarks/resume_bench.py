@@ -55,10 +55,9 @@ def main() -> None:
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.core import localprefect
-    from tasks.core.runtime import without_flow_heartbeats
-
     from tasks.cluster.localnode import node as node_harness
+    from tasks.cluster.localnode import prefectserver as localprefect
+    from tasks.core.runtime import without_flow_heartbeats
 
     node = node_harness.start()
     rounds = []

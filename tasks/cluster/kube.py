@@ -380,7 +380,10 @@ class Kube:
         body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
             audiences=[], expiration_seconds=seconds))
         with api_errors(f"token for ServiceAccount {namespace}/{name}"):
-            return self.core.create_namespaced_service_account_token(name, namespace, body).status.token
+            status = self.core.create_namespaced_service_account_token(name, namespace, body).status
+        if status is None or not status.token:
+            raise PermanentError(f"token for ServiceAccount {namespace}/{name}: the API server returned none")
+        return str(status.token)
 
     def annotate(self, kind: str, namespace: str, name: str, annotations: Mapping[str, str | None]) -> dict:
         """Set (or with ``None`` remove) annotations without touching anything else."""

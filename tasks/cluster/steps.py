@@ -28,4 +28,4 @@ def ensure_concurrency_limits() -> dict[str, int]:
 def ensure_work_pools() -> dict[str, str]:
     """Both pools, their base job templates brought in step with git (Prefect itself keeps
     an existing pool's template whatever the file says)."""
-    return _ensure_pools()
+    return dict(_ensure_pools())

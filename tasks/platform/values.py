@@ -60,7 +60,7 @@ FLOWS_SERVICE_ACCOUNT = "vibecode-flows"
 
 # Least privilege: exactly what the flows call through tasks/cluster/kube.py and what helm's
 # server-side apply and uninstall of the workspace chart need, by scope. Checked on the real
-# API server against its audit of the flow tests (tasks/cluster/rbac.py says why each rule
+# API server against its audit of the flow tests (tasks/platform/rbac.py says why each rule
 # is there; tests/fixtures/kube.py runs the flows under it). Nothing cluster-wide but LISTs.
 FLOWS_RULES: dict[str, list[dict[str, Any]]] = {
     "workspaces": [

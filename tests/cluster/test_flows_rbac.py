@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from tasks.cluster import kube as kube_adapter
-from tasks.cluster import rbac
 from tasks.core.errors import Forbidden
 from tasks.core.settings import Settings
+from tasks.platform import rbac
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ SQLite is Prefect's single-machine default and stays ours; a team's server runs 
 PostgreSQL, where many flow runs can write at once (SQLite serialises every write: under
 the HR gateway's load it answered "database is locked"). This module starts what a team
 runs, from Debian's ``postgresql-15`` and Prefect's own ``prefect server start``, for the
-test suite, the benchmarks and a developer's laptop (``python -m tasks.core.localprefect``).
+test suite, the benchmarks and a developer's laptop (``python -m tasks.cluster.localnode.prefectserver``).
 
 PostgreSQL refuses to run as root, so as root the cluster is made and run by the
 ``postgres`` user Debian's package creates. It listens on 127.0.0.1 only,
@@ -181,7 +181,7 @@ def start_prefect_server(database_url: str | None = None, workers: int = 1, time
 
 
 def main() -> int:
-    """``python -m tasks.core.localprefect``: PostgreSQL + a Prefect server until Ctrl-C."""
+    """``python -m tasks.cluster.localnode.prefectserver``: PostgreSQL + a Prefect server until Ctrl-C."""
     pg = start_postgres()
     server = start_prefect_server(pg.url)
     print(f"PostgreSQL on 127.0.0.1:{pg.port} (data {pg.datadir}, thrown away on exit)")
