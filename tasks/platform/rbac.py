@@ -64,6 +64,13 @@ UNAUDITED: dict[tuple[str, str, str, str], str] = {
     ("workspaces", "apps", "deployments", "watch"): "rollout's watch when the Deployment is not available at the "
                                                     "first LIST (the tests' kubelet stand-in is quicker)",
     ("workspaces", "batch", "jobs", "get"): "restore's guard check of a lapsed restore Job",
+    ("workspaces", "", "configmaps", "get"): "a lost race for the restic init claim reads the winner's",
+    ("workspaces", "", "configmaps", "delete"): "a failed or stale restic init claim is released",
+    ("workspaces", "gateway.networking.k8s.io", "httproutes", "delete"): "uninstalling a workspace whose chart "
+                                                                        "rendered an HTTPRoute (the purge tests "
+                                                                        "run without a Gateway)",
+    ("platform", "", "secrets", "delete"): "TOTP hand-offs: an expired one, or one of a failed Job",
+    ("platform", "batch", "jobs", "delete"): "a failed TOTP Job is replaced on the rerun",
     ("platform", "", "configmaps", "delete"): "a SCIM DELETE of a user (the gateway's path, tests/gateway)",
     ("platform", "", "pods", "list"): "only when a TOTP Job fails",
     ("cluster", "cert-manager.io", "certificates", "list"): "no cert-manager CRD on the test API server: the "
