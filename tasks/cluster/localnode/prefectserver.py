@@ -134,10 +134,13 @@ class PrefectServer:
 
 def server_env(database_url: str | None, home: Path) -> dict[str, str]:
     """The environment of ``prefect server start``: the database (None = SQLite in ``home``),
-    no telemetry (it would leave loopback), no UI build step."""
+    no telemetry (it would leave loopback), no UI build step, and a task denied a tag slot
+    told to ask again within 1 s instead of Prefect's 10 (benchmarks/README.md, hires)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
-               PREFECT_SERVER_UI_ENABLED="false", PREFECT_LOGGING_SERVER_LEVEL="WARNING")
+               PREFECT_SERVER_UI_ENABLED="false", PREFECT_LOGGING_SERVER_LEVEL="WARNING",
+               PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS=os.environ.get(
+                   "PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS", "1"))
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     else:
