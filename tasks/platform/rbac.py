@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from tasks.core.names import COMPONENT_LABEL, PART_OF, PART_OF_LABEL
 from tasks.platform.values import FLOWS_RULES, FLOWS_SERVICE_ACCOUNT, OPS_NAMESPACE
 
 SERVICE_ACCOUNT = FLOWS_SERVICE_ACCOUNT
@@ -97,8 +98,7 @@ def manifests(rules: dict[str, list[dict[str, Any]]], workspace_namespace: str, 
               flows_namespace: str = FLOWS_NAMESPACE, name: str = SERVICE_ACCOUNT,
               labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """ServiceAccount, a Role + RoleBinding per namespace, ClusterRole + ClusterRoleBinding."""
-    meta_labels = {"app.kubernetes.io/part-of": "vibecode", "app.kubernetes.io/component": "flows",
-                   **(labels or {})}
+    meta_labels = {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: "flows", **(labels or {})}
     subject = [{"kind": "ServiceAccount", "name": name, "namespace": flows_namespace}]
     out: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "ServiceAccount",
                                   "metadata": {"name": name, "namespace": flows_namespace, "labels": meta_labels}}]
