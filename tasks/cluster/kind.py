@@ -47,6 +47,14 @@ def create_args(name: str, config: Path, kubeconfig: Path) -> list[str]:
             "--kubeconfig", str(kubeconfig), "--wait", "120s"]
 
 
+def cluster_exists(name: str) -> bool:
+    """Whether KIND has this cluster (False where kind or Docker is missing)."""
+    if missing_prerequisites():
+        return False
+    listed = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True)
+    return listed.returncode == 0 and name in parse_clusters(listed.stdout)
+
+
 def ensure_cluster(name: str, config: Path, kubeconfig: Path) -> str:
     """Create the cluster if absent; always (re)write its kubeconfig. Returns created|reused."""
     problems = missing_prerequisites()

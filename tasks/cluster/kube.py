@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -36,6 +37,7 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
     "NetworkPolicy": ("networking", "network_policy", True),
     "Node": ("core", "node", False),
     "StatefulSet": ("apps", "stateful_set", True),
+    "DaemonSet": ("apps", "daemon_set", True),
     "CustomResourceDefinition": ("apiextensions", "custom_resource_definition", False),
 }
 
@@ -43,7 +45,15 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
 # CustomObjectsApi; listing one whose CRD is not installed raises NotFound.
 _CUSTOM_KINDS: dict[str, tuple[str, str, str, bool]] = {
     "Certificate": ("cert-manager.io", "v1", "certificates", True),
+    "ClusterIssuer": ("cert-manager.io", "v1", "clusterissuers", False),
+    "Gateway": ("gateway.networking.k8s.io", "v1", "gateways", True),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes", True),
 }
+
+# API requests made through this module, by HTTP method, since the process started (the
+# bootstrap benchmark reports them; helm's own requests are not included).
+CALLS: Counter[str] = Counter()
+_calls_lock = threading.Lock()
 
 
 def map_api_error(exc: BaseException, what: str) -> VibecodeError:
@@ -116,6 +126,14 @@ class Kube:
 
     def __init__(self, api_client: client.ApiClient):
         self.api_client = api_client
+        call_api = api_client.call_api
+
+        def counted(method, *args, **kw):
+            with _calls_lock:
+                CALLS[str(method).upper()] += 1
+            return call_api(method, *args, **kw)
+
+        api_client.call_api = counted
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)

@@ -18,6 +18,11 @@ def ensure_kind_cluster(name: str, kubeconfig: Path) -> str:
     return kind.ensure_cluster(name, ROOT / "kind" / "cluster.yaml", kubeconfig)
 
 
+@task(name="kind-cluster-exists", **transient_retries(2))
+def kind_cluster_exists(name: str, kubeconfig: Path) -> bool:
+    return kind.cluster_exists(name)
+
+
 @task(name="ensure-concurrency-limits", **transient_retries(2))
 def ensure_concurrency_limits() -> dict[str, int]:
     return _ensure_limits()

@@ -1,0 +1,286 @@
+"""Prefect steps of bringing the platform up: one per component, each converging, each with a
+plan mode that reports what it would do and changes nothing.
+
+Every step returns an :class:`Outcome`: the component, what was (or would be) done and why,
+and nothing secret. A step whose world already matches does no write at all, so a rerun
+after success keeps every helm revision and resourceVersion, and a rerun after a failure
+finds the earlier components unchanged and carries on at the one that failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from pathlib import Path
+
+from prefect import task
+from pydantic import BaseModel
+
+from tasks.cluster import helm, kube
+from tasks.cluster.limits import desired_limits
+from tasks.core.errors import NotFound, PermanentError, Timeout
+from tasks.core.names import PART_OF, PART_OF_LABEL
+from tasks.core.settings import get_settings
+from tasks.core.steps import HELM, KUBE_API, transient_retries
+from tasks.platform import credentials
+from tasks.platform.lock import Lock, normalise
+from tasks.platform.plan import CRDS, ClusterFacts, release_action
+from tasks.platform.readiness import WORKLOADS, pending
+from tasks.platform.releases import HR_GATEWAY_SECRET, DesiredRelease, namespaces
+
+RETRY = transient_retries(2)
+PSA_RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/audit": "restricted",
+                  "pod-security.kubernetes.io/warn": "restricted"}
+
+
+class Outcome(BaseModel):
+    component: str
+    action: str  # installed, upgraded, created, updated, unchanged, skipped; "would ..." in a plan
+    detail: str = ""
+    version: str = ""
+    revision: int | None = None
+    changed: bool = False
+
+
+def _ns_manifest(name: str, release: str, release_ns: str, restricted: bool) -> dict:
+    """A namespace helm can adopt (the platform chart may render it, with its labels)."""
+    labels = {PART_OF_LABEL: PART_OF, "app.kubernetes.io/managed-by": "Helm", **(PSA_RESTRICTED if restricted else {})}
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels,
+                         "annotations": {"meta.helm.sh/release-name": release,
+                                         "meta.helm.sh/release-namespace": release_ns}}}
+
+
+@task(name="observe-cluster", tags=[KUBE_API], **RETRY)
+def observe_cluster(lock: Lock, bundle: bool, mirror: str | None, bundle_images: frozenset[str] = frozenset(),
+                    bundle_charts: frozenset[str] = frozenset()) -> ClusterFacts:
+    """The images on the nodes (what the kubelets report) and what settings say about pulls.
+    A workspace or restic image set in settings other than the lock's is an override."""
+    s = get_settings()
+    overrides = dict(s.platform.image_overrides)
+    for key, configured in (("code-server", s.workspace.image), ("restic", s.backup.restic_image)):
+        if key in lock.images and normalise(configured) != normalise(lock.image(key).image):
+            overrides.setdefault(key, configured)
+    found: set[str] = set()
+    for node in kube.connect().list("Node", None):
+        for image in (node.get("status") or {}).get("images") or []:
+            for name in image.get("names") or []:
+                try:
+                    found.add(normalise(name))
+                except ValueError:
+                    continue  # an image id (sha256:...) rather than a name
+    key = s.health.datadog_api_key is not None or s.health.datadog_api_key_block is not None
+    return ClusterFacts(registry_reachable=s.platform.registry_reachable, node_images=frozenset(found),
+                        image_overrides=overrides, mirror_registry=mirror, datadog_key=key, bundle=bundle,
+                        bundle_images=frozenset(bundle_images), bundle_charts=frozenset(bundle_charts))
+
+
+@task(name="ensure-namespaces", tags=[KUBE_API], **RETRY)
+def ensure_namespaces(plan: bool) -> Outcome:
+    s = get_settings()
+    client = kube.connect()
+    created, present = [], []
+    for name in namespaces(s):
+        if client.get("Namespace", None, name) is not None:
+            present.append(name)
+            continue
+        if not plan:
+            client.create(_ns_manifest(name, s.platform.release, s.platform_namespace, restricted=name == s.namespace))
+        created.append(name)
+    if not created:
+        return Outcome(component="namespaces", action="unchanged", detail=", ".join(present))
+    return Outcome(component="namespaces", action="would create" if plan else "created",
+                   detail=", ".join(created), changed=not plan)
+
+
+def _ensure_secret(client, manifest: dict, plan: bool, update: bool) -> str | None:
+    """Create ``manifest`` if absent (or, with ``update``, make its data match); the action, or None."""
+    meta = manifest["metadata"]
+    existing = client.get("Secret", meta["namespace"], meta["name"])
+    if existing is None:
+        if not plan:
+            client.create(manifest)
+        return "create"
+    if update and not credentials.same_data(existing, manifest):
+        if not plan:
+            client.patch("Secret", meta["namespace"], meta["name"], {"data": manifest["data"]})
+        return "update"
+    return None
+
+
+@task(name="ensure-platform-secrets", tags=[KUBE_API], **RETRY)
+def ensure_platform_secrets(plan: bool) -> Outcome:
+    """Generate the platform secrets once; afterwards only a missing key is added. The Secrets
+    derived from them (HR gateway, backups) are created when absent and never overwritten (an
+    operator may manage them); the SMTP password follows settings."""
+    s = get_settings()
+    client = kube.connect()
+    ns, name = s.platform_namespace, s.platform.secret_name
+    done: list[str] = []
+    existing = client.get("Secret", ns, name)
+    missing = credentials.missing_keys(existing)
+    if existing is None:
+        values = credentials.generate(missing, secrets.token_urlsafe)
+        if not plan:
+            client.create(credentials.platform_secret(name, ns, values))
+        done.append(f"{name} ({len(missing)} keys)")
+    elif missing:
+        values = credentials.generate(missing, secrets.token_urlsafe)
+        if not plan:
+            client.patch("Secret", ns, name, credentials.added_keys_patch(values))
+        done.append(f"{name}: added {', '.join(missing)}")
+    platform = {**credentials.decode(existing), **(values if missing else {})}
+    wanted = [(credentials.users_secret(s.identity.authelia_users_secret, ns), False),
+              (credentials.hr_gateway_secret(HR_GATEWAY_SECRET, ns, platform), False),
+              (credentials.backup_secret(s.backup.secret, s.namespace, platform), False)]
+    if s.mail.smtp_password is not None:
+        wanted.append((credentials.smtp_secret(ns, s.mail.smtp_password.get_secret_value()), True))
+    for manifest, update in wanted:
+        action = _ensure_secret(client, manifest, plan, update)
+        if action:
+            done.append(f"{manifest['metadata']['name']} ({action})")
+    if not done:
+        return Outcome(component="platform-secrets", action="unchanged",
+                       detail=f"{name} and the Secrets derived from it exist; nothing generated")
+    return Outcome(component="platform-secrets", action="would create" if plan else "created",
+                   detail="; ".join(done), changed=not plan)
+
+
+def _chart_source(lock: Lock, desired: DesiredRelease, bundle: Path | None, plan: bool) -> tuple[Path | None, str, str]:
+    """(archive or directory, chart version, digest) for a release. In a plan an upstream chart
+    that is not cached is not pulled: its version and digest come from the lock."""
+    if desired.chart_key is None:
+        chart = Path(desired.chart_path)
+        if not (chart / "Chart.yaml").is_file():
+            raise PermanentError(f"{desired.component}: no chart at {chart}")
+        import yaml
+
+        version = str(yaml.safe_load((chart / "Chart.yaml").read_text())["version"])
+        return chart, version, helm.chart_digest(chart)
+    pin = lock.chart(desired.chart_key)
+    name = pin.name(desired.chart_key)
+    if plan and bundle is None:
+        cached = helm.CHART_CACHE / f"{name}-{pin.version}-{(pin.digest or '').removeprefix('sha256:')[:16]}.tgz"
+        return (cached if cached.is_file() else None), str(pin.version), (pin.digest or "").removeprefix("sha256:")
+    path = helm.fetch_chart(name, pin.repository, pin.version, pin.digest, bundle_dir=bundle)
+    return path, str(pin.version), helm.chart_digest(path)
+
+
+@task(name="install-component", task_run_name="install-{desired.component}", tags=[KUBE_API, HELM], **RETRY)
+def install_component(desired: DesiredRelease, lock: Lock, bundle: Path | None, plan: bool) -> Outcome:
+    """Install or upgrade one release, or leave it as it is when chart and values match."""
+    s = get_settings()
+    chart, version, digest = _chart_source(lock, desired, bundle, plan)
+    state = helm.release_state(desired.release, desired.namespace, s)
+    decision = release_action(state, version, digest, desired.values)
+    why = "; ".join(decision.reasons)
+    if decision.action == "unchanged":
+        return Outcome(component=desired.component, action="unchanged", detail=why, version=version,
+                       revision=state.revision)
+    if plan:
+        return Outcome(component=desired.component, action=f"would {decision.action}", detail=why, version=version)
+    result = helm.install_or_upgrade(desired.release, chart, desired.values, desired.namespace, s)
+    return Outcome(component=desired.component, action="installed" if state is None else "upgraded", detail=why,
+                   version=version, revision=result.revision, changed=result.changed)
+
+
+@task(name="await-component-ready", task_run_name="await-{component}", **RETRY)
+def await_ready(component: str, release: str, namespace: str) -> str:
+    """Wait until every workload of the release is available and its CRDs are served.
+
+    Untagged: a wait holds no ``kube-api``/``helm`` slot. One LIST per kind and namespace per
+    check; a timeout is transient (images may still be pulling), a failed rollout is not."""
+    s = get_settings()
+    client = kube.connect()
+    state = helm.release_state(release, namespace, s)
+    if state is None:
+        raise NotFound(f"{component}: release {namespace}/{release} is not installed")
+    wanted = {(k, ns, n) for k, ns, n in state.resources if k in WORKLOADS}
+    crds = set(CRDS.get(component, ())) | {n for k, _, n in state.resources if k == "CustomResourceDefinition"}
+    deadline = time.monotonic() + s.platform.ready_timeout_seconds
+    while True:
+        objects: dict[tuple[str, str, str], dict | None] = {}
+        for kind, ns in sorted({(k, ns) for k, ns, _ in wanted}):
+            listed = {o["metadata"]["name"]: o for o in client.list(kind, ns)}
+            objects.update({(k, n_s, n): listed.get(n) for k, n_s, n in wanted if (k, n_s) == (kind, ns)})
+        for name in crds:
+            objects[("CustomResourceDefinition", "", name)] = client.get("CustomResourceDefinition", None, name)
+        try:
+            waiting = pending(objects)
+        except ValueError as exc:
+            raise PermanentError(f"{component}: {exc}") from None
+        if not waiting:
+            return f"{len(wanted)} workloads available, {len(crds)} CRDs established"
+        if time.monotonic() >= deadline:
+            raise Timeout(f"{component} not ready after {s.platform.ready_timeout_seconds:.0f}s: {'; '.join(waiting[:5])}")
+        time.sleep(s.platform.ready_poll_seconds)
+
+
+@task(name="ensure-tag-limits", **RETRY)
+def ensure_tag_limits(plan: bool) -> Outcome:
+    """The Prefect tag concurrency limits; written only where they differ."""
+    from prefect.client.orchestration import get_client
+
+    want = desired_limits(get_settings())
+    with get_client(sync_client=True) as client:
+        have = {}
+        for tag in want:
+            try:
+                have[tag] = client.read_concurrency_limit_by_tag(tag).concurrency_limit
+            except Exception:  # noqa: BLE001 - Prefect raises ObjectNotFound for a missing limit
+                have[tag] = None
+        differ = {t: v for t, v in want.items() if have.get(t) != v}
+        if not plan:
+            for tag, limit in differ.items():
+                client.create_concurrency_limit(tag=tag, concurrency_limit=limit)
+    if not differ:
+        return Outcome(component="tag-limits", action="unchanged", detail=", ".join(f"{t}={v}" for t, v in want.items()))
+    return Outcome(component="tag-limits", action="would set" if plan else "set", changed=not plan,
+                   detail=", ".join(f"{t}: {have.get(t)} -> {v}" for t, v in differ.items()))
+
+
+@task(name="read-platform-facts", tags=[KUBE_API], **RETRY)
+def read_platform_facts() -> dict[str, str]:
+    """What the summary shows that only the cluster knows: the CA's fingerprint (from the
+    Certificate marked isCA, whatever its name) and the Gateway's listener host names."""
+    s = get_settings()
+    client = kube.connect()
+    facts: dict[str, str] = {}
+    try:
+        certs = client.list_all("Certificate")
+    except NotFound:
+        certs = []
+    for cert in certs:
+        spec = cert.get("spec") or {}
+        if not spec.get("isCA"):
+            continue
+        secret = client.get("Secret", cert["metadata"]["namespace"], spec.get("secretName", ""))
+        pem = credentials.decode(secret).get("tls.crt") or credentials.decode(secret).get("ca.crt")
+        if pem:
+            facts["ca"] = f"{cert['metadata']['namespace']}/{cert['metadata']['name']}: SHA-256 {_fingerprint(pem)}"
+        else:
+            facts["ca"] = f"{cert['metadata']['namespace']}/{cert['metadata']['name']}: not issued yet"
+    try:
+        gateways = client.list("Gateway", s.platform_namespace)
+    except NotFound:
+        gateways = []
+    hosts = [lst.get("hostname") for g in gateways for lst in (g.get("spec") or {}).get("listeners") or []
+             if lst.get("hostname")]
+    if hosts:
+        facts["hosts"] = ", ".join(f"https://{h}" for h in hosts)
+    return facts
+
+
+def _fingerprint(pem: str) -> str:
+    from cryptography import x509
+
+    der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(encoding=_der())
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def _der():
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.DER

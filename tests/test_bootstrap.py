@@ -1,0 +1,136 @@
+"""bootstrap_platform against the real API server, a real Prefect server and helm, with the
+upstream charts' stand-ins served from an OCI registry on loopback (tests/fixtures/registry.py)
+and the platform chart for real (its placeholder until charts/vibecode-platform exists).
+
+The controllers and kubelets are played by :class:`tests.fixtures.platform.ControllerStandIn`
+(a stand-in writing workload status), and the node's image list by a stand-in Node object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import pytest
+
+from tasks.cluster import helm
+from tasks.platform.plan import ORDER
+from tests.fixtures.platform import ControllerStandIn, stand_in_node
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server", "helm_bin")]
+
+KINDS = ("Namespace", "Secret", "ConfigMap", "Service", "ServiceAccount", "Deployment", "Job",
+         "PersistentVolumeClaim", "NetworkPolicy", "CustomResourceDefinition")
+
+
+def _namespaces(s) -> list[str]:
+    return [s.platform_namespace, s.namespace, s.platform.cert_manager_namespace, s.platform.envoy_gateway_namespace]
+
+
+def snapshot(kube, s) -> dict[tuple, str]:
+    """(kind, namespace, name) -> resourceVersion of everything bootstrap owns or touched."""
+    out = {}
+    for ns in _namespaces(s):
+        obj = kube.get("Namespace", None, ns)
+        if obj:
+            out[("Namespace", "", ns)] = obj["metadata"]["resourceVersion"]
+        for kind in KINDS[1:-1]:
+            for o in kube.list(kind, ns) if obj else []:
+                out[(kind, ns, o["metadata"]["name"])] = o["metadata"]["resourceVersion"]
+    for crd in kube.list("CustomResourceDefinition", None):
+        out[("CustomResourceDefinition", "", crd["metadata"]["name"])] = crd["metadata"]["resourceVersion"]
+    return out
+
+
+def revisions(s) -> dict[str, int | None]:
+    pairs = {"cert-manager": s.platform.cert_manager_namespace, "envoy-gateway": s.platform.envoy_gateway_namespace,
+             s.platform.release: s.platform_namespace, s.platform.hr_gateway_release: s.platform_namespace,
+             "ws-demo": s.namespace}
+    out = {}
+    for release, ns in pairs.items():
+        st = helm.status(release, ns)
+        out[release] = st.revision if st else None
+    return out
+
+
+def _secret_values(kube, s) -> dict[str, str]:
+    sec = kube.get("Secret", s.platform_namespace, s.platform.secret_name)
+    return {k: base64.b64decode(v).decode() for k, v in sec["data"].items()}
+
+
+async def _run_records(flow_run_ids):
+    """Every log line, artifact and parameter the Prefect server holds for these runs (and
+    their task runs and subflows)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, \
+        FlowRunFilterParentFlowRunId, LogFilter, LogFilterFlowRunId
+
+    async with get_client() as client:
+        runs = list(flow_run_ids)
+        children = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=runs)))
+        runs += [c.id for c in children]
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)), limit=10_000)
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=runs)))
+        params = [(await client.read_flow_run(r)).parameters for r in runs]
+        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": runs}), limit=1000)
+    return logs, artifacts, params, tasks
+
+
+def _bootstrap(apiserver, **kw):
+    from flows.bootstrap import bootstrap_platform
+
+    state = bootstrap_platform(existing_kubeconfig=apiserver.kubeconfig, return_state=True, **kw)
+    return state
+
+
+def test_bootstrap_installs_in_order_reruns_as_a_no_op_and_keeps_its_secrets_out_of_records(
+        kube, apiserver, platform_env):
+    s = platform_env
+    node = stand_in_node(kube, ["docker.io/library/vibecode-ops:0.1.0"])
+    try:
+        with ControllerStandIn(kube, set(_namespaces(s))):
+            first = _bootstrap(apiserver)
+            assert first.is_completed(), first
+            result = first.result()
+            assert [o.component for o in result.components] == list(ORDER)
+            actions = {o.component: o.action for o in result.components}
+            assert actions == {"namespaces": "created", "platform-secrets": "created", "cert-manager": "installed",
+                               "envoy-gateway": "installed", "vibecode-platform": "installed", "hr-gateway": "installed",
+                               "datadog": "skipped", "tag-limits": actions["tag-limits"], "demo-workspace": "installed"}
+            assert "no Datadog API key" in next(o.detail for o in result.components if o.component == "datadog")
+            secrets_before = _secret_values(kube, s)
+            revs, rvs = revisions(s), snapshot(kube, s)
+            assert all(revs.values()), revs
+
+            again = _bootstrap(apiserver)
+            assert again.is_completed(), again
+            rerun = again.result()
+    finally:
+        kube.delete("Node", None, node)
+
+    assert not rerun.changed
+    assert {o.action for o in rerun.components} == {"unchanged", "skipped"}
+    assert revisions(s) == revs  # same helm revisions
+    assert snapshot(kube, s) == rvs  # same resourceVersions: nothing written at all
+    assert _secret_values(kube, s) == secrets_before  # generated once, reused
+
+    logs, artifacts, params, task_runs = asyncio.run(_run_records([first.state_details.flow_run_id,
+                                                                   again.state_details.flow_run_id]))
+    # Components ran in dependency order, each gated: a component's install started after the
+    # previous one's readiness gate had finished.
+    runs = sorted((t for t in task_runs if t.flow_run_id == first.state_details.flow_run_id and t.start_time),
+                  key=lambda t: t.start_time)
+    names = [t.name for t in runs]
+    gated = [n for n in names if n.startswith(("install-", "await-"))]
+    assert gated == ["install-cert-manager", "await-cert-manager", "install-envoy-gateway", "await-envoy-gateway",
+                     "install-vibecode-platform", "await-vibecode-platform", "install-hr-gateway", "await-hr-gateway"]
+    by_name = {t.name: t for t in runs}
+    for before, after in zip(gated[1::2], gated[2::2]):
+        assert by_name[before].end_time <= by_name[after].start_time, (before, after)
+    text = "\n".join([l.message for l in logs] + [str(a.data) for a in artifacts] + [str(p) for p in params])
+    assert "nothing changed" in str([a.data for a in artifacts if a.key == "bootstrap-platform"][-1])
+    leaked = [k for k, v in secrets_before.items() if v in text]
+    assert not leaked, f"secret values of {leaked} appear in logs, artifacts or parameters"
+    assert len(logs) > 10 and len(artifacts) >= 2  # the scan looked at real records
