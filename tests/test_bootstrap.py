@@ -70,11 +70,17 @@ async def _run_records(flow_run_ids):
         children = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
             parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=runs)))
         runs += [c.id for c in children]
-        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)), limit=10_000)
+        logs: list = []
+        while True:  # the server pages at 200
+            page = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)),
+                                          limit=200, offset=len(logs))
+            logs += page
+            if len(page) < 200:
+                break
         artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=runs)))
+            flow_run_id=ArtifactFilterFlowRunId(any_=runs)), limit=200)
         params = [(await client.read_flow_run(r)).parameters for r in runs]
-        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": runs}), limit=1000)
+        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": runs}), limit=200)
     return logs, artifacts, params, tasks
 
 
@@ -130,7 +136,9 @@ def test_bootstrap_installs_in_order_reruns_as_a_no_op_and_keeps_its_secrets_out
     for before, after in zip(gated[1::2], gated[2::2]):
         assert by_name[before].end_time <= by_name[after].start_time, (before, after)
     text = "\n".join([l.message for l in logs] + [str(a.data) for a in artifacts] + [str(p) for p in params])
-    assert "nothing changed" in str([a.data for a in artifacts if a.key == "bootstrap-platform"][-1])
+    summaries = {a.flow_run_id: a.data for a in artifacts if a.key == "bootstrap-platform"}
+    assert "nothing changed" in summaries[again.state_details.flow_run_id]
+    assert "7 component(s) changed" in summaries[first.state_details.flow_run_id]
     leaked = [k for k, v in secrets_before.items() if v in text]
     assert not leaked, f"secret values of {leaked} appear in logs, artifacts or parameters"
     assert len(logs) > 10 and len(artifacts) >= 2  # the scan looked at real records
