@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from tasks.gateway import signature  # noqa: E402
-from tests.fixtures.gateway import free_port  # noqa: E402
+from tasks.cluster.localnode.envtest import free_port  # noqa: E402
 
 GATEWAY_CPU, OTHERS_CPU = 0, 1
 

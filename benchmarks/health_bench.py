@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from tasks.cluster import kube as kube_adapter  # noqa: E402
 from tasks.core.settings import get_settings  # noqa: E402
-from tests.test_health_checks import (  # noqa: E402
+from tests.fixtures.objects import (  # noqa: E402
     backup_annotations,
     deployment,
     ledger,

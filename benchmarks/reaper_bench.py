@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tasks.cluster.localnode.envtest import free_port  # noqa: E402
 
 SERVER = r'''
 import asyncio, json, sys, time
@@ -78,12 +79,6 @@ async def main():
 
 asyncio.run(main())
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request_counts(env) -> dict[tuple[str, str], int]:

@@ -68,7 +68,7 @@ def main() -> None:
         get_settings.cache_clear()
         kube = kube_adapter.connect()
         kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        from tests.test_reaper_codeserver import owners_secret
+        from tests.fixtures.reaper import owners_secret
 
         owners_secret(kube, ns, {"bench": "bench@example.com"})
         with prefect_test_harness(server_startup_timeout=120):
@@ -159,7 +159,7 @@ def _smtp_sink() -> int:
             return "250 OK"
 
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    from tests.fixtures.storage import free_port
+    from tasks.cluster.localnode.envtest import free_port
 
     port = free_port()
     Controller(Drop(), hostname="127.0.0.1", port=port).start()

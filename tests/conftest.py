@@ -11,6 +11,14 @@
 - ``fixtures.codeserver`` real code-server processes on loopback
 - ``fixtures.registry`` OCI registries on loopback with the upstream charts' stand-ins and test images
 - ``fixtures.platform`` bootstrap settings and the controller stand-in
+- ``fixtures.people``   the onboarding/offboarding platform (namespaces, users Secret, inbox)
+- ``fixtures.reaper``   a closed port for a workspace that does not answer
+
+Helpers without fixtures, imported by the tests that use them: ``fixtures.backup``,
+``fixtures.objects`` (cluster objects as the product writes them), ``fixtures.pss`` (Pod Security
+"restricted" checker), ``fixtures.scim_examples``, ``fixtures.concurrency``. Tests live in one
+folder per domain (tests/core, tests/people, ...); no test module imports another
+(tests/core/test_layout.py).
 """
 
 pytest_plugins = [
@@ -25,6 +33,8 @@ pytest_plugins = [
     "tests.fixtures.codeserver",
     "tests.fixtures.registry",
     "tests.fixtures.platform",
+    "tests.fixtures.people",
+    "tests.fixtures.reaper",
 ]
 
 
