@@ -26,7 +26,7 @@ from tasks.cluster.steps import ensure_kind_cluster, kind_cluster_exists
 from tasks.core.names import Username, workspace_names
 from tasks.core.settings import get_settings
 from tasks.platform.bundle_steps import open_bundle, publish_bundle_images
-from tasks.platform.lock import load_lock
+from tasks.platform.lock import load_lock, normalise
 from tasks.platform.plan import ORDER, decide, image_ref
 from tasks.platform.releases import DesiredRelease, desired_releases
 from tasks.platform.report import summary_markdown
@@ -98,6 +98,11 @@ def bootstrap_platform(
             logger.info("bundle images: %s", publish_bundle_images(bundle, mirror, cluster_name
                                                                    if existing_kubeconfig is None else None))
     facts = observe_cluster(lock, bundle is not None, mirror, *in_bundle)
+    workspace_image = image_ref(lock, "code-server", facts)
+    if normalise(workspace_image) != normalise(s.workspace.image):  # the bundle's mirror
+        os.environ["VIBECODE_WORKSPACE__IMAGE"] = workspace_image
+        get_settings.cache_clear()
+        s = get_settings()
     verdicts, parts = decide(lock, facts)
     releases = desired_releases(s, lock, facts, parts)
     releases["demo-workspace"] = DesiredRelease("demo-workspace", names.release, s.namespace, None,

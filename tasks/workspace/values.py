@@ -14,12 +14,14 @@ from tasks.core.settings import Settings
 
 def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 1) -> dict[str, Any]:
     """Values for ``charts/vibecode-workspace``; the chart's values.schema.json is the contract."""
-    repository, _, tag = settings.workspace.image.rpartition(":")
+    name, _, digest = settings.workspace.image.partition("@")
+    repository, _, tag = name.rpartition(":")
+    image = {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent", **({"digest": digest} if digest else {})}
     return {
         "username": names.username,
         "domain": settings.domain,
         "replicas": replicas,
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "image": image,
         "persistence": {
             "storageClass": settings.workspace.storage_class or "",
             "workspace": {"size": settings.workspace.size},

@@ -142,3 +142,66 @@ def test_bootstrap_installs_in_order_reruns_as_a_no_op_and_keeps_its_secrets_out
     leaked = [k for k, v in secrets_before.items() if v in text]
     assert not leaked, f"secret values of {leaked} appear in logs, artifacts or parameters"
     assert len(logs) > 10 and len(artifacts) >= 2  # the scan looked at real records
+
+
+def test_a_failure_at_one_component_leaves_the_earlier_ones_untouched_and_a_rerun_resumes_there(
+        kube, apiserver, platform_env, monkeypatch):
+    """Envoy Gateway's controller never reports ready on the first run (the stand-in does not
+    serve its namespace): bootstrap stops there. The rerun changes nothing before it, and
+    completes."""
+    from tasks.core.settings import get_settings
+
+    s = platform_env
+    eg = s.platform.envoy_gateway_namespace
+    monkeypatch.setenv("VIBECODE_PLATFORM__READY_TIMEOUT_SECONDS", "2")
+    get_settings.cache_clear()
+    with ControllerStandIn(kube, set(_namespaces(s)) - {eg}) as standin:
+        failed = _bootstrap(apiserver)
+        assert failed.is_failed()
+        assert "envoy-gateway not ready" in str(failed.message) or "not ready" in str(failed.message)
+        assert helm.status(s.platform.release, s.platform_namespace) is None  # nothing after k was started
+        earlier = {k: v for k, v in snapshot(kube, s).items()
+                   if k[0] in ("Namespace", "CustomResourceDefinition") or k[1] in (s.platform.cert_manager_namespace,
+                                                                                    s.platform_namespace)}
+        cert_manager = helm.status("cert-manager", s.platform.cert_manager_namespace).revision
+        eg_revision = helm.status("envoy-gateway", eg).revision
+        standin.namespaces.add(eg)
+        monkeypatch.setenv("VIBECODE_PLATFORM__READY_TIMEOUT_SECONDS", "30")
+        get_settings.cache_clear()
+        ok = _bootstrap(apiserver)
+    assert ok.is_completed(), ok
+    actions = {o.component: o.action for o in ok.result().components}
+    assert actions["namespaces"] == actions["platform-secrets"] == actions["cert-manager"] == "unchanged"
+    assert actions["envoy-gateway"] == "unchanged"  # installed by the failed run; now it passed its gate
+    assert actions["vibecode-platform"] == "installed" and actions["demo-workspace"] == "installed"
+    after = snapshot(kube, s)
+    assert {k: after.get(k) for k in earlier} == earlier  # the components before k: not one write
+    assert helm.status("cert-manager", s.platform.cert_manager_namespace).revision == cert_manager
+    assert helm.status("envoy-gateway", eg).revision == eg_revision
+    logs, artifacts, *_ = asyncio.run(_run_records([failed.state_details.flow_run_id]))
+    summary = next(a.data for a in artifacts if a.key == "bootstrap-platform")
+    assert "Stopped at envoy-gateway" in summary
+
+
+def test_plan_mode_says_what_would_change_and_why_and_changes_nothing(kube, apiserver, platform_env, monkeypatch):
+    from tasks.core.settings import get_settings
+
+    s = platform_env
+    fresh = _bootstrap(apiserver, plan=True).result()
+    actions = {o.component: o.action for o in fresh.components}
+    assert actions["namespaces"] == "would create" and actions["platform-secrets"] == "would create"
+    assert actions["cert-manager"] == actions["envoy-gateway"] == actions["vibecode-platform"] == "would install"
+    assert actions["demo-workspace"] == "would install" and not fresh.changed
+    assert all(kube.get("Namespace", None, ns) is None for ns in _namespaces(s))  # nothing was created
+
+    with ControllerStandIn(kube, set(_namespaces(s))):
+        assert _bootstrap(apiserver).is_completed()
+    revs, rvs = revisions(s), snapshot(kube, s)
+    monkeypatch.setenv("VIBECODE_DOMAIN", "example.org")
+    get_settings.cache_clear()
+    planned = _bootstrap(apiserver, plan=True).result()
+    by = {o.component: o for o in planned.components}
+    assert by["vibecode-platform"].action == "would upgrade" and "values changed at domain" in by["vibecode-platform"].detail
+    assert by["demo-workspace"].action == "would upgrade" and "domain" in by["demo-workspace"].detail
+    assert by["cert-manager"].action == by["envoy-gateway"].action == by["namespaces"].action == "unchanged"
+    assert revisions(s) == revs and snapshot(kube, s) == rvs
