@@ -13,13 +13,27 @@ from pathlib import Path
 
 from tasks.core.errors import PermanentError, ServerError
 
-KIND_VERSION = "v0.29.0"
+from tasks.platform.lock import load_lock
+
+KIND_VERSION = "v0.32.0"  # = deployments/platform.lock.yaml kind.version (a test holds them equal)
 
 DOCKER_HELP = ("Docker is needed to run KIND. Install Docker Engine (Debian: `apt-get install docker.io`, "
                "or https://docs.docker.com/engine/install/) and make sure `docker info` works for this user.")
-KIND_HELP = (f"kind is needed to create the local cluster. Install it with Go: "
+KIND_HELP = (f"kind {KIND_VERSION} is needed to create the local cluster (its node image, kindest/node v1.36.1, "
+             f"is pinned by digest in deployments/platform.lock.yaml). Install it with Go: "
              f"`go install sigs.k8s.io/kind@{KIND_VERSION}` (puts it in ~/go/bin), or download the "
              f"release binary from https://kind.sigs.k8s.io/docs/user/quick-start/#installation.")
+
+
+def parse_version(output: str) -> tuple[int, ...] | None:
+    """``kind version`` prints e.g. ``kind v0.32.0 go1.26.1 linux/amd64``."""
+    for word in output.split():
+        if word.startswith("v") and word[1:2].isdigit():
+            try:
+                return tuple(int(p) for p in word[1:].split("-")[0].split("."))
+            except ValueError:
+                return None
+    return None
 
 
 def missing_prerequisites(which=shutil.which, run=subprocess.run) -> list[str]:
@@ -34,6 +48,12 @@ def missing_prerequisites(which=shutil.which, run=subprocess.run) -> list[str]:
                             + DOCKER_HELP)
     if not which("kind"):
         problems.append(KIND_HELP)
+    else:
+        found = run(["kind", "version"], capture_output=True, text=True)
+        version = parse_version(getattr(found, "stdout", "") or "")
+        if version is not None and version < parse_version(KIND_VERSION):
+            problems.append(f"kind {'.'.join(map(str, version))} is older than {KIND_VERSION}, which the pinned node "
+                            f"image is made for. " + KIND_HELP)
     return problems
 
 
@@ -42,8 +62,13 @@ def parse_clusters(output: str) -> list[str]:
     return [line.strip() for line in output.splitlines() if line.strip() and " " not in line.strip()]
 
 
-def create_args(name: str, config: Path, kubeconfig: Path) -> list[str]:
-    return ["kind", "create", "cluster", "--name", name, "--config", str(config),
+def node_image() -> str:
+    """The node image, pinned by digest in the lock (kindest/node:vX@sha256:...)."""
+    return load_lock().node_image.pinned_ref
+
+
+def create_args(name: str, config: Path, kubeconfig: Path, image: str | None = None) -> list[str]:
+    return ["kind", "create", "cluster", "--name", name, "--config", str(config), "--image", image or node_image(),
             "--kubeconfig", str(kubeconfig), "--wait", "120s"]
 
 

@@ -91,6 +91,9 @@ def hr_gateway_values(settings: Settings, lock: Lock, facts: ClusterFacts) -> di
 
 
 HR_GATEWAY_SECRET = "vibecode-gateway"
+# On KIND the Envoy proxy Service is a NodePort on these ports, which kind/cluster.yaml maps to
+# the host's 80 and 443 (no LoadBalancer there without cloud-provider-kind).
+KIND_GATEWAY_NODE_PORTS = {"http": 30080, "https": 30443}
 
 
 def desired_releases(settings: Settings, lock: Lock, facts: ClusterFacts,

@@ -146,26 +146,26 @@ def test_bootstrap_installs_in_order_reruns_as_a_no_op_and_keeps_its_secrets_out
 
 def test_a_failure_at_one_component_leaves_the_earlier_ones_untouched_and_a_rerun_resumes_there(
         kube, apiserver, platform_env, monkeypatch):
-    """Envoy Gateway's controller never reports ready on the first run (the stand-in does not
-    serve its namespace): bootstrap stops there. The rerun changes nothing before it, and
-    completes."""
+    """Envoy Gateway's controller never reports ready on the first run (the stand-in holds its
+    Deployment back): bootstrap stops at its readiness gate. The rerun changes nothing before
+    it, and completes."""
     from tasks.core.settings import get_settings
 
     s = platform_env
     eg = s.platform.envoy_gateway_namespace
     monkeypatch.setenv("VIBECODE_PLATFORM__READY_TIMEOUT_SECONDS", "2")
     get_settings.cache_clear()
-    with ControllerStandIn(kube, set(_namespaces(s)) - {eg}) as standin:
+    with ControllerStandIn(kube, set(_namespaces(s)), hold={eg}) as standin:
         failed = _bootstrap(apiserver)
         assert failed.is_failed()
-        assert "envoy-gateway not ready" in str(failed.message) or "not ready" in str(failed.message)
+        assert "envoy-gateway not ready after 2s" in str(failed.message), failed.message
         assert helm.status(s.platform.release, s.platform_namespace) is None  # nothing after k was started
         earlier = {k: v for k, v in snapshot(kube, s).items()
                    if k[0] in ("Namespace", "CustomResourceDefinition") or k[1] in (s.platform.cert_manager_namespace,
                                                                                     s.platform_namespace)}
         cert_manager = helm.status("cert-manager", s.platform.cert_manager_namespace).revision
         eg_revision = helm.status("envoy-gateway", eg).revision
-        standin.namespaces.add(eg)
+        standin.hold.clear()
         monkeypatch.setenv("VIBECODE_PLATFORM__READY_TIMEOUT_SECONDS", "30")
         get_settings.cache_clear()
         ok = _bootstrap(apiserver)
