@@ -13,6 +13,7 @@ charts from the bundle, images from the mirror registry it pushes them to.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -117,7 +118,9 @@ def bootstrap_platform(
                 logger.warning("%s: not installed: %s", name, verdict.reason)
                 continue
             result.failed_at = name
+            started = time.monotonic()
             outcome = _component(name, releases, lock, bundle, plan)
+            outcome.seconds = round(time.monotonic() - started, 2)
             outcomes.append(outcome)
             if name == "demo-workspace" and not plan:
                 result.workspace_url = outcome.detail.rsplit(" at ", 1)[-1]

@@ -20,10 +20,11 @@ def summary_markdown(outcomes: Iterable, lock: Lock, images: Mapping[str, str], 
         verdict = "nothing changed: the platform already matched" if not changed else \
             f"{len(changed)} component(s) changed: {', '.join(o.component for o in changed)}"
     lines = [f"# {title}: {verdict}", "", f"Cluster: {cluster}", ""]
-    lines += ["| component | action | version | revision | detail |", "|---|---|---|---|---|"]
+    lines += ["| component | action | version | revision | seconds | detail |", "|---|---|---|---|---|---|"]
     for o in outcomes:
         detail = o.detail.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {o.component} | {o.action} | {o.version or ''} | {o.revision or ''} | {detail} |")
+        lines.append(f"| {o.component} | {o.action} | {o.version or ''} | {o.revision or ''} | "
+                     f"{o.seconds or ''} | {detail} |")
     lines += ["", "## URLs", ""]
     if facts.get("hosts"):
         lines.append(f"- Gateway listeners: {facts['hosts']}")

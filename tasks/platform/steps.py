@@ -41,6 +41,7 @@ class Outcome(BaseModel):
     version: str = ""
     revision: int | None = None
     changed: bool = False
+    seconds: float = 0.0  # how long the component took, its readiness gate included
 
 
 def _ns_manifest(name: str, release: str, release_ns: str, restricted: bool) -> dict:
