@@ -67,7 +67,7 @@ def noop(rounds: int) -> dict:
     from tasks.cluster.localnode import envtest
     from tasks.core.settings import get_settings
     from tests.fixtures.platform import ControllerStandIn, stand_in_node
-    from tests.fixtures.registry import TEST_CHARTS, make_upstream
+    from tests.fixtures.registry import make_upstream
 
     env = envtest.start()
     work = Path(tempfile.mkdtemp(prefix="bootstrap-bench-"))
@@ -78,8 +78,6 @@ def noop(rounds: int) -> dict:
         "VIBECODE_PLATFORM__CERT_MANAGER_NAMESPACE": f"cm-{suffix}",
         "VIBECODE_PLATFORM__ENVOY_GATEWAY_NAMESPACE": f"eg-{suffix}",
         "VIBECODE_PLATFORM__READY_POLL_SECONDS": "0.2"})
-    if not (ROOT / "charts" / "vibecode-platform" / "Chart.yaml").exists():
-        os.environ["VIBECODE_PLATFORM__CHART"] = str(TEST_CHARTS / "vibecode-platform-placeholder")
     get_settings.cache_clear()
     kube_adapter.reset_connections()
     try:

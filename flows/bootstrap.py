@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +42,7 @@ from tasks.platform.steps import (
     observe_cluster,
     read_platform_facts,
 )
+from tasks.workspace.steps import find_gateway
 from tasks.workspace.values import workspace_values
 
 
@@ -153,6 +155,10 @@ def _component(name: str, releases: dict[str, DesiredRelease], lock, bundle: Pat
     if name == "tag-limits":
         return ensure_tag_limits(plan)
     desired = releases[name]
+    if name == "demo-workspace" and plan:  # the values provisioning would install: routed to the Gateway
+        s = get_settings()
+        desired = replace(desired, values=workspace_values(workspace_names(desired.values["username"]), s,
+                                                           gateway=find_gateway()))
     if name == "demo-workspace" and not plan:
         ws = provision_workspace(desired.values["username"])
         return Outcome(component=name, action=("installed" if ws.revision == 1 else "upgraded") if ws.changed

@@ -16,6 +16,7 @@ from tasks.workspace.steps import (
     ProvisionResult,
     check_restore_guard,
     ensure_namespace,
+    find_gateway,
     install_release,
     wait_available,
 )
@@ -30,11 +31,14 @@ def provision_workspace(username: Username, replicas: Annotated[int, Field(ge=0,
     ensure_namespace(s.namespace)
     if replicas > 0:
         check_restore_guard(names.username)
-    release = install_release(names.username, replicas)
+    gateway = find_gateway()
+    release = install_release(names.username, replicas, gateway)
     ready = wait_available(names.username)
+    route = (f"HTTPRoute on {gateway}" if gateway else
+             "no route: the cluster has no Gateway labelled vibecode.dev/gateway=platform (install the platform chart)")
     result = ProvisionResult(username=names.username, url=f"https://{names.host(s.domain)}",
                              release=release.name, revision=release.revision,
-                             changed=release.changed, ready=ready)
+                             changed=release.changed, ready=ready, route=route)
     logger.info("workspace %s: %s (revision %s, %s)", names.username,
                 "changed" if release.changed else "unchanged", release.revision, ready)
     create_table_artifact(key=f"workspace-{names.username}", table=[result.model_dump()],

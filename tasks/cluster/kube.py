@@ -48,6 +48,7 @@ _CUSTOM_KINDS: dict[str, tuple[str, str, str, bool]] = {
     "ClusterIssuer": ("cert-manager.io", "v1", "clusterissuers", False),
     "Gateway": ("gateway.networking.k8s.io", "v1", "gateways", True),
     "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes", True),
+    "GatewayClass": ("gateway.networking.k8s.io", "v1", "gatewayclasses", False),
 }
 
 # API requests made through this module, by HTTP method, since the process started (the
@@ -158,7 +159,8 @@ class Kube:
         takes (name, namespace, body) in the same order as the typed clients' methods."""
         group, version, plural, namespaced = _CUSTOM_KINDS[kind]
         scope = "namespaced" if namespaced else "cluster"
-        method = getattr(self.custom, f"{verb}_{scope}_custom_object{subresource}")
+        client_verb = {"read": "get"}.get(verb, verb)  # CustomObjectsApi says get, the typed clients read
+        method = getattr(self.custom, f"{client_verb}_{scope}_custom_object{subresource}")
 
         def call(*args: Any, **kw: Any) -> Any:
             name = args[0] if verb not in ("list", "create") else None

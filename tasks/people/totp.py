@@ -32,11 +32,11 @@ The Job (kept after success, it holds no secret) is the durable record that TOTP
 pre-provisioned: a rerun finds it Complete and mints nothing. A failed Job is kept for
 its logs until a rerun replaces it; its hand-off Secret is deleted at once.
 
-Prerequisite outside this repo: Authelia's storage must be reachable from a Job
-(PostgreSQL/MySQL, or a SQLite file on a volume the Job could mount; only the first two
-are supported here), and ``configuration.yml`` in the configuration Secret must hold the
-storage settings and encryption key (or reference them through Authelia's ``_FILE``
-environment variables, which this Job does not set).
+Authelia's storage must be reachable from the Job (the platform chart's PostgreSQL; its
+NetworkPolicy ``totp-provision`` admits these Jobs). ``configuration.yml`` in the configuration
+Secret holds no secret value (charts/vibecode-platform renders it): the Job gets the storage
+encryption key and the PostgreSQL password as files of the platform Secret, through Authelia's
+``*_FILE`` variables, as the Authelia Deployment does (tasks.platform.values.AUTHELIA_STORAGE_SECRET_FILES).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from tasks.core.names import PART_OF, validate_username
 from tasks.core.timefmt import parse_time as _parse_time
 from tasks.cluster.objects import restricted_job
 from tasks.core.settings import Settings
+from tasks.platform.values import AUTHELIA_STORAGE_SECRET_FILES, PLATFORM_SECRET
 
 SECRET_BYTES = 32  # Authelia's default --secret-size
 ALGORITHM = "SHA1"
@@ -75,6 +76,7 @@ HANDOFF_DIR = "/handoff"
 IMPORT_FILE = f"{HANDOFF_DIR}/{IMPORT_KEY}"
 CONFIG_DIR = "/config"
 CONFIG_FILE = f"{CONFIG_DIR}/configuration.yml"
+SECRETS_DIR = "/secrets"  # the storage secrets, one file per key of the platform Secret
 RUN_AS = 65534  # nobody: the CLI needs no files of its own; the config Secret is mode 0444
 
 
@@ -138,17 +140,22 @@ def provision_job(username: str, settings: Settings) -> dict:
         "command": ["/app/authelia"],  # the binary itself, not the image's su-exec entrypoint
         "args": args,
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        # File paths only: the values stay in the mounted files.
+        "env": [{"name": var, "value": f"{SECRETS_DIR}/{key}"} for var, key in AUTHELIA_STORAGE_SECRET_FILES.items()],
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                          {"name": "handoff", "mountPath": HANDOFF_DIR, "readOnly": True},
+                         {"name": "storage-secrets", "mountPath": SECRETS_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
     }
     volumes = [{"name": "config", "secret": {"secretName": settings.identity.authelia_config_secret, "defaultMode": 0o444}},
+               {"name": "storage-secrets", "secret": {"secretName": PLATFORM_SECRET, "defaultMode": 0o440, "items": [
+                   {"key": key, "path": key} for key in AUTHELIA_STORAGE_SECRET_FILES.values()]}},
                {"name": "handoff", "secret": {"secretName": name, "defaultMode": 0o444,
                                               "items": [{"key": IMPORT_KEY, "path": IMPORT_KEY}]}},
                {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     # A second try with the same secret fails the same way; a rerun retries.
     return restricted_job(name=name, namespace=settings.platform_namespace, labels=labels, container=container,
-                          volumes=volumes, run_as_user=RUN_AS, run_as_group=RUN_AS,
+                          volumes=volumes, run_as_user=RUN_AS, run_as_group=RUN_AS, fs_group=RUN_AS,
                           deadline_seconds=int(settings.identity.totp_job_timeout_seconds))
 
 

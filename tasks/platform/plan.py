@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping
 
 from tasks.platform.lock import Lock, normalise, rehost
+from tasks.platform.values import ClusterNetwork
 
 Action = Literal["install", "upgrade", "unchanged", "skip", "create", "update", "ensure"]
 
@@ -49,16 +50,21 @@ CRDS: dict[str, tuple[str, ...]] = {
                      "clusterissuers.cert-manager.io", "certificaterequests.cert-manager.io"),
 }
 
-# Parts of the platform chart: image keys each needs, and components it needs installed.
+# Parts of the platform chart (tasks.platform.values.COMPONENTS): the lock images each runs,
+# and the components it needs installed.
 PLATFORM_PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "seaweedfs": (("seaweedfs",), ()),
-    "postgres": (("postgres",), ()),
+    "postgresql": (("postgres",), ()),
     "redis": (("redis",), ()),
     "authelia": (("authelia",), ()),
-    "gateway": ((), ("envoy-gateway",)),
+    "gateway": (("envoy-proxy",), ("envoy-gateway",)),
     "certificates": ((), ("cert-manager",)),
+    "networkPolicies": ((), ()),
+    "rbac": ((), ()),
 }
-PART_NEEDS: dict[str, tuple[str, ...]] = {"authelia": ("postgres", "redis")}
+# Parts that run together or not at all: Authelia needs its stores, and the chart renders the
+# stores only for Authelia (nothing else uses them).
+PART_GROUPS: tuple[tuple[str, ...], ...] = (("authelia", "postgresql", "redis"),)
 
 
 @dataclass(frozen=True)
@@ -91,12 +97,27 @@ class ClusterFacts:
     bundle: bool = False  # air-gapped: every image must be pinned, and in the bundle
     bundle_images: frozenset[str] = frozenset()  # lock image keys the bundle holds
     bundle_charts: frozenset[str] = frozenset()
+    network: ClusterNetwork | None = None  # address ranges read from the nodes (None: KIND's defaults)
 
 
 @dataclass(frozen=True)
 class Verdict:
     run: bool
     reason: str
+
+
+def cluster_network(nodes: list[dict]) -> ClusterNetwork | None:
+    """The pod ranges and node addresses the nodes report (what "inside the cluster" is for the
+    NetworkPolicies), or None when there are none to read (then KIND's defaults apply)."""
+    pods = sorted({c for n in nodes for c in ((n.get("spec") or {}).get("podCIDRs")
+                                              or [(n.get("spec") or {}).get("podCIDR")]) if c and ":" not in c})
+    addrs = sorted({f"{a['address']}/32" for n in nodes for a in (n.get("status") or {}).get("addresses") or []
+                    if a.get("type") == "InternalIP" and ":" not in a.get("address", "")})
+    if not pods or not addrs:
+        return None
+    default = ClusterNetwork()
+    return ClusterNetwork(pod_cidrs=tuple(pods), service_cidrs=default.service_cidrs, node_cidrs=tuple(addrs),
+                          denied_cidrs=default.denied_cidrs)
 
 
 def image_ref(lock: Lock, key: str, facts: ClusterFacts) -> str:
@@ -161,7 +182,7 @@ def runnable(comps: Iterable[Component], lock: Lock, facts: ClusterFacts,
             out[c.name] = Verdict(False, f"its chart {c.chart_key} is not in the bundle")
             continue
         if c.name == "vibecode-platform" and parts is not None:
-            on = [p for p, v in parts.items() if v.run]
+            on = [p for p, v in parts.items() if v.run and p not in ("networkPolicies", "rbac")]
             out[c.name] = Verdict(bool(on), f"parts: {', '.join(on)}" if on else "none of its parts can run here")
             continue
         problems = [p for p in (image_problem(lock, k, facts) for k in c.images) if p]
@@ -182,11 +203,13 @@ def platform_features(lock: Lock, facts: ClusterFacts, upstream: Mapping[str, Ve
             continue
         problems = [p for p in (image_problem(lock, k, facts) for k in images) if p]
         out[part] = Verdict(not problems, problems[0] if problems else "runnable")
-    for part, needs in PART_NEEDS.items():
-        if out[part].run:
-            missing = [n for n in needs if not out[n].run]
-            if missing:
-                out[part] = Verdict(False, f"needs {missing[0]}, which cannot run here ({out[missing[0]].reason})")
+    for group in PART_GROUPS:
+        blocked = [p for p in group if not out[p].run]
+        for part in group:
+            if out[part].run and blocked:
+                why = "its stores" if part == "authelia" else "Authelia, the only one that uses it,"
+                out[part] = Verdict(False, f"runs only with {why} and {blocked[0]} cannot run here "
+                                           f"({out[blocked[0]].reason})")
     return out
 
 

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 from tasks.core.settings import Settings
 from tasks.platform.lock import Lock, parse_image
 from tasks.platform.plan import ClusterFacts, Verdict, image_ref
+from tasks.platform.values import COMPONENTS, IMAGE_KEYS, ClusterNetwork
+from tasks.platform.values import platform_values as chart_values
 
 
 @dataclass(frozen=True)
@@ -57,27 +59,17 @@ def cert_manager_values(lock: Lock, facts: ClusterFacts) -> dict[str, Any]:
 
 
 def platform_values(settings: Settings, lock: Lock, facts: ClusterFacts, parts: Mapping[str, Verdict]) -> dict:
-    """Values of charts/vibecode-platform: which parts run, and the image each part runs."""
-    def part(name: str, image_key: str | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"enabled": parts[name].run}
-        if image_key:
-            out["image"] = image_ref(lock, image_key, facts)
-        return out
-
-    return {
-        "domain": settings.domain,
-        "workspaceNamespace": settings.namespace,
-        "secretName": settings.platform.secret_name,
-        "usersSecret": settings.identity.authelia_users_secret,
-        "certManagerNamespace": settings.platform.cert_manager_namespace,
-        "envoyGatewayNamespace": settings.platform.envoy_gateway_namespace,
-        "seaweedfs": part("seaweedfs", "seaweedfs"),
-        "postgres": part("postgres", "postgres"),
-        "redis": part("redis", "redis"),
-        "authelia": part("authelia", "authelia"),
-        "gateway": {**part("gateway"), "proxyImage": image_ref(lock, "envoy-proxy", facts)},
-        "certificates": part("certificates"),
-    }
+    """Values of charts/vibecode-platform (its builder, :func:`tasks.platform.values.platform_values`),
+    with the parts that can run here and the image each runs (pinned, or built here), and the
+    namespaces bootstrap put cert-manager and Envoy Gateway in."""
+    on = [p for p in COMPONENTS if parts.get(p, Verdict(False, "")).run]
+    images = {key: image_ref(lock, key, facts) for key in IMAGE_KEYS.values()}
+    used = {IMAGE_KEYS[k] for k in IMAGE_KEYS if k.split(".")[0] in on}
+    values = chart_values(settings, images, on, network=facts.network or ClusterNetwork(),
+                          allow_unpinned=any("@" not in images[k] for k in used))
+    values["namespaces"].update(gatewaySystem=settings.platform.envoy_gateway_namespace,
+                                certManager=settings.platform.cert_manager_namespace)
+    return values
 
 
 def hr_gateway_values(settings: Settings, lock: Lock, facts: ClusterFacts) -> dict[str, Any]:

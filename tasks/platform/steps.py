@@ -9,7 +9,6 @@ finds the earlier components unchanged and carries on at the one that failed.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from pathlib import Path
@@ -24,8 +23,9 @@ from tasks.core.names import PART_OF, PART_OF_LABEL
 from tasks.core.settings import get_settings
 from tasks.core.steps import HELM, KUBE_API, transient_retries
 from tasks.platform import credentials
+from tasks.platform.ca import ca_from_secret
 from tasks.platform.lock import Lock, normalise
-from tasks.platform.plan import CRDS, ClusterFacts, release_action
+from tasks.platform.plan import CRDS, ClusterFacts, cluster_network, release_action
 from tasks.platform.readiness import WORKLOADS, pending
 from tasks.platform.releases import HR_GATEWAY_SECRET, DesiredRelease, namespaces
 
@@ -44,13 +44,15 @@ class Outcome(BaseModel):
     seconds: float = 0.0  # how long the component took, its readiness gate included
 
 
-def _ns_manifest(name: str, release: str, release_ns: str, restricted: bool) -> dict:
-    """A namespace helm can adopt (the platform chart may render it, with its labels)."""
-    labels = {PART_OF_LABEL: PART_OF, "app.kubernetes.io/managed-by": "Helm", **(PSA_RESTRICTED if restricted else {})}
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "labels": labels,
-                         "annotations": {"meta.helm.sh/release-name": release,
-                                         "meta.helm.sh/release-namespace": release_ns}}}
+def _ns_manifest(name: str, release: str | None, release_ns: str, restricted: bool) -> dict:
+    """A namespace; with ``release``, one the platform chart renders too, marked so helm adopts
+    it (the chart then sets its labels)."""
+    labels = {PART_OF_LABEL: PART_OF, **(PSA_RESTRICTED if restricted else {})}
+    meta: dict = {"name": name, "labels": labels}
+    if release:
+        labels["app.kubernetes.io/managed-by"] = "Helm"
+        meta["annotations"] = {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": release_ns}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
 @task(name="observe-cluster", tags=[KUBE_API], **RETRY)
@@ -64,7 +66,8 @@ def observe_cluster(lock: Lock, bundle: bool, mirror: str | None, bundle_images:
         if key in lock.images and normalise(configured) != normalise(lock.image(key).image):
             overrides.setdefault(key, configured)
     found: set[str] = set()
-    for node in kube.connect().list("Node", None):
+    nodes = kube.connect().list("Node", None)
+    for node in nodes:
         for image in (node.get("status") or {}).get("images") or []:
             for name in image.get("names") or []:
                 try:
@@ -74,7 +77,8 @@ def observe_cluster(lock: Lock, bundle: bool, mirror: str | None, bundle_images:
     key = s.health.datadog_api_key is not None or s.health.datadog_api_key_block is not None
     return ClusterFacts(registry_reachable=s.platform.registry_reachable, node_images=frozenset(found),
                         image_overrides=overrides, mirror_registry=mirror, datadog_key=key, bundle=bundle,
-                        bundle_images=frozenset(bundle_images), bundle_charts=frozenset(bundle_charts))
+                        bundle_images=frozenset(bundle_images), bundle_charts=frozenset(bundle_charts),
+                        network=cluster_network(nodes))
 
 
 @task(name="ensure-namespaces", tags=[KUBE_API], **RETRY)
@@ -87,7 +91,8 @@ def ensure_namespaces(plan: bool) -> Outcome:
             present.append(name)
             continue
         if not plan:
-            client.create(_ns_manifest(name, s.platform.release, s.platform_namespace, restricted=name == s.namespace))
+            adopt = s.platform.release if name in (s.platform_namespace, s.namespace) else None
+            client.create(_ns_manifest(name, adopt, s.platform_namespace, restricted=name == s.namespace))
         created.append(name)
     if not created:
         return Outcome(component="namespaces", action="unchanged", detail=", ".join(present))
@@ -256,12 +261,12 @@ def read_platform_facts() -> dict[str, str]:
         spec = cert.get("spec") or {}
         if not spec.get("isCA"):
             continue
-        secret = client.get("Secret", cert["metadata"]["namespace"], spec.get("secretName", ""))
-        pem = credentials.decode(secret).get("tls.crt") or credentials.decode(secret).get("ca.crt")
-        if pem:
-            facts["ca"] = f"{cert['metadata']['namespace']}/{cert['metadata']['name']}: SHA-256 {_fingerprint(pem)}"
-        else:
-            facts["ca"] = f"{cert['metadata']['namespace']}/{cert['metadata']['name']}: not issued yet"
+        where = f"{cert['metadata']['namespace']}/{spec.get('secretName', '')}"
+        try:
+            ca = ca_from_secret(client.get("Secret", cert["metadata"]["namespace"], spec.get("secretName", "")), where)
+            facts["ca"] = f"{ca.subject} (Secret {where}), SHA-256 fingerprint {ca.sha256}"
+        except PermanentError as exc:
+            facts["ca"] = f"not issued yet: {exc}"
     try:
         gateways = client.list("Gateway", s.platform_namespace)
     except NotFound:
@@ -271,17 +276,3 @@ def read_platform_facts() -> dict[str, str]:
     if hosts:
         facts["hosts"] = ", ".join(f"https://{h}" for h in hosts)
     return facts
-
-
-def _fingerprint(pem: str) -> str:
-    from cryptography import x509
-
-    der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(encoding=_der())
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
-
-
-def _der():
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Encoding.DER

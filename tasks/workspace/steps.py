@@ -14,8 +14,10 @@ from tasks.cluster.rollout import await_available
 from tasks.core.errors import PermanentError
 from tasks.core.names import RESTORING_ANNOTATION, workspace_names
 from tasks.core.settings import get_settings
+from tasks.core.errors import NotFound
 from tasks.core.steps import HELM, KUBE_API, now, transient_retries
-from tasks.workspace.values import workspace_values
+from tasks.platform.values import GATEWAY_SELECTOR
+from tasks.workspace.values import GatewayRef, platform_gateway, workspace_values
 
 RETRY = transient_retries(4)
 
@@ -27,6 +29,7 @@ class ProvisionResult(BaseModel):
     revision: int
     changed: bool
     ready: str
+    route: str = ""  # where the HTTPRoute attached, or why there is none
 
 
 @task(name="ensure-namespace", tags=[KUBE_API], **RETRY)
@@ -59,12 +62,24 @@ def check_restore_guard(username: str) -> str:
     return "; ".join(notes) or "no restore in progress"
 
 
+@task(name="find-platform-gateway", tags=[KUBE_API], **RETRY)
+def find_gateway() -> GatewayRef | None:
+    """The platform's Gateway, read from the cluster (one LIST by label): its name is the platform
+    chart's to choose. None when there is none, or the Gateway API is not installed at all."""
+    s = get_settings()
+    try:
+        gateways = kube.connect(s).list_all("Gateway", GATEWAY_SELECTOR)
+    except NotFound:  # no Gateway API CRDs in this cluster
+        gateways = []
+    return platform_gateway(gateways, s)
+
+
 @task(name="install-workspace-release", tags=[KUBE_API, HELM], **RETRY)
-def install_release(username: str, replicas: int) -> helm.ReleaseResult:
+def install_release(username: str, replicas: int, gateway: GatewayRef | None = None) -> helm.ReleaseResult:
     s = get_settings()
     names = workspace_names(username)
     return helm.install_or_upgrade(names.release, s.workspace.chart,
-                                   workspace_values(names, s, replicas), s.namespace, s)
+                                   workspace_values(names, s, replicas, gateway), s.namespace, s)
 
 
 @task(name="wait-workspace-available", **RETRY)

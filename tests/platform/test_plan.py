@@ -56,8 +56,10 @@ def test_one_node_cluster_without_registry_runs_what_was_built_here_and_says_why
         verdicts["cert-manager"].reason
     assert "docker.io/envoyproxy/gateway:v1.9.2 is not on any node" in verdicts["envoy-gateway"].reason
     assert "built from this repository" in verdicts["hr-gateway"].reason
-    assert {p for p, v in parts.items() if v.run} == {"seaweedfs", "postgres", "redis"}
+    assert {p for p, v in parts.items() if v.run} == {"seaweedfs", "networkPolicies", "rbac"}
     assert "authelia:4.39.20 is not on any node" in parts["authelia"].reason
+    # the stores are built here, but the chart runs them only for Authelia
+    assert parts["postgresql"].reason.startswith("runs only with Authelia, the only one that uses it, and authelia")
     assert parts["gateway"].reason.startswith("needs envoy-gateway")
     assert parts["certificates"].reason.startswith("needs cert-manager")
     assert image_ref(LOCK, "seaweedfs", facts) == LOCAL["seaweedfs"]
@@ -75,7 +77,27 @@ def test_authelia_needs_its_stores():
     facts = _facts(registry_reachable=False, image_overrides={"seaweedfs": LOCAL["seaweedfs"]},
                    node_images=frozenset({normalise(LOCAL["seaweedfs"]), normalise(LOCK.image("authelia").pinned_ref)}))
     _, parts = decide(LOCK, facts)
-    assert not parts["authelia"].run and parts["authelia"].reason.startswith("needs postgres")
+    assert not parts["authelia"].run and parts["authelia"].reason.startswith("runs only with its stores and postgresql")
+
+
+def test_the_parts_are_the_platform_charts_components_and_the_secret_keys_agree():
+    from tasks.platform.plan import PLATFORM_PARTS
+    from tasks.platform.values import COMPONENTS, IMAGE_KEYS, SECRET_KEYS
+
+    assert set(PLATFORM_PARTS) == set(COMPONENTS)
+    assert {i for images, _ in PLATFORM_PARTS.values() for i in images} == set(IMAGE_KEYS.values())
+    assert tuple(credentials.PLATFORM_SECRET_KEYS) == SECRET_KEYS
+
+
+def test_cluster_network_is_read_from_the_nodes():
+    from tasks.platform.plan import cluster_network
+
+    node = {"spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.254.254.1"},
+                                     {"type": "Hostname", "address": "vibecode-node"}]}}
+    net = cluster_network([node])
+    assert net.pod_cidrs == ("10.244.0.0/24",) and net.node_cidrs == ("10.254.254.1/32",)
+    assert cluster_network([]) is None and cluster_network([{"metadata": {}}]) is None
 
 
 def test_air_gapped_refuses_unpinned_images_and_what_the_bundle_lacks():

@@ -2,8 +2,9 @@
 
 No cluster is needed: ``helm lint`` and ``helm template`` render the chart locally, and
 the tests read the rendered YAML back and inspect it. Everything about the chart that
-the Ops flows rely on (names, labels, the kept volumes, the Authelia annotations, Pod
-Security "restricted", the NetworkPolicy) is asserted here.
+the Ops flows rely on (names, labels, the kept volumes, the HTTPRoute on the platform's
+Gateway, Pod Security "restricted", the NetworkPolicy) is asserted here; the route and every
+other object are also validated against Kubernetes' and the Gateway API's schemas.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ COMMON_LABELS = {**SELECTOR_LABELS, "app.kubernetes.io/part-of": "vibecode"}
 # Present on every object, values checked loosely (they depend on the chart version).
 REQUIRED_LABEL_KEYS = {"app.kubernetes.io/managed-by", "helm.sh/chart"}
 
-# APIs served by both Kubernetes 1.20 (the test API server) and 1.33 (current KIND).
-ALLOWED_API_VERSIONS = {"v1", "apps/v1", "networking.k8s.io/v1"}
+# APIs served by both Kubernetes 1.20 (the test API server) and current KIND, and the
+# Gateway API's (a CRD the platform's Envoy Gateway installs).
+ALLOWED_API_VERSIONS = {"v1", "apps/v1", "networking.k8s.io/v1", "gateway.networking.k8s.io/v1"}
 
-AUTH_RESPONSE_HEADERS = "Remote-User,Remote-Name,Remote-Email,Remote-Groups"
+PROXY_LABELS = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy",
+                "app.kubernetes.io/managed-by": "envoy-gateway"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -139,7 +142,7 @@ def test_renders_exactly_the_expected_objects(rendered):
         ("Deployment", "ws-alice"),
         ("Service", "ws-alice"),
         ("ServiceAccount", "ws-alice"),
-        ("Ingress", "ws-alice"),
+        ("HTTPRoute", "ws-alice"),
         ("NetworkPolicy", "ws-alice"),
         ("PersistentVolumeClaim", "ws-alice-workspace"),
         ("PersistentVolumeClaim", "ws-alice-extensions"),
@@ -203,10 +206,13 @@ def test_schema_accepts_boundary_usernames(helm, username):
     ("persistence.workspace.sizee", "/persistence/workspace", "sizee"),
     ("persistence.data.size", "/persistence", "data"),
     ("podSecurity.privileged", "/podSecurity", "privileged"),
-    ("ingress.host", "/ingress", "host"),
-    ("ingress.annotations.foo", "/ingress", "annotations"),
-    ("authelia.url", "/authelia", "url"),
+    ("route.host", "/route", "host"),
+    ("route.gateway.port", "/route/gateway", "port"),
+    ("route.annotations.foo", "/route", "annotations"),
     ("networkPolicy.egress", "/networkPolicy", "egress"),
+    ("networkPolicy.ingressNamespace", "/networkPolicy", "ingressNamespace"),
+    ("ingress.enabled", "", "ingress"),
+    ("authelia.verifyUrl", "", "authelia"),
 ])
 def test_schema_rejects_unknown_keys_at_every_level(helm, key, where, unknown):
     err = _expect_schema_error(helm, "--set-string", f"{key}=1")
@@ -240,9 +246,10 @@ def test_replicas_zero_is_allowed_for_the_idle_reaper(helm):
     (["--set-string", "resources.requests.memory=1 Gi"], "/resources/requests/memory"),
     (["--set", "podSecurity.runAsUser=0"], "/podSecurity/runAsUser"),         # root
     (["--set-string", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
-    (["--set-string", "authelia.signinUrl=https://auth.x?foo=1"], "/authelia/signinUrl"),
-    (["--set-string", "networkPolicy.ingressNamespace=Ingress_NGINX"], "/networkPolicy/ingressNamespace"),
-    (["--set-string", "ingress.enabled=yes"], "/ingress/enabled"),
+    (["--set-string", "networkPolicy.gatewayNamespace=Envoy_Gateway"], "/networkPolicy/gatewayNamespace"),
+    (["--set-string", "route.enabled=yes"], "/route/enabled"),
+    (["--set-string", "route.gateway.sectionName=Workspaces"], "/route/gateway/sectionName"),
+    (["--set-string", "route.requestTimeout=forever"], "/route/requestTimeout"),
 ])
 def test_schema_rejects_bad_field_values(helm, args, field):
     err = _expect_schema_error(helm, *args)
@@ -250,9 +257,9 @@ def test_schema_rejects_bad_field_values(helm, args, field):
 
 
 def test_values_from_the_ops_builder_pass_the_schema(helm, tmp_path):
-    """The Python builder (tasks.cluster.objects.workspace_values) and this chart share a contract."""
+    """The Python builder (tasks.workspace.values.workspace_values) and this chart share a contract."""
     from tasks.core.names import workspace_names
-    from tasks.workspace.values import workspace_values
+    from tasks.workspace.values import GatewayRef, workspace_values
     from tasks.core.settings import Settings
 
     values = workspace_values(workspace_names("carol"), Settings(), replicas=0)
@@ -262,6 +269,12 @@ def test_values_from_the_ops_builder_pass_the_schema(helm, tmp_path):
     dep = _one(docs, "Deployment")
     assert dep["metadata"]["name"] == "ws-carol"
     assert dep["spec"]["replicas"] == 0
+    assert "HTTPRoute" not in {d["kind"] for d in docs}  # no Gateway given: no route
+
+    values = workspace_values(workspace_names("carol"), Settings(), gateway=GatewayRef("edge", "infra", "ws"))
+    values_file.write_text(json.dumps(values))
+    route = _one(_render(helm, "-f", str(values_file), username=None), "HTTPRoute")
+    assert route["spec"]["parentRefs"][0]["name"] == "edge" and route["spec"]["parentRefs"][0]["sectionName"] == "ws"
 
 
 # ------------------------------------------------------------- Pod Security restricted
@@ -357,56 +370,54 @@ def test_service_is_cluster_ip_80_to_http(objs):
     assert spec["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
 
 
-def test_ingress_host_and_authelia_annotations(objs):
-    ing = objs["Ingress"]
-    ann = ing["metadata"]["annotations"]
-    assert ann["nginx.ingress.kubernetes.io/auth-url"] == \
-        "http://authelia.vibecode-platform.svc.cluster.local:9091/api/verify"
-    assert ann["nginx.ingress.kubernetes.io/auth-signin"] == \
-        "https://auth.vibecode.dev?rd=$scheme://$host$request_uri"
-    assert ann["nginx.ingress.kubernetes.io/auth-response-headers"] == AUTH_RESPONSE_HEADERS
-    assert ann["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
-    assert ann["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
-    assert "cert-manager.io/cluster-issuer" not in ann
-    spec = ing["spec"]
-    assert spec["ingressClassName"] == "nginx"
-    assert "tls" not in spec
+def test_route_attaches_to_the_platform_gateway_for_the_owners_host(objs):
+    route = objs["HTTPRoute"]
+    spec = route["spec"]
+    assert spec["parentRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "vibecode",
+                                   "namespace": "vibecode-platform", "sectionName": "workspaces"}]
+    assert spec["hostnames"] == ["alice.vibecode.dev"]
     [rule] = spec["rules"]
-    assert rule["host"] == "alice.vibecode.dev"
-    [path] = rule["http"]["paths"]
-    assert (path["path"], path["pathType"]) == ("/", "Prefix")
-    assert path["backend"]["service"] == {"name": objs["Service"]["metadata"]["name"],
-                                          "port": {"name": "http"}}
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    assert rule["backendRefs"] == [{"name": objs["Service"]["metadata"]["name"], "port": 80}]
+    # The editor's websockets: no request deadline (Envoy's default route timeout is 15 s).
+    assert rule["timeouts"] == {"request": "0s"}
+    # Sign-in is the Gateway's (Authelia ExtAuthz): no proxy annotations of any kind.
+    assert "annotations" not in route["metadata"]
 
 
-def test_ingress_follows_domain_and_authelia_values(helm):
-    ing = _one(_render(
+def test_route_follows_domain_and_gateway_values(helm):
+    route = _one(_render(
         helm, "--set-string", "domain=dev.example.org",
-        "--set-string", "authelia.verifyUrl=http://authelia.auth:9091/api/verify",
-        "--set-string", "authelia.signinUrl=https://login.example.org",
-        "--set-string", "ingress.className=internal",
-    ), "Ingress")
-    ann = ing["metadata"]["annotations"]
-    assert ing["spec"]["rules"][0]["host"] == "alice.dev.example.org"
-    assert ing["spec"]["ingressClassName"] == "internal"
-    assert ann["nginx.ingress.kubernetes.io/auth-url"] == "http://authelia.auth:9091/api/verify"
-    assert ann["nginx.ingress.kubernetes.io/auth-signin"] == \
-        "https://login.example.org?rd=$scheme://$host$request_uri"
+        "--set-string", "route.gateway.name=edge,route.gateway.namespace=infra,route.gateway.sectionName=ws",
+        "--set-string", "route.requestTimeout=2h",
+    ), "HTTPRoute")
+    assert route["spec"]["hostnames"] == ["alice.dev.example.org"]
+    assert route["spec"]["parentRefs"][0] == {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                                   "name": "edge", "namespace": "infra", "sectionName": "ws"}
+    assert route["spec"]["rules"][0]["timeouts"] == {"request": "2h"}
 
 
-def test_ingress_tls_with_cluster_issuer(helm):
-    ing = _one(_render(helm, "--set-string", "ingress.clusterIssuer=letsencrypt-prod"), "Ingress")
-    assert ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt-prod"
-    assert ing["spec"]["tls"] == [{"hosts": ["alice.vibecode.dev"], "secretName": "ws-alice-tls"}]
-
-    ing = _one(_render(helm, "--set-string", "ingress.clusterIssuer=letsencrypt-prod",
-                       "--set-string", "ingress.tlsSecretName=wildcard-tls"), "Ingress")
-    assert ing["spec"]["tls"][0]["secretName"] == "wildcard-tls"
+def test_route_can_be_disabled(helm):
+    kinds = {d["kind"] for d in _render(helm, "--set", "route.enabled=false")}
+    assert "HTTPRoute" not in kinds and "Deployment" in kinds
 
 
-def test_ingress_can_be_disabled(helm):
-    kinds = {d["kind"] for d in _render(helm, "--set", "ingress.enabled=false")}
-    assert "Ingress" not in kinds and "Deployment" in kinds
+def test_no_ingress_nginx_left_anywhere():
+    text = "\n".join(p.read_text() for p in CHART.rglob("*") if p.is_file())
+    assert "nginx.ingress.kubernetes.io" not in text and "kind: Ingress" not in text
+
+
+@pytest.mark.parametrize("version", ["1.33.0", "1.37.0"])
+def test_every_object_validates_against_kubernetes_or_the_gateway_api(rendered, version):
+    from tests.fixtures.render import crd_index, crd_problems, kubernetes_problems
+
+    problems = []
+    for doc in rendered:
+        if (doc["apiVersion"], doc["kind"]) in crd_index():
+            problems += crd_problems(doc)
+        else:
+            problems += kubernetes_problems(doc, version)
+    assert problems == []
 
 
 def test_pvcs_are_kept_and_labelled(rendered):
@@ -434,9 +445,9 @@ def test_pvc_storage_class_and_sizes_from_values(helm):
     assert pvcs["ws-alice-extensions"]["spec"]["resources"]["requests"]["storage"] == "5Gi"
 
 
-def test_network_policy_admits_only_ingress_and_ops_on_8080(objs):
+def test_network_policy_admits_only_the_gateway_proxies_and_ops_on_8080(objs):
     np = objs["NetworkPolicy"]["spec"]
-    # Only Ingress is listed, so egress stays unrestricted.
+    # Only Ingress here; egress is the platform chart's (default deny, outside the cluster and DNS).
     assert np["policyTypes"] == ["Ingress"]
     assert "egress" not in np
     [rule] = np["ingress"]
@@ -444,7 +455,8 @@ def test_network_policy_admits_only_ingress_and_ops_on_8080(objs):
     container_port = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]
     assert rule["ports"][0]["port"] == container_port["containerPort"]
     assert rule["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}},
+         "podSelector": {"matchLabels": PROXY_LABELS}},
         {"namespaceSelector": {"matchLabels": {"vibecode.dev/ops": "true"}}},
     ]
     # The policy must select the pod it protects.
@@ -453,9 +465,11 @@ def test_network_policy_admits_only_ingress_and_ops_on_8080(objs):
 
 
 def test_network_policy_values(helm):
-    np = _one(_render(helm, "--set-string", "networkPolicy.ingressNamespace=traefik"), "NetworkPolicy")
+    np = _one(_render(helm, "--set-string", "networkPolicy.gatewayNamespace=edge",
+                      "--set-string", "networkPolicy.gatewayPodLabels.app=proxy"), "NetworkPolicy")
     peers = np["spec"]["ingress"][0]["from"]
-    assert peers[0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "traefik"}
+    assert peers[0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "edge"}
+    assert peers[0]["podSelector"]["matchLabels"]["app"] == "proxy"
     kinds = {d["kind"] for d in _render(helm, "--set", "networkPolicy.enabled=false")}
     assert "NetworkPolicy" not in kinds and "Deployment" in kinds
 
@@ -465,7 +479,8 @@ def test_notes_give_url_status_and_keep_warning(helm):
                 "--set", f"username={USER}", "--set", "replicas=0")
     assert proc.returncode == 0, proc.stderr
     notes = proc.stdout.split("NOTES:", 1)[1]
-    assert "http://alice.vibecode.dev/" in notes
+    assert "https://alice.vibecode.dev/" in notes
+    assert "Gateway vibecode-platform/vibecode (listener workspaces)" in notes
     assert f"kubectl -n {NAMESPACE} rollout status deployment/ws-alice" in notes
     assert "STOPPED" in notes  # replicas=0
     assert "ws-alice-workspace" in notes and "keep" in notes

@@ -13,9 +13,26 @@ from prefect.exceptions import ParameterTypeError
 
 from tasks.core.errors import Invalid, InvalidInput
 from tasks.core.settings import get_settings
+from tests.fixtures.gatewayapi import gateway_api_crds_standin  # noqa: F401 - a fixture
 from tests.fixtures.kube import mark_deployment_available
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
+
+
+@pytest.fixture
+def platform_gateway(kube, platform_namespace, gateway_api_crds_standin):
+    """A Gateway as the platform chart makes it (its name is not the default, so provisioning
+    must read it rather than assume it); deleted afterwards so other tests see none."""
+    gw = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+          "metadata": {"name": "edge", "namespace": platform_namespace,
+                       "labels": {"vibecode.dev/gateway": "platform"}},
+          "spec": {"gatewayClassName": "vibecode", "listeners": [
+              {"name": "portal", "protocol": "HTTPS", "port": 443, "hostname": "auth.vibecode.dev",
+               "tls": {"certificateRefs": [{"name": "vibecode-portal-tls"}]}},
+              {"name": "wildcard", "protocol": "HTTPS", "port": 443, "hostname": "*.vibecode.dev",
+               "tls": {"certificateRefs": [{"name": "vibecode-workspaces-tls"}]}}]}}
+    yield kube.create(gw)
+    kube.delete("Gateway", platform_namespace, "edge")
 
 
 def _kubelet(kube, ns, name, stop: threading.Event):
@@ -43,7 +60,8 @@ def kubelet(kube, namespace):
         t.join(timeout=5)
 
 
-def test_provision_installs_a_restricted_authelia_protected_workspace(kube, namespace, kubelet, monkeypatch):
+def test_provision_installs_a_restricted_authelia_protected_workspace(kube, namespace, platform_namespace,
+                                                                     platform_gateway, kubelet, monkeypatch):
     monkeypatch.setenv("VIBECODE_READY_POLL_SECONDS", "0.2")
     get_settings.cache_clear()
     kubelet("ws-alice")
@@ -70,12 +88,13 @@ def test_provision_installs_a_restricted_authelia_protected_workspace(kube, name
     svc = kube.get("Service", namespace, "ws-alice")
     assert svc["spec"]["selector"]["vibecode.dev/user"] == "alice"
 
-    ing = kube.get("Ingress", namespace, "ws-alice")
-    assert ing["spec"]["rules"][0]["host"] == "alice.vibecode.dev"
-    ann = ing["metadata"]["annotations"]
-    assert ann["nginx.ingress.kubernetes.io/auth-url"] == get_settings().identity.authelia_verify_url
-    assert ann["nginx.ingress.kubernetes.io/auth-signin"].startswith("https://auth.vibecode.dev")
-    assert "Remote-User" in ann["nginx.ingress.kubernetes.io/auth-response-headers"]
+    # The route attaches to the Gateway read from the cluster: its name, namespace and listener.
+    route = kube.get("HTTPRoute", namespace, "ws-alice")
+    assert route["spec"]["hostnames"] == ["alice.vibecode.dev"]
+    assert route["spec"]["parentRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge",
+                                            "namespace": platform_namespace, "sectionName": "wildcard"}]
+    assert route["spec"]["rules"][0]["backendRefs"][0]["name"] == "ws-alice"
+    assert result.route == f"HTTPRoute on Gateway {platform_namespace}/edge (listener wildcard)"
 
     pvcs = {p["metadata"]["name"]: p for p in kube.list("PersistentVolumeClaim", namespace, "vibecode.dev/user=alice")}
     assert set(pvcs) == {"ws-alice-workspace", "ws-alice-extensions"}
@@ -85,6 +104,8 @@ def test_provision_installs_a_restricted_authelia_protected_workspace(kube, name
     netpol = kube.get("NetworkPolicy", namespace, "ws-alice")
     assert netpol["spec"]["podSelector"]["matchLabels"]["vibecode.dev/user"] == "alice"
     assert netpol["spec"]["ingress"][0]["ports"][0]["port"] == 8080
+    assert netpol["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == \
+        {"kubernetes.io/metadata.name": "envoy-gateway-system"}
 
     # A second run with the same input changes nothing: same revision, same objects.
     rv_before = dep["metadata"]["resourceVersion"]
@@ -92,6 +113,18 @@ def test_provision_installs_a_restricted_authelia_protected_workspace(kube, name
     assert again.changed is False and again.revision == result.revision
     assert kube.get("Deployment", namespace, "ws-alice")["metadata"]["resourceVersion"] == rv_before
     assert helm.status("ws-alice", namespace).revision == result.revision
+
+
+def test_without_a_platform_gateway_the_workspace_has_no_route_and_says_so(kube, namespace, gateway_api_crds_standin,
+                                                                         kubelet, monkeypatch):
+    monkeypatch.setenv("VIBECODE_READY_POLL_SECONDS", "0.2")
+    get_settings.cache_clear()
+    assert kube.list_all("Gateway", "vibecode.dev/gateway=platform") == []
+    kubelet("ws-dora")
+    result = provision_workspace("dora")
+    assert result.route.startswith("no route: the cluster has no Gateway labelled vibecode.dev/gateway=platform")
+    assert kube.get("HTTPRoute", namespace, "ws-dora") is None
+    assert kube.get("Deployment", namespace, "ws-dora") is not None
 
 
 @pytest.mark.parametrize("bad", ["Alice", "a_b", "../../etc", "x" * 100, "auth", "kube-dns", "аlice"])

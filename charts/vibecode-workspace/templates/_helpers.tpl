@@ -11,17 +11,13 @@ whatever the release happened to be called.
 {{- required "username is required (e.g. --set username=alice)" .Values.username -}}
 {{- end -}}
 
-{{/* ws-<username>: Deployment, Service, ServiceAccount, Ingress, NetworkPolicy. */}}
+{{/* ws-<username>: Deployment, Service, ServiceAccount, HTTPRoute, NetworkPolicy. */}}
 {{- define "workspace.fullname" -}}
 {{- printf "ws-%s" (include "workspace.username" .) -}}
 {{- end -}}
 
 {{- define "workspace.host" -}}
 {{- printf "%s.%s" (include "workspace.username" .) .Values.domain -}}
-{{- end -}}
-
-{{- define "workspace.tlsSecretName" -}}
-{{- default (printf "%s-tls" (include "workspace.fullname" .)) .Values.ingress.tlsSecretName -}}
 {{- end -}}
 
 {{- define "workspace.chart" -}}
