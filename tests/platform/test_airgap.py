@@ -63,8 +63,10 @@ def test_bundle_then_install_with_no_network(kube, apiserver, platform_env, helm
 
         images = []
         for ns in namespaces:
-            for dep in kube.list("Deployment", ns):
-                images += [c["image"] for c in dep["spec"]["template"]["spec"]["containers"]]
+            for kind in ("Deployment", "StatefulSet"):
+                for obj in kube.list(kind, ns):
+                    spec = obj["spec"]["template"]["spec"]
+                    images += [c["image"] for c in spec["containers"] + spec.get("initContainers", [])]
         assert len(images) >= 8
         for ref in images:
             assert ref.startswith(mirror.host + "/") and "@sha256:" in ref, ref  # from the mirror, by digest

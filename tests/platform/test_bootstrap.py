@@ -205,3 +205,49 @@ def test_plan_mode_says_what_would_change_and_why_and_changes_nothing(kube, apis
     assert by["demo-workspace"].action == "would upgrade" and "domain" in by["demo-workspace"].detail
     assert by["cert-manager"].action == by["envoy-gateway"].action == by["namespaces"].action == "unchanged"
     assert revisions(s) == revs and snapshot(kube, s) == rvs
+
+
+def test_onboarding_after_bootstrap_writes_the_platform_charts_secrets_and_routes_through_its_gateway(
+        kube, apiserver, platform_env, smtp_inbox, monkeypatch):
+    """The names come from the cluster: the Secrets the chart's Authelia mounts (read from the
+    release's own Deployment) and the Gateway it labelled, not from settings."""
+    import yaml
+
+    from flows.onboarding import onboard_user
+    from tasks.core.settings import get_settings
+    from tasks.people.hr import parse_request
+    from tasks.platform.values import GATEWAY_SELECTOR
+    from tests.fixtures.people import HIRE
+
+    s = platform_env
+    monkeypatch.setenv("VIBECODE_HR_ALLOWED_GROUPS", '["developers", "users"]')
+    get_settings.cache_clear()
+    with ControllerStandIn(kube, set(_namespaces(s))):
+        assert _bootstrap(apiserver).is_completed()
+        state = helm.release_state(s.platform.release, s.platform_namespace)
+        authelia = next(n for k, _, n in state.resources if k == "Deployment")
+        dep = kube.get("Deployment", s.platform_namespace, authelia)
+        mounted = {v["secret"]["secretName"] for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+        secrets = {n: kube.get("Secret", s.platform_namespace, n) for n in mounted}
+        users_secret = next(n for n, sec in secrets.items() if "users_database.yml" in (sec.get("data") or {}))
+        config_secret = next(n for n, sec in secrets.items() if "configuration.yml" in (sec.get("data") or {}))
+        assert config_secret in {n for k, _, n in state.resources if k == "Secret"}  # the chart renders it
+        before = secrets[users_secret]["metadata"]["resourceVersion"]
+
+        result = onboard_user(parse_request(HIRE))
+
+    users = yaml.safe_load(base64.b64decode(kube.get("Secret", s.platform_namespace, users_secret)["data"]
+                                            ["users_database.yml"]))["users"]
+    assert "alice" in users and kube.get("Secret", s.platform_namespace, users_secret)["metadata"][
+        "resourceVersion"] != before
+    rolled = kube.get("Deployment", s.platform_namespace, authelia)
+    assert rolled["metadata"]["generation"] > dep["metadata"]["generation"]  # onboarding rolled the chart's Authelia
+    gateways = kube.list_all("Gateway", GATEWAY_SELECTOR)
+    assert len(gateways) == 1
+    gw = gateways[0]
+    route = kube.get("HTTPRoute", s.namespace, "ws-alice")
+    parent = route["spec"]["parentRefs"][0]
+    assert (parent["name"], parent["namespace"]) == (gw["metadata"]["name"], gw["metadata"]["namespace"])
+    listener = next(lst for lst in gw["spec"]["listeners"] if lst["name"] == parent["sectionName"])
+    assert listener["hostname"] == f"*.{s.domain}" and route["spec"]["hostnames"] == [f"alice.{s.domain}"]
+    assert result.username == "alice"
