@@ -123,6 +123,9 @@ def bootstrap_platform(
             started = time.monotonic()
             outcome = _component(name, releases, lock, bundle, plan)
             outcome.seconds = round(time.monotonic() - started, 2)
+            if name == "vibecode-platform":
+                off = [f"{p} ({v.reason})" for p, v in parts.items() if not v.run]
+                outcome.detail += f"; off here: {'; '.join(off)}" if off else ""
             outcomes.append(outcome)
             if name == "demo-workspace" and not plan:
                 result.workspace_url = outcome.detail.rsplit(" at ", 1)[-1]

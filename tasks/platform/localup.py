@@ -34,8 +34,10 @@ def shell_exports(env: dict[str, str]) -> str:
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
 
 
-if __name__ == "__main__":  # scripts/up: python -m tasks.platform.localup NODE_JSON
+if __name__ == "__main__":  # scripts/up: python -m tasks.platform.localup NODE_JSON [name=ref ...]
     import sys
 
     info = json.loads(Path(sys.argv[1]).read_text())
-    print(shell_exports(node_environment(info["kubeconfig"], info["images"], info["storage_class"])), end="")
+    extra = dict(arg.split("=", 1) for arg in sys.argv[2:])  # images imported after the node started
+    print(shell_exports(node_environment(info["kubeconfig"], {**info["images"], **extra}, info["storage_class"])),
+          end="")

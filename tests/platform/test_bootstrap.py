@@ -160,9 +160,12 @@ def test_a_failure_at_one_component_leaves_the_earlier_ones_untouched_and_a_reru
         assert failed.is_failed()
         assert "envoy-gateway not ready after 2s" in str(failed.message), failed.message
         assert helm.status(s.platform.release, s.platform_namespace) is None  # nothing after k was started
+        # What the components before k made: the namespaces (but the two the platform chart adopts
+        # and labels when it is installed), the CRDs, cert-manager's objects, the generated Secrets.
+        adopted = {s.platform_namespace, s.namespace}
         earlier = {k: v for k, v in snapshot(kube, s).items()
-                   if k[0] in ("Namespace", "CustomResourceDefinition") or k[1] in (s.platform.cert_manager_namespace,
-                                                                                    s.platform_namespace)}
+                   if (k[0] == "Namespace" and k[2] not in adopted) or k[0] == "CustomResourceDefinition"
+                   or k[1] == s.platform.cert_manager_namespace or (k[0] == "Secret" and k[1] in adopted)}
         cert_manager = helm.status("cert-manager", s.platform.cert_manager_namespace).revision
         eg_revision = helm.status("envoy-gateway", eg).revision
         standin.hold.clear()
@@ -198,6 +201,7 @@ def test_plan_mode_says_what_would_change_and_why_and_changes_nothing(kube, apis
         assert _bootstrap(apiserver).is_completed()
     revs, rvs = revisions(s), snapshot(kube, s)
     monkeypatch.setenv("VIBECODE_DOMAIN", "example.org")
+    monkeypatch.setenv("VIBECODE_AUTHELIA_URL", "https://auth.example.org")
     get_settings.cache_clear()
     planned = _bootstrap(apiserver, plan=True).result()
     by = {o.component: o for o in planned.components}
