@@ -33,7 +33,7 @@ from tasks.backup.repo import record_and_expire  # noqa: E402
 from tasks.backup.restic import backup_args  # noqa: E402
 from tasks.backup.retention import KeepPolicy  # noqa: E402
 from tasks.core.settings import get_settings  # noqa: E402
-from tests.fixtures.storage import backup_env_vars, make_tree, restic_for  # noqa: E402
+from tests.fixtures.storage import backup_env_vars, make_tree, restic_for, start_s3  # noqa: E402
 
 
 def write_random(path: Path, size: int) -> None:
@@ -45,37 +45,8 @@ def write_random(path: Path, size: int) -> None:
             left -= n
 
 
-class S3Process:
-    """moto's S3 server in its own process, as real storage would be: in-process, its
-    request handling would compete for the GIL with the flow's threads and skew the figures."""
-
-    def __init__(self) -> None:
-        import socket
-        import subprocess
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.proc = subprocess.Popen([sys.executable, "-c", "import moto.server; moto.server.main()",
-                                      "-H", "127.0.0.1", "-p", str(port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.endpoint = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("moto server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-
-
-def use_bucket(endpoint: str, scratch: Path, poll: str | None = None) -> None:
-    env = backup_env_vars(endpoint, scratch / f"cache-{uuid.uuid4().hex[:6]}")
+def use_bucket(server, scratch: Path, poll: str | None = None) -> None:
+    env = backup_env_vars(server, scratch / f"cache-{uuid.uuid4().hex[:6]}")
     env.pop("VIBECODE_BACKUP_POLL_SECONDS")  # the production default unless --poll-seconds
     if poll:
         env["VIBECODE_BACKUP_POLL_SECONDS"] = poll
@@ -91,8 +62,8 @@ def timed_backup(username: str, volume: Path, run_id: str, scratch: Path) -> flo
     return time.perf_counter() - t
 
 
-def incremental(endpoint: str, scratch: Path, big_mib: int) -> dict:
-    use_bucket(endpoint, scratch)
+def incremental(server, scratch: Path, big_mib: int) -> dict:
+    use_bucket(server, scratch)
     volume = scratch / "big"
     volume.mkdir()
     make_tree(volume)
@@ -116,7 +87,7 @@ def direct_nightly(username: str, volume: Path, run_id: str, scratch: Path) -> N
     assert ok, detail
 
 
-def overhead(endpoint: str, scratch: Path, n: int, ws_mib: int, poll: str | None) -> dict:
+def overhead(server, scratch: Path, n: int, ws_mib: int, poll: str | None) -> dict:
     from prefect.testing.utilities import prefect_test_harness
 
     from tasks.cluster import kube as kube_adapter
@@ -156,13 +127,13 @@ def overhead(endpoint: str, scratch: Path, n: int, ws_mib: int, poll: str | None
         with prefect_test_harness(server_startup_timeout=120):
             from flows.backup import backup_workspaces
 
-            use_bucket(endpoint, scratch)
+            use_bucket(server, scratch)
             t = time.perf_counter()
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
                 list(pool.map(lambda u: direct_nightly(u, volumes[u], "direct", scratch), users))
             direct = time.perf_counter() - t
 
-            use_bucket(endpoint, scratch, poll)
+            use_bucket(server, scratch, poll)
             kubelet.start()
             t = time.perf_counter()
             report = backup_workspaces()
@@ -187,8 +158,7 @@ def main() -> None:
     ap.add_argument("--poll-seconds", default=None, help="override settings.backup.poll_seconds (default 5)")
     ap.add_argument("--skip", choices=["incremental", "overhead"])
     args = ap.parse_args()
-    server = S3Process()
-    endpoint = server.endpoint
+    server = start_s3()  # SeaweedFS, its own process, as real storage would be
     out = ROOT / "benchmarks" / "results" / "backup.json"
     results = json.loads(out.read_text()) if out.exists() else {}  # a partial rerun keeps the other figures
     results.update({"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
@@ -197,12 +167,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="backup-bench-") as tmp:
             scratch = Path(tmp)
             if args.skip != "incremental":
-                results["incremental"] = incremental(endpoint, scratch, args.big_mib)
+                results["incremental"] = incremental(server, scratch, args.big_mib)
                 print(json.dumps({"incremental": results["incremental"]}), flush=True)
                 (scratch / "big" / "big.bin").unlink()
             if args.skip != "overhead":
                 key = f"overhead_{args.workspaces}x{args.ws_mib}mib"
-                results[key] = overhead(endpoint, scratch, args.workspaces, args.ws_mib, args.poll_seconds)
+                results[key] = overhead(server, scratch, args.workspaces, args.ws_mib, args.poll_seconds)
                 print(json.dumps({key: results[key]}), flush=True)
     finally:
         server.stop()

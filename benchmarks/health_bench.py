@@ -111,7 +111,7 @@ def main() -> None:
                     "machine": platform.platform()})
     env = envtest.start()
     gateway = Pushgateway().start()
-    s3, s3_url = start_s3()
+    s3 = start_s3()
     try:
         with _Recorder(_AutheliaHandler) as authelia, _Recorder(_DatadogHandler) as intake:
             ns = f"bench-{uuid.uuid4().hex[:6]}"
@@ -119,18 +119,15 @@ def main() -> None:
             os.environ.update({
                 "VIBECODE_KUBECONFIG": str(env.kubeconfig), "VIBECODE_NAMESPACE": ns,
                 "VIBECODE_PLATFORM_NAMESPACE": ns, "VIBECODE_AUTHELIA_HEALTH_URL": f"{authelia.url}/api/health",
-                "VIBECODE_S3_ENDPOINT": s3_url, "VIBECODE_S3_BUCKET": bucket,
-                "VIBECODE_S3_ACCESS_KEY_ID": secrets.token_hex(8), "VIBECODE_S3_SECRET_ACCESS_KEY": secrets.token_hex(16),
+                "VIBECODE_S3_ENDPOINT": s3.url, "VIBECODE_S3_BUCKET": bucket,
+                "VIBECODE_S3_ACCESS_KEY_ID": s3.access_key, "VIBECODE_S3_SECRET_ACCESS_KEY": s3.secret_key,
                 "VIBECODE_HEALTH_COMPONENTS": f'["{ns}/authelia"]', "VIBECODE_PUSHGATEWAY_URL": gateway.url,
                 "VIBECODE_DATADOG_HOST": intake.url, "VIBECODE_DATADOG_API_KEY": secrets.token_hex(16)})
             get_settings.cache_clear()
             kube_adapter.reset_connections()
             kube = kube_adapter.connect()
             kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-            import boto3
-
-            boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", aws_access_key_id="x",
-                         aws_secret_access_key="x").create_bucket(Bucket=bucket)
+            s3.client().create_bucket(Bucket=bucket)
             setup_seconds = populate(kube, ns, args.workspaces)
             print(f"created {args.workspaces} workspaces in {setup_seconds:.1f}s", flush=True)
             counter = RequestCounter(kube)

@@ -26,6 +26,7 @@ from tasks.health.steps import (
     to_datadog,
     to_pushgateway,
 )
+from tasks.workspace.status_steps import publish_workspace_overview
 
 
 @flow(name="check-platform-health")
@@ -49,6 +50,7 @@ def check_platform_health() -> HealthReport:
                    authelia_body=body, authelia_latency=seconds, authelia_error=http_error,
                    bucket=s.backup.s3_bucket, bucket_latency=bucket_latency, bucket_error=bucket_error)
     checks, gauges = evaluate(obs, _now(), s.namespace, s.health.components, s.health.slow_seconds)
+    publish_workspace_overview(quote(listed), _now(), quiet=True)  # the UI's workspace list (workspace-overview)
     report = HealthReport(started=started, finished=_now(), checks=checks, gauges=gauges)
 
     sinks = {"pushgateway": (to_pushgateway, bool(s.health.pushgateway_url)),

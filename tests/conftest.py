@@ -3,7 +3,7 @@
 - ``fixtures.tools``    helm/kubectl binaries
 - ``fixtures.kube``     a real kube-apiserver over etcd (envtest), namespaces, kubelet stand-ins
 - ``fixtures.prefect``  a real Prefect server on SQLite (session scope: ~30 s to start)
-- ``fixtures.storage``  an S3 protocol server (moto) and restic
+- ``fixtures.storage``  the S3 server (SeaweedFS, ``fixtures.seaweedfs``) and restic
 - ``fixtures.identity`` slapd (LDAP) and aiosmtpd (SMTP)
 - ``fixtures.health``   a Prometheus Pushgateway; Datadog intake and Authelia health stand-ins
 - ``fixtures.node``     a real one-node cluster (kubelet, containerd) for tests marked ``node``

@@ -32,6 +32,15 @@ class InvalidInput(PermanentError, ValueError):
         super().__init__(f"{field}: {message}")
 
 
+class MissingPrerequisite(PermanentError):
+    """Something a person must install, start or configure first (a tool, a server, a
+    setting). Found before anything is changed; the CLI exits 2 and prints each problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
 class NotFound(PermanentError):
     pass
 

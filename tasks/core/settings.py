@@ -29,6 +29,21 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "VIBECODE_"
+PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"
+
+
+@lru_cache(maxsize=4)
+def prefect_yaml_timezone(path: Path = PREFECT_YAML) -> str:
+    """``definitions.timezone`` of prefect.yaml: the one place the schedules' timezone is set.
+    The backup retention counts days in the same zone, so its setting defaults to this (a
+    deployment without the file, e.g. a bare wheel, falls back to UTC)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        return "UTC"
+    return str(((doc.get("definitions") or {}).get("timezone")) or "UTC")
 
 
 class ReapGroupPolicy(BaseModel):
@@ -216,8 +231,9 @@ class BackupSettings(BaseModel):
                           "for it to every repository, writes it into the backup Secret, then removes the key of "
                           "restic_password. Afterwards set restic_password to it and unset this.")
     timezone: str = Field(
-        "UTC",
-        description="Timezone the daily/weekly/monthly keep rules count days in (= prefect.yaml's schedules)")
+        default_factory=prefect_yaml_timezone,
+        description="Timezone the daily/weekly/monthly keep rules count days in. Derived from prefect.yaml's "
+                    "definitions.timezone (the schedules' one place); `vibecode deploy` refuses a different value")
     concurrency: int = Field(
         4, ge=1, le=64,
         description="Backup Jobs in flight at once in one run (protects nodes, storage and the API server)")

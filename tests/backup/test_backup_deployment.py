@@ -1,4 +1,5 @@
-"""The nightly backup deployment: 02:00 in the settings' timezone, never two runs at once."""
+"""The nightly backup deployment: 02:00 in prefect.yaml's timezone (the backup setting derives from it),
+never two runs at once."""
 
 from pathlib import Path
 

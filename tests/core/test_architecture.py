@@ -49,6 +49,8 @@ def test_architecture_contracts_hold():
     ("tasks/cluster/objects.py", "import subprocess", "Pure modules import no adapter, no prefect, no I/O"),
     ("gateway/runs.py", "import flows.onboarding", "CLI above flows above tasks"),
     ("tasks/gateway/scim_map.py", "import prefect", "Pure modules import no adapter, no prefect, no I/O"),
+    ("tasks/workspace/status.py", "from tasks.cluster import kube", "Pure modules import no adapter, no prefect, no I/O"),
+    ("tasks/deploy/spec.py", "import prefect", "Pure modules import no adapter, no prefect, no I/O"),
 ])
 def test_architecture_test_catches_a_violation(tmp_path, module, line, contract):
     root = _copy_tree(tmp_path)

@@ -178,7 +178,8 @@ def test_critical_check_fails_the_run_and_the_cli_exits_1(sinks, healthy, capsys
 
     assert cli(["health"]) == 1
     out = capsys.readouterr().out
-    assert out.splitlines()[1].split()[:2] == ["critical", "authelia"]
+    rows = [line.strip("│ ").split() for line in out.splitlines() if line.startswith("│")]
+    assert rows[0][:3] == ["critical", "│", "authelia"]  # criticals first
     assert "overall: critical" in out
 
 

@@ -2,7 +2,7 @@
 
 The Jobs run the restic image (tasks/cluster/localnode/images.py) as uid 1000 with the workspace
 volume mounted read-only and their secrets only through ``secretKeyRef``, into the S3
-server (moto) bound to the node's address. The kubelet enforces the memory limit and the
+server (SeaweedFS) bound to the node's address. The kubelet enforces the memory limit and the
 Job controller the deadline; nothing here writes a status.
 """
 

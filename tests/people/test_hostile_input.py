@@ -208,7 +208,7 @@ def test_hostile_events_through_the_cli_validation_refuse_naming_a_field_or_roun
 
 
 def test_hostile_events_through_the_cli_main_exit_2_and_start_no_flow(hr_env, monkeypatch, tmp_path, capsys):
-    """The whole ``vibecode onboard -`` path in process (stdin, argparse, exit code), with the
+    """The whole ``vibecode onboard - --json`` path in process (stdin, Typer, exit code, stdout), with the
     flow runner replaced by a recorder: a refused event exits 2 and reaches no flow; an accepted
     one reaches the flow exactly as validated."""
     import flows.onboarding
@@ -225,13 +225,17 @@ def test_hostile_events_through_the_cli_main_exit_2_and_start_no_flow(hr_env, mo
         data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
         before = len(started)
-        code = vibecode_cli.main(["onboard", "-"])
-        err = capsys.readouterr().err
+        code = vibecode_cli.main(["onboard", "-", "--json"])
+        captured = capsys.readouterr()
+        out = json.loads(captured.out)  # with --json, stdout is one JSON document, refused or not
         if code == 2:
-            assert "invalid input: " in err and len(started) == before
+            assert "invalid input: " in captured.err and len(started) == before
+            assert out["ok"] is False and out["exit"] == 2 and out["field"].split(".")[0] in FIELD_ROOTS, out
+            assert len(captured.out) < 1000  # never echoes the event back
             counts["refused"] += 1
         else:
-            assert code == 0 and len(started) == before + 1, err
+            assert code == 0 and len(started) == before + 1, captured.err
+            assert out == {"ok": True}  # the flow's result, exactly
             r = parse_request(started[-1], HR_SETTINGS)
             assert r.type in ("employee.hired", "employee.updated")
             counts["accepted"] += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import argon2
@@ -194,8 +195,10 @@ def test_cli_onboard_and_offboard_run_the_flows(platform, kube, tmp_path, capsys
 
     hire = tmp_path / "hire.json"
     hire.write_text(json.dumps(HIRE))
-    assert cli(["onboard", str(hire)]) == 0
-    assert json.loads(capsys.readouterr().out)["url"] == "https://alice.vibecode.dev"
+    assert cli(["onboard", str(hire), "--json"]) == 0
+    out = capsys.readouterr().out
+    print(f"\n$ vibecode onboard hire.json --json\n{out}", file=sys.__stderr__)  # shown with -s
+    assert json.loads(out)["url"] == "https://alice.vibecode.dev"  # stdout is the JSON document alone
     assert users_file(kube)["alice"]["disabled"] is False
 
     assert cli(["offboard", str(hire)]) == 2  # a hire is not an offboarding: refused, nothing changed

@@ -85,3 +85,27 @@ def test_the_flow_reads_it_from_the_api_server(kube, namespace, prefect_server):
     kube.create(secret)
     got = platform_ca(namespace=namespace, name="vibecode-ca")
     assert got.sha256 == ca_from_secret(secret).sha256
+
+
+def test_vibecode_ca_prints_the_fingerprint_and_writes_only_the_certificate(kube, prefect_server, tmp_path,
+                                                                            capsys, monkeypatch):
+    """The command reads cert-manager's Secret where the CA lives (namespace cert-manager, Secret
+    vibecode-ca); the key in that Secret never leaves the cluster."""
+    import json
+
+    from tasks.platform.ca import CA_NAMESPACE, CA_SECRET
+    from vibecode_cli import main
+
+    cert, key = _cert()
+    secret = _secret(cert, key)
+    secret["metadata"].update(namespace=CA_NAMESPACE, name=CA_SECRET)
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CA_NAMESPACE}})
+    kube.create(secret)
+    try:
+        out = tmp_path / "ca.pem"
+        assert main(["ca", "--out", str(out), "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["sha256"] == ca_from_secret(secret).sha256 and out.read_text() == shown["pem"]
+        assert "PRIVATE KEY" not in out.read_text() and "PRIVATE KEY" not in json.dumps(shown)
+    finally:
+        kube.delete("Secret", CA_NAMESPACE, CA_SECRET)

@@ -28,9 +28,10 @@ from cryptography.x509.oid import NameOID
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def free_port() -> int:
+def free_port(ip: str = "127.0.0.1") -> int:
+    """A port the kernel had free on ``ip`` a moment ago (the caller binds it soon)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((ip, 0))
         return s.getsockname()[1]
 
 

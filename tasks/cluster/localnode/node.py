@@ -229,11 +229,13 @@ def _kill_pid(pid: int, sig: int = signal.SIGKILL) -> None:
 
 
 def _kubepods_cgroups() -> list[Path]:
+    """Every kubepods cgroup, deepest first. Pods' cgroups vanish while we walk (the
+    containers we just killed): os.walk skips a folder that is gone, rglob raised."""
     found = []
     for root in Path("/sys/fs/cgroup").iterdir():
         base = root / "kubepods"
         if base.is_dir():
-            found += sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [base]
+            found += sorted((Path(d) for d, _, _ in os.walk(base)), key=lambda p: -len(p.parts))
     return found
 
 
@@ -417,7 +419,7 @@ def start(code_server: bool = True, pv_count: int = 24, lock_timeout: float = 18
         raise
     node.timings["start"] = time.monotonic() - t_images
     log(f"node {NODE_NAME} Ready at {NODE_IP}; API {node.url}; images {node.timings['images']:.1f}s, "
-        f"start {node.timings['start']:.1f}s; scratch {workdir}")
+        f"start {node.timings['start']:.1f}s (image import {node.timings.get('import', 0):.1f}s); scratch {workdir}")
     return node
 
 
