@@ -53,6 +53,12 @@ class BootstrapResult(BaseModel):
     components: list[Outcome]
     workspace_url: str | None = None
     failed_at: str | None = None
+    # The demo workspace, as `vibecode up` prints it (the fields of ProvisionResult)
+    username: str = ""
+    url: str = ""
+    release: str = ""
+    revision: int | None = None
+    ready: str = ""
 
 
 def _use_cluster(cluster_name: str, existing_kubeconfig: Path | None, kube_context: str | None, plan: bool) -> str:
@@ -128,7 +134,9 @@ def bootstrap_platform(
                 outcome.detail += f"; off here: {'; '.join(off)}" if off else ""
             outcomes.append(outcome)
             if name == "demo-workspace" and not plan:
-                result.workspace_url = outcome.detail.rsplit(" at ", 1)[-1]
+                result.workspace_url = result.url = outcome.detail.rsplit(" at ", 1)[-1]
+                result.username, result.release = names.username, names.release
+                result.revision, result.ready = outcome.revision, outcome.detail.rsplit("; at ", 1)[0]
             logger.info("%s: %s%s", name, outcome.action, f" ({outcome.detail})" if outcome.detail else "")
         result.failed_at = None
     finally:
