@@ -350,6 +350,11 @@ class PlatformSettings(BaseModel):
     ready_timeout_seconds: float = Field(
         600, gt=0, description="How long bootstrap waits for each component to become ready")
     ready_poll_seconds: float = Field(1.0, gt=0, description="Pause between readiness checks")
+    storage_class: str | None = Field(
+        None, description="StorageClass of the platform's volumes (SeaweedFS, PostgreSQL, Redis); unset: the "
+                          "chart's default (the cluster's default class)")
+    s3_store_size: str | None = Field(
+        None, description="Size of SeaweedFS's volume (the backups); unset: the chart's default")
 
 
 class ReaperSettings(BaseModel):

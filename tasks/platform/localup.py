@@ -19,6 +19,8 @@ def node_environment(kubeconfig: Path | str, images: dict[str, str], storage_cla
     overrides = {LOCAL_BUILDS[k]: ref for k, ref in images.items() if k in LOCAL_BUILDS}
     env = {"VIBECODE_KUBECONFIG": str(kubeconfig), "KUBECONFIG": str(kubeconfig),
            "VIBECODE_STORAGE_CLASS": storage_class,
+           "VIBECODE_PLATFORM__STORAGE_CLASS": storage_class,
+           "VIBECODE_PLATFORM__S3_STORE_SIZE": "10Gi",  # the node's local volumes hold 20Gi each
            "VIBECODE_PLATFORM__REGISTRY_REACHABLE": "false",
            "VIBECODE_PLATFORM__IMAGE_OVERRIDES": json.dumps(overrides, sort_keys=True)}
     if "code-server" in images:

@@ -69,6 +69,14 @@ def platform_values(settings: Settings, lock: Lock, facts: ClusterFacts, parts: 
                           allow_unpinned=any("@" not in images[k] for k in used))
     values["namespaces"].update(gatewaySystem=settings.platform.envoy_gateway_namespace,
                                 certManager=settings.platform.cert_manager_namespace)
+    for store in ("seaweedfs", "postgresql", "redis"):
+        storage = {}
+        if settings.platform.storage_class:
+            storage["storageClass"] = settings.platform.storage_class
+        if store == "seaweedfs" and settings.platform.s3_store_size:
+            storage["size"] = settings.platform.s3_store_size
+        if storage:
+            values[store]["storage"] = storage
     return values
 
 
