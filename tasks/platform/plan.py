@@ -98,6 +98,7 @@ class ClusterFacts:
     bundle_images: frozenset[str] = frozenset()  # lock image keys the bundle holds
     bundle_charts: frozenset[str] = frozenset()
     network: ClusterNetwork | None = None  # address ranges read from the nodes (None: KIND's defaults)
+    by_tag: bool = False  # images were `kind load`ed: one architecture, so not under the index digest
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ def image_ref(lock: Lock, key: str, facts: ClusterFacts) -> str:
     the pinned reference (in the mirror, for air-gapped installs)."""
     if key in facts.image_overrides:
         return facts.image_overrides[key]
+    if facts.by_tag:
+        return lock.image(key).image
     return rehost(lock.image(key), facts.mirror_registry)
 
 

@@ -78,7 +78,7 @@ def observe_cluster(lock: Lock, bundle: bool, mirror: str | None, bundle_images:
     return ClusterFacts(registry_reachable=s.platform.registry_reachable, node_images=frozenset(found),
                         image_overrides=overrides, mirror_registry=mirror, datadog_key=key, bundle=bundle,
                         bundle_images=frozenset(bundle_images), bundle_charts=frozenset(bundle_charts),
-                        network=cluster_network(nodes))
+                        network=cluster_network(nodes), by_tag=bundle and mirror is None)
 
 
 @task(name="ensure-namespaces", tags=[KUBE_API], **RETRY)

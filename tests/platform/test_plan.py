@@ -214,3 +214,10 @@ def test_pending_lists_what_is_not_ready_and_fails_on_a_failed_rollout():
               "status": {"conditions": [{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]}}
     with pytest.raises(ValueError, match="rollout failed"):
         pending({("Deployment", "ns", "d"): failed})
+
+
+def test_images_loaded_into_kind_are_run_by_tag():
+    """`kind load` gives each node one architecture's image: its digest is not the index's, so
+    pods name the tag (the content is the pinned index's image for that architecture)."""
+    facts = _facts(bundle=True, by_tag=True, bundle_images=frozenset(LOCK.images), bundle_charts=frozenset(LOCK.charts))
+    assert image_ref(LOCK, "authelia", facts) == "ghcr.io/authelia/authelia:4.39.20"
