@@ -137,9 +137,15 @@ def node_run() -> dict:
     why = node_harness.unavailable()
     if why:
         return {"skipped": f"no real node on this machine: {why}"}
+    from tasks.cluster.localnode import gateway_image, images
+
     node = node_harness.start()
     try:
-        os.environ.update(node_environment(node.kubeconfig, node.images, node_harness.STORAGE_CLASS))
+        gateway = gateway_image.hr_gateway_image()  # as scripts/up does
+        images.import_all([gateway], node.ctr)
+        time.sleep(15)  # the kubelet reports the new image with its next node status
+        os.environ.update(node_environment(node.kubeconfig, {**node.images, "vibecode-ops": gateway.name},
+                                           node_harness.STORAGE_CLASS))
         suffix = uuid.uuid4().hex[:6]
         os.environ.update({"VIBECODE_PLATFORM_NAMESPACE": f"pf-{suffix}", "VIBECODE_NAMESPACE": f"ws-{suffix}"})
         get_settings.cache_clear()
