@@ -166,17 +166,29 @@ def _component(name: str, releases: dict[str, DesiredRelease], lock, bundle: Pat
     if name == "tag-limits":
         return ensure_tag_limits(plan)
     desired = releases[name]
-    if name == "demo-workspace" and plan:  # the values provisioning would install: routed to the Gateway
-        s = get_settings()
-        desired = replace(desired, values=workspace_values(workspace_names(desired.values["username"]), s,
-                                                           gateway=find_gateway()))
-    if name == "demo-workspace" and not plan:
-        ws = provision_workspace(desired.values["username"])
-        return Outcome(component=name, action=("installed" if ws.revision == 1 else "upgraded") if ws.changed
-                       else "unchanged", revision=ws.revision, changed=ws.changed,
-                       detail=f"{ws.ready}; at {ws.url}")
+    if name == "demo-workspace":
+        return _demo_workspace(desired, lock, bundle, plan)
     outcome = install_component(desired, lock, bundle, plan)
-    if not plan and name != "demo-workspace":
+    if not plan:
         outcome.detail = "; ".join(filter(None, [outcome.detail, await_ready(name, desired.release,
                                                                             desired.namespace)]))
     return outcome
+
+
+def _demo_workspace(desired: DesiredRelease, lock, bundle: Path | None, plan: bool) -> Outcome:
+    """The demo workspace: provisioned by its own flow, unless its release already matches what
+    provisioning would install (then only its readiness is checked, so a rerun stays cheap)."""
+    names = workspace_names(desired.values["username"])
+    s = get_settings()
+    desired = replace(desired, values=workspace_values(names, s, gateway=find_gateway()))
+    decided = install_component(desired, lock, bundle, plan=True)  # decides only
+    if plan:
+        return decided
+    url = f"https://{names.host(s.domain)}"
+    if decided.action == "unchanged":
+        ready = await_ready("demo-workspace", desired.release, desired.namespace)
+        return Outcome(component="demo-workspace", action="unchanged", revision=decided.revision,
+                       detail=f"{decided.detail}; {ready}; at {url}")
+    ws = provision_workspace(names.username)
+    return Outcome(component="demo-workspace", action="installed" if ws.revision == 1 else "upgraded",
+                   revision=ws.revision, changed=ws.changed, detail=f"{ws.ready}; at {ws.url}")

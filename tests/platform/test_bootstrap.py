@@ -15,7 +15,7 @@ import pytest
 
 from tasks.cluster import helm
 from tasks.platform.plan import ORDER
-from tests.fixtures.platform import ControllerStandIn, stand_in_node
+from tests.fixtures.platform import ControllerStandIn, issue_ca_as_cert_manager, stand_in_node
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server", "helm_bin")]
 
@@ -106,6 +106,7 @@ def test_bootstrap_installs_in_order_reruns_as_a_no_op_and_keeps_its_secrets_out
                                "envoy-gateway": "installed", "vibecode-platform": "installed", "hr-gateway": "installed",
                                "datadog": "skipped", "tag-limits": actions["tag-limits"], "demo-workspace": "installed"}
             assert "no Datadog API key" in next(o.detail for o in result.components if o.component == "datadog")
+            (fingerprint,) = issue_ca_as_cert_manager(kube)  # cert-manager's part, played
             secrets_before = _secret_values(kube, s)
             revs, rvs = revisions(s), snapshot(kube, s)
             assert all(revs.values()), revs
@@ -139,6 +140,8 @@ def test_bootstrap_installs_in_order_reruns_as_a_no_op_and_keeps_its_secrets_out
     summaries = {a.flow_run_id: a.data for a in artifacts if a.key == "bootstrap-platform"}
     assert "nothing changed" in summaries[again.state_details.flow_run_id]
     assert "7 component(s) changed" in summaries[first.state_details.flow_run_id]
+    assert f"SHA-256 fingerprint {fingerprint}" in summaries[again.state_details.flow_run_id]  # read from the cluster
+    assert f"https://auth.{s.domain}" in summaries[again.state_details.flow_run_id]  # the Gateway's listeners
     leaked = [k for k, v in secrets_before.items() if v in text]
     assert not leaked, f"secret values of {leaked} appear in logs, artifacts or parameters"
     assert len(logs) > 10 and len(artifacts) >= 2  # the scan looked at real records
