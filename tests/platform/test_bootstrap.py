@@ -132,7 +132,8 @@ def test_bootstrap_installs_in_order_reruns_as_a_no_op_and_keeps_its_secrets_out
     names = [t.name for t in runs]
     gated = [n for n in names if n.startswith(("install-", "await-"))]
     assert gated == ["install-cert-manager", "await-cert-manager", "install-envoy-gateway", "await-envoy-gateway",
-                     "install-vibecode-platform", "await-vibecode-platform", "install-hr-gateway", "await-hr-gateway"]
+                     "install-vibecode-platform", "await-vibecode-platform", "install-hr-gateway", "await-hr-gateway",
+                     "install-demo-workspace"]  # the demo workspace's decision, before its own flow
     by_name = {t.name: t for t in runs}
     for before, after in zip(gated[1::2], gated[2::2]):
         assert by_name[before].end_time <= by_name[after].start_time, (before, after)
