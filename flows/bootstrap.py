@@ -29,7 +29,7 @@ from tasks.core.names import Username, workspace_names
 from tasks.core.settings import get_settings
 from tasks.platform.bundle_steps import open_bundle, publish_bundle_images
 from tasks.platform.lock import load_lock, normalise
-from tasks.platform.plan import ORDER, decide, image_ref
+from tasks.platform.plan import ORDER, PLATFORM_PARTS, components, decide, image_ref
 from tasks.platform.releases import DesiredRelease, desired_releases
 from tasks.platform.report import summary_markdown
 from tasks.platform.steps import (
@@ -40,9 +40,9 @@ from tasks.platform.steps import (
     ensure_tag_limits,
     install_component,
     observe_cluster,
+    read_gateway,
     read_platform_facts,
 )
-from tasks.workspace.steps import find_gateway
 from tasks.workspace.values import workspace_values
 
 
@@ -142,8 +142,10 @@ def bootstrap_platform(
     finally:
         result.components = outcomes
         result.changed = any(o.changed for o in outcomes)
-        images = {k: image_ref(lock, k, facts) for k in lock.images
-                  if any(lock.image(k).component == o.component and o.action != "skipped" for o in outcomes)}
+        running = {c.name: c.images for c in components(lock)}
+        running["vibecode-platform"] = tuple(i for p, (imgs, _) in PLATFORM_PARTS.items() if parts[p].run for i in imgs)
+        images = {k: image_ref(lock, k, facts) for o in outcomes if o.action != "skipped"
+                  for k in running.get(o.component, ())}
         platform_facts = read_platform_facts() if not result.failed_at else {}
         markdown = summary_markdown(outcomes, lock, images, platform_facts, plan=plan, cluster=cluster,
                                     workspace_url=result.workspace_url)
@@ -180,7 +182,7 @@ def _demo_workspace(desired: DesiredRelease, lock, bundle: Path | None, plan: bo
     provisioning would install (then only its readiness is checked, so a rerun stays cheap)."""
     names = workspace_names(desired.values["username"])
     s = get_settings()
-    desired = replace(desired, values=workspace_values(names, s, gateway=find_gateway()))
+    desired = replace(desired, values=workspace_values(names, s, gateway=read_gateway()))
     decided = install_component(desired, lock, bundle, plan=True)  # decides only
     if plan:
         return decided

@@ -5,6 +5,11 @@ Every step returns an :class:`Outcome`: the component, what was (or would be) do
 and nothing secret. A step whose world already matches does no write at all, so a rerun
 after success keeps every helm revision and resourceVersion, and a rerun after a failure
 finds the earlier components unchanged and carries on at the one that failed.
+
+No step here carries a concurrency tag (``kube-api``, ``helm``): bootstrap runs alone (its
+deployment cancels a second run) and one step at a time, so a slot would protect nothing, and
+each tagged task run holds a concurrency lease whose renewal thread its end waits for (up to
+2 s per task, measured here: most of a no-op rerun's time before they were removed).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from tasks.cluster.limits import desired_limits
 from tasks.core.errors import NotFound, PermanentError, Timeout
 from tasks.core.names import PART_OF, PART_OF_LABEL
 from tasks.core.settings import get_settings
-from tasks.core.steps import HELM, KUBE_API, transient_retries
+from tasks.core.steps import transient_retries
 from tasks.platform import credentials
 from tasks.platform.ca import ca_from_secret
 from tasks.platform.lock import Lock, normalise
@@ -55,7 +60,7 @@ def _ns_manifest(name: str, release: str | None, release_ns: str, restricted: bo
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
-@task(name="observe-cluster", tags=[KUBE_API], **RETRY)
+@task(name="observe-cluster", **RETRY)
 def observe_cluster(lock: Lock, bundle: bool, mirror: str | None, bundle_images: frozenset[str] = frozenset(),
                     bundle_charts: frozenset[str] = frozenset()) -> ClusterFacts:
     """The images on the nodes (what the kubelets report) and what settings say about pulls.
@@ -81,7 +86,7 @@ def observe_cluster(lock: Lock, bundle: bool, mirror: str | None, bundle_images:
                         network=cluster_network(nodes), by_tag=bundle and mirror is None)
 
 
-@task(name="ensure-namespaces", tags=[KUBE_API], **RETRY)
+@task(name="ensure-namespaces", **RETRY)
 def ensure_namespaces(plan: bool) -> Outcome:
     s = get_settings()
     client = kube.connect()
@@ -115,7 +120,7 @@ def _ensure_secret(client, manifest: dict, plan: bool, update: bool) -> str | No
     return None
 
 
-@task(name="ensure-platform-secrets", tags=[KUBE_API], **RETRY)
+@task(name="ensure-platform-secrets", **RETRY)
 def ensure_platform_secrets(plan: bool) -> Outcome:
     """Generate the platform secrets once; afterwards only a missing key is added. The Secrets
     derived from them (HR gateway, backups) are created when absent and never overwritten (an
@@ -173,7 +178,7 @@ def _chart_source(lock: Lock, desired: DesiredRelease, bundle: Path | None, plan
     return path, str(pin.version), helm.chart_digest(path)
 
 
-@task(name="install-component", task_run_name="install-{desired.component}", tags=[KUBE_API, HELM], **RETRY)
+@task(name="install-component", task_run_name="install-{desired.component}", **RETRY)
 def install_component(desired: DesiredRelease, lock: Lock, bundle: Path | None, plan: bool) -> Outcome:
     """Install or upgrade one release, or leave it as it is when chart and values match."""
     s = get_settings()
@@ -195,8 +200,8 @@ def install_component(desired: DesiredRelease, lock: Lock, bundle: Path | None, 
 def await_ready(component: str, release: str, namespace: str) -> str:
     """Wait until every workload of the release is available and its CRDs are served.
 
-    Untagged: a wait holds no ``kube-api``/``helm`` slot. One LIST per kind and namespace per
-    check; a timeout is transient (images may still be pulling), a failed rollout is not."""
+    One LIST per kind and namespace per check; a timeout is transient (images may still be
+    pulling), a failed rollout is not."""
     s = get_settings()
     client = kube.connect()
     state = helm.release_state(release, namespace, s)
@@ -246,7 +251,7 @@ def ensure_tag_limits(plan: bool) -> Outcome:
                    detail=", ".join(f"{t}: {have.get(t)} -> {v}" for t, v in differ.items()))
 
 
-@task(name="read-platform-facts", tags=[KUBE_API], **RETRY)
+@task(name="read-platform-facts", **RETRY)
 def read_platform_facts() -> dict[str, str]:
     """What the summary shows that only the cluster knows: the CA's fingerprint (from the
     Certificate marked isCA, whatever its name) and the Gateway's listener host names."""
@@ -276,3 +281,16 @@ def read_platform_facts() -> dict[str, str]:
     if hosts:
         facts["hosts"] = ", ".join(f"https://{h}" for h in hosts)
     return facts
+
+
+@task(name="read-platform-gateway", **RETRY)
+def read_gateway():
+    """The Gateway workspaces attach to, as provisioning finds it (by label, from the cluster)."""
+    from tasks.platform.values import GATEWAY_SELECTOR
+    from tasks.workspace.values import platform_gateway
+
+    try:
+        gateways = kube.connect().list_all("Gateway", GATEWAY_SELECTOR)
+    except NotFound:  # no Gateway API in this cluster
+        gateways = []
+    return platform_gateway(gateways, get_settings())
