@@ -29,11 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.backup.repo import record_and_expire  # noqa: E402
-from tasks.backup.restic import backup_args  # noqa: E402
-from tasks.backup.retention import KeepPolicy  # noqa: E402
-from tasks.core.settings import get_settings  # noqa: E402
-from tests.fixtures.storage import backup_env_vars, make_tree, restic_for, start_s3  # noqa: E402
+from tasks.backup.repo import record_and_expire
+from tasks.backup.restic import backup_args
+from tasks.backup.retention import KeepPolicy
+from tasks.core.settings import get_settings
+from tests.fixtures.storage import backup_env_vars, make_tree, restic_for, start_s3
 
 
 def write_random(path: Path, size: int) -> None:
@@ -81,7 +81,7 @@ def direct_nightly(username: str, volume: Path, run_id: str, scratch: Path) -> N
     restic = restic_for(s, username)
     restic.ensure_init()
     timed_backup(username, volume, run_id, scratch)
-    after = record_and_expire(restic, run_id, False, KeepPolicy.from_settings(s), datetime.now(timezone.utc))
+    after = record_and_expire(restic, run_id, False, KeepPolicy.from_settings(s.backup), datetime.now(timezone.utc))
     assert after.snapshot_id
     ok, detail = restic.check(s.backup.verify_read_data_percent)
     assert ok, detail
@@ -91,9 +91,9 @@ def overhead(server, scratch: Path, n: int, ws_mib: int, poll: str | None) -> di
     from prefect.testing.utilities import prefect_test_harness
 
     from tasks.cluster import kube as kube_adapter
+    from tasks.cluster.localnode import envtest
     from tests.fixtures.kube import finish_job  # noqa: F401 - imported for the kubelet stand-in
     from tests.fixtures.storage import JobKubelet
-    from tasks.cluster.localnode import envtest
 
     users = [f"user{i:02d}" for i in range(n)]
     volumes = {}

@@ -39,10 +39,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+import httpx
 
-from tasks.gateway import signature  # noqa: E402
-from tasks.cluster.localnode.envtest import free_port  # noqa: E402
+from tasks.cluster.localnode.envtest import free_port
+from tasks.gateway import signature
 
 GATEWAY_CPU, OTHERS_CPU = 0, 1
 

@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.cluster import kube as kube_adapter  # noqa: E402
-from tasks.core.settings import get_settings  # noqa: E402
-from tests.fixtures.objects import (  # noqa: E402
+from tasks.cluster import kube as kube_adapter
+from tasks.core.settings import get_settings
+from tests.fixtures.objects import (
     backup_annotations,
     deployment,
     ledger,
@@ -101,9 +101,9 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
+    from tasks.cluster.localnode import envtest
     from tests.fixtures.health import Pushgateway, _AutheliaHandler, _DatadogHandler, _Recorder
     from tests.fixtures.storage import start_s3
-    from tasks.cluster.localnode import envtest
 
     out = ROOT / "benchmarks" / "results" / "health.json"
     results = json.loads(out.read_text()) if out.exists() else {}

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.cluster.localnode.envtest import free_port  # noqa: E402
+from tasks.cluster.localnode.envtest import free_port
 
 SERVER = r'''
 import asyncio, json, sys, time
@@ -139,11 +139,11 @@ def main() -> None:
                        "PREFECT_LOGGING_LEVEL": "WARNING"})
     from prefect.testing.utilities import prefect_test_harness
 
-    from tasks.reaper.steps import list_workspaces, probe_workspaces
     from flows.reaper import reap_idle_workspaces
     from tasks.cluster import kube as kube_adapter
-    from tasks.reaper.decide import decide, policy_for, probe_url
     from tasks.core.settings import get_settings
+    from tasks.reaper.decide import decide, policy_for, probe_url
+    from tasks.reaper.steps import list_workspaces, probe_workspaces
 
     get_settings.cache_clear()
     s = get_settings()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tasks.backup.plan import backup_targets
 from tasks.backup.status import BackupReport, Outcome, WorkspaceResult, run_outcome
 from tasks.backup.steps import (
     backup_workspace,
@@ -18,13 +19,16 @@ from tasks.backup.steps import (
     run_selector,
 )
 from tasks.cluster.jobs import close_waiter, shared_key
-from tasks.core.errors import InvalidInput
-from tasks.core.names import USER_LABEL, Username, validate_username
+from tasks.core.names import Username, validate_username
 from tasks.core.settings import get_settings
-from tasks.core.steps import now as _now, run_id as _run_id, table_artifact
+from tasks.core.steps import now as _now
+from tasks.core.steps import run_id as _run_id
+from tasks.core.steps import table_artifact
 
 
-@flow(name="backup-workspaces", task_runner=ThreadPoolTaskRunner(max_workers=64))
+# The ignore: Prefect annotates task_runner invariantly, so its own ThreadPoolTaskRunner (a
+# TaskRunner of PrefectConcurrentFuture) does not match TaskRunner[PrefectFuture[Any]].
+@flow(name="backup-workspaces", task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
 def backup_workspaces(usernames: list[Username] | None = None) -> BackupReport:
     """Back up the named workspaces, or every workspace volume when none are named."""
     wanted = sorted({validate_username(u, "usernames") for u in usernames or []})
@@ -35,21 +39,8 @@ def backup_workspaces(usernames: list[Username] | None = None) -> BackupReport:
     ensure_backup_secret()
     volumes = list_workspace_volumes()
     nodes = find_workspace_nodes()
-    results: list[WorkspaceResult] = []
-    targets = []
-    for user in wanted or sorted(volumes):
-        pvc = volumes.get(user)
-        try:
-            validate_username(user)
-        except InvalidInput as exc:
-            results.append(WorkspaceResult(username=user or "?", pvc=pvc or "", outcome=Outcome.FAILED,
-                                           reason=f"volume has no valid {USER_LABEL} label: {exc}"))
-            continue
-        if pvc is None:
-            results.append(WorkspaceResult(username=user, pvc="", outcome=Outcome.FAILED,
-                                           reason="no workspace volume found"))
-            continue
-        targets.append((user, pvc, nodes.get(user), run_id))
+    chosen, results = backup_targets(wanted, volumes, nodes)
+    targets = [(t.username, t.pvc, t.node, run_id) for t in chosen]
 
     try:
         for (user, pvc, *_), future in bounded(backup_workspace.submit, targets, s.backup.concurrency):

@@ -9,13 +9,17 @@ not. A sink that is down is named in the result and never hides the checks.
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.utilities.annotations import quote
 
 from tasks.core.settings import get_settings
-from tasks.core.steps import now as _now, table_artifact
-from tasks.health.checks import HealthReport, Observed, Status, evaluate
+from tasks.core.steps import now as _now
+from tasks.core.steps import table_artifact
+from tasks.health.checks import HealthReport, Listing, Observed, Status, evaluate
 from tasks.health.steps import (
     PlatformUnhealthy,
     list_cluster_objects,
@@ -31,26 +35,38 @@ from tasks.workspace.status_steps import publish_workspace_overview
 
 @flow(name="check-platform-health")
 def check_platform_health() -> HealthReport:
-    """Check the platform, publish to every configured sink, fail when anything is critical."""
+    """Check the platform, publish to every configured sink, fail when anything is critical.
+
+    The probes and LISTs share one budget (``settings.health.budget_seconds``): whatever has
+    not answered by then is reported critical, so a hung API server makes this run fail
+    loudly on time instead of holding the schedule's only slot."""
     s = get_settings()
     logger = get_run_logger()
     started = _now()
+    deadline = time.monotonic() + s.health.budget_seconds
     api, objects = probe_api.submit(), list_cluster_objects.submit()
     authelia, bucket = probe_authelia.submit(), probe_backup_bucket.submit()
 
-    latency, api_error = outcome(api)
-    listed, list_error = outcome(objects)
+    def left() -> float:
+        return max(0.0, deadline - time.monotonic())
+
+    latency, api_error = outcome(api, left())
+    listed, list_error = outcome(objects, left())
     if latency is not None and listed is None:  # reachable, yet a LIST failed: that is the finding
         latency, api_error = None, list_error
-    probed, crash = outcome(authelia)
+    probed, crash = outcome(authelia, left())
     status, body, seconds, http_error = probed or (None, "", 0.0, crash)
-    probed, crash = outcome(bucket)
+    probed, crash = outcome(bucket, left())
     bucket_latency, bucket_error = probed or (None, crash)
-    obs = Observed(api_latency=latency, api_error=api_error, **(listed or {}), authelia_status=status,
+    listing = listed if isinstance(listed, Listing) else Listing()
+    obs = Observed(**dict(listing), api_latency=latency, api_error=api_error, authelia_status=status,
                    authelia_body=body, authelia_latency=seconds, authelia_error=http_error,
                    bucket=s.backup.s3_bucket, bucket_latency=bucket_latency, bucket_error=bucket_error)
-    checks, gauges = evaluate(obs, _now(), s.namespace, s.health.components, s.health.slow_seconds)
-    publish_workspace_overview(quote(listed), _now(), quiet=True)  # the UI's workspace list (workspace-overview)
+    dormancy = timedelta(days=s.reaper.dormancy_days) if s.reaper.dormancy_days else None
+    checks, gauges = evaluate(obs, _now(), s.namespace, s.health.components, s.health.slow_seconds,
+                              dormancy=dormancy)
+    publish_workspace_overview(quote(dict(listed) if isinstance(listed, Listing) else None), _now(),
+                               quiet=True)  # the UI's workspace list (workspace-overview)
     report = HealthReport(started=started, finished=_now(), checks=checks, gauges=gauges)
 
     sinks = {"pushgateway": (to_pushgateway, bool(s.health.pushgateway_url)),

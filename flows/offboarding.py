@@ -24,7 +24,8 @@ from prefect import flow, get_run_logger
 
 from flows.backup import backup_workspaces
 from tasks.core.errors import BackupRequired, PermanentError
-from tasks.core.steps import now as _now, table_artifact
+from tasks.core.steps import now as _now
+from tasks.core.steps import table_artifact
 from tasks.people.hr import HRRequest
 from tasks.people.record import EVENT_KINDS, State
 from tasks.people.steps import (
@@ -66,12 +67,12 @@ def offboard_user(request: HRRequest, now: datetime | None = None) -> OffboardRe
     try:
         admission = admit_event(username, EVENT_KINDS[request.type], request.event_id, request.occurred_at, now)
         if not admission.applies:
-            rows["result"] = admission.ignored
+            rows["result"] = admission.ignored or ""
             logger.info("termination %s for %s ignored: %s", request.event_id, username, admission.ignored)
             table_artifact(f"offboard-{username}", rows, f"Offboarding {username} (ignored)")
             return OffboardResult(username=username, event_id=request.event_id, identity="unchanged",
                                   workspace="unchanged", backup="not needed", deletion="nothing",
-                                  ignored=admission.ignored)
+                                  ignored=admission.ignored or "")
         rows["identity"] = disable_identity(username)  # access ends at once
         rows["workspace"] = scale_workspace(username, 0)
         decision = judge_deletion(username, now)

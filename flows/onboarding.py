@@ -30,8 +30,9 @@ from flows.workspace import provision_workspace
 from tasks.core.errors import PermanentError
 from tasks.core.names import workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.steps import now as _now, table_artifact
-from tasks.people.hr import HRRequest, parse_request
+from tasks.core.steps import now as _now
+from tasks.core.steps import table_artifact
+from tasks.people.hr import HRRequest, Process, parse_request, process_for
 from tasks.people.record import EVENT_KINDS, State
 from tasks.people.steps import (
     OnboardResult,
@@ -64,8 +65,8 @@ def restore_previous_work(username: str) -> str:
 @flow(name="onboard-user")
 def onboard_user(request: HRRequest) -> OnboardResult:
     """employee.hired / employee.updated: identity, workspace, welcome email; safe to repeat."""
-    if request.type == "employee.terminated":
-        raise PermanentError("employee.terminated goes to offboard_user")
+    if process_for(request.type) is not Process.ONBOARDING:
+        raise PermanentError(f"{request.type} goes to offboard_user")
     logger = get_run_logger()
     s = get_settings()
     rec = claim_username(request)
@@ -85,7 +86,7 @@ def onboard_user(request: HRRequest) -> OnboardResult:
     try:
         admission = admit_event(username, EVENT_KINDS[request.type], request.event_id, request.occurred_at, _now())
         if not admission.applies:
-            return done(replay=False, ignored=admission.ignored)
+            return done(replay=False, ignored=admission.ignored or "")
         employment = admission.record
         if request.type == "employee.updated":
             rows["identity"] = "left disabled (person has left)" if employment.state.has_left \
@@ -115,9 +116,10 @@ def onboard_user(request: HRRequest) -> OnboardResult:
 
 
 def run_hr_event(body: object) -> BaseModel:
-    """Entry point for the CLI and the HR gateway: validate, then route by event type."""
+    """Entry point for the CLI and the HR gateway: validate, then route by event type
+    (:func:`tasks.people.hr.process_for`, the one router)."""
     request = parse_request(body)
-    if request.type == "employee.terminated":
+    if process_for(request.type) is Process.OFFBOARDING:
         from flows.offboarding import offboard_user
 
         return offboard_user(request)

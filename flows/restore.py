@@ -29,12 +29,14 @@ from tasks.backup.restore_steps import (
     wait_for_job,
     write_secret_password,
 )
+from tasks.backup.rotation import check_rotation
 from tasks.backup.status import Outcome
 from tasks.backup.steps import ensure_backup_secret
-from tasks.core.errors import InvalidInput, PermanentError
+from tasks.core.errors import PermanentError
 from tasks.core.names import Username, validate_snapshot_id, workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.steps import run_id as _run_id, table_artifact
+from tasks.core.steps import run_id as _run_id
+from tasks.core.steps import table_artifact
 
 
 @flow(name="restore-workspace")
@@ -76,12 +78,8 @@ def rotate_restic_password() -> dict[str, str]:
     old keys. A rerun converges. Afterwards set ``restic_password`` to the new value and
     unset ``restic_new_password``."""
     s = get_settings()
-    if s.backup.restic_new_password is None or not s.backup.restic_new_password.get_secret_value():
-        raise InvalidInput("restic_new_password", "is not set (environment VIBECODE_RESTIC_NEW_PASSWORD)")
-    if s.backup.restic_password is None:
-        raise InvalidInput("restic_password", "is not set (environment VIBECODE_RESTIC_PASSWORD)")
-    if s.backup.restic_new_password.get_secret_value() == s.backup.restic_password.get_secret_value():
-        raise InvalidInput("restic_new_password", "equals restic_password; nothing to rotate")
+    old, new = s.backup.restic_password, s.backup.restic_new_password
+    check_rotation(old.get_secret_value() if old else None, new.get_secret_value() if new else None)
     ensure_backup_secret()
     users = list_repositories()
     rows: dict[str, str] = {}

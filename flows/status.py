@@ -25,4 +25,6 @@ def platform_status(now: datetime | None = None) -> Overview:
     """
     listed = list_workspace_objects()
     # quote(): Prefect would otherwise walk every listed object looking for futures
-    return publish_workspace_overview(quote(listed), now or _now())
+    overview = publish_workspace_overview(quote(listed), now or _now())  # type: ignore[call-overload]  # quote() is Prefect's wrapper
+    assert overview is not None  # not quiet: a failure raises
+    return overview

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
-from tasks.core.names import Username, workspace_names
+from tasks.core.names import GATEWAY_SELECTOR, Username, workspace_names
 from tasks.core.settings import get_settings
 from tasks.workspace.steps import (
     ProvisionResult,
@@ -35,7 +35,7 @@ def provision_workspace(username: Username, replicas: Annotated[int, Field(ge=0,
     release = install_release(names.username, replicas, gateway)
     ready = wait_available(names.username)
     route = (f"HTTPRoute on {gateway}" if gateway else
-             "no route: the cluster has no Gateway labelled vibecode.dev/gateway=platform (install the platform chart)")
+             f"no route: the cluster has no Gateway labelled {GATEWAY_SELECTOR} (install the platform chart)")
     result = ProvisionResult(username=names.username, url=f"https://{names.host(s.domain)}",
                              release=release.name, revision=release.revision,
                              changed=release.changed, ready=ready, route=route)

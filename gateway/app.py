@@ -4,8 +4,12 @@
 Order of checks on a webhook, cheapest and least revealing first: rate limit (429) and
 size (413, on the Content-Length header before the body is read) in the middleware, then
 the signature over the raw bytes (401) before anything looks inside them, then replay
-(409), media type and JSON (415), the HR rules of :func:`tasks.people.hr.parse_request` (422),
-and only then Prefect (202, or 503 with Retry-After). Any refusal starts nothing.
+(409), media type and JSON (415; JSON nested deeper than the parser's bound included), the
+HR rules of :func:`tasks.people.hr.parse_request` and an event id outside SCIM's namespace
+(422), and only then Prefect (202, 503 with Retry-After, or 409 when the event id already
+names another event's run: :func:`tasks.gateway.events.run_mismatch`). Any refusal starts
+nothing. Whatever bytes arrive, the answer is a 4xx naming the problem: library errors on
+hostile input are caught here, so the error log holds only our own faults.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 from starlette.exceptions import HTTPException
 
 from gateway.http import GatewayMiddleware, error_body
 from gateway.runs import PrefectUnavailable, RunStarter
 from tasks.core.errors import InvalidInput
-from tasks.gateway import signature
-from tasks.gateway.ratelimit import Limiter
-from tasks.people.hr import HRRequest, parse_request
 from tasks.core.settings import Settings
+from tasks.gateway import signature
+from tasks.gateway.events import run_mismatch, webhook_event_id_problem
+from tasks.gateway.ratelimit import Limiter
+from tasks.people.hr import HRRequest, deployment_for, parse_request
 
 log = logging.getLogger("vibecode.gateway")
 
@@ -96,12 +102,13 @@ def create_app(settings: Settings, starter: RunStarter | None = None, scim_store
     app = FastAPI(title="VibeCode HR gateway", version="1",
                   description="Signed HR webhooks and SCIM 2.0 provisioning that start VibeCode's "
                               "onboarding and offboarding flows on Prefect.",
-                  lifespan=lifespan)
+                  lifespan=lifespan, redirect_slashes=False)  # a wrong path is a 404, never a redirect
     app.state.starter = starter
     app.add_middleware(GatewayMiddleware, max_body=settings.gateway.max_body_bytes,
                        limiter=Limiter(settings.gateway.rate_per_second, settings.gateway.rate_burst),
                        trusted_proxies=settings.gateway.trusted_proxies,
-                       retry_after=settings.gateway.retry_after_seconds)
+                       retry_after=settings.gateway.retry_after_seconds,
+                       ipv4_prefix=settings.gateway.rate_ipv4_prefix, ipv6_prefix=settings.gateway.rate_ipv6_prefix)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):
@@ -164,24 +171,29 @@ def create_app(settings: Settings, starter: RunStarter | None = None, scim_store
         if not _is_json_media(request.headers.get("content-type")):
             return _error(415, "Content-Type must be application/json")
         try:
-            data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            where = f" (line {exc.lineno} column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-            return _error(415, f"body is not JSON{where}")
+            # pydantic's parser: UTF-8 only, no lone surrogates, nesting bounded (a body nested
+            # thousands deep is refused here, not by a RecursionError further in).
+            data = from_json(body)
+        except ValueError as exc:
+            return _error(415, f"body is not JSON ({str(exc)[:120]})")
         try:
             req = parse_request(data)
         except InvalidInput as exc:
             return _error(422, "invalid request", invalid_fields(data, exc))
-        deployment = (settings.gateway.offboard_deployment if req.type == "employee.terminated"
-                      else settings.gateway.onboard_deployment)
+        problem = webhook_event_id_problem(req.event_id)
+        if problem:
+            return _error(422, "invalid request", [{"field": "event_id", "message": problem}])
+        deployment = deployment_for(req.type, settings)
         params = {"request": req.model_dump(mode="json")}
         try:
             run = await starter.start(deployment, params, req.event_id)
         except PrefectUnavailable as exc:
             return _error(503, str(exc), headers={"Retry-After": retry_after})
-        if run.parameters.get("request") != params["request"]:
+        mismatch = run_mismatch(deployment, params["request"], run.deployment, run.parameters.get("request"),
+                                exact=True)
+        if mismatch:
             return _error(409, f"event_id {req.event_id!r} was already used for a different event "
-                               f"(flow run {run.flow_run_id}); nothing was started")
+                               f"(flow run {run.flow_run_id}: {mismatch}); nothing was started")
         replays.remember(parsed, body, now)
         log.info("hr event %s (%s) -> flow run %s on %s", req.event_id, req.type, run.flow_run_id, deployment)
         return JSONResponse({"flow_run_id": run.flow_run_id, "deployment": deployment}, status_code=202)

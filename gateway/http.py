@@ -1,6 +1,9 @@
 """The gateway's ASGI middleware: per-client rate limit, per-request size bound, and one
 structured access-log line per request (no body, no query string, no header: so no token,
-no signature and no personal data reaches the log)."""
+no signature and no personal data reaches the log).
+
+A client is counted by its network (:func:`tasks.gateway.ratelimit.rate_key`: an IPv6 /64,
+an IPv4 address or the configured prefix), and logged by its address."""
 
 from __future__ import annotations
 
@@ -9,13 +12,16 @@ import logging
 import time
 import uuid
 
+import anyio
 from starlette.exceptions import HTTPException
 
-from tasks.gateway.ratelimit import Limiter, client_key
+from tasks.gateway.ratelimit import Limiter, client_key, rate_key
 
 access_log = logging.getLogger("vibecode.gateway.access")
 
 UNLIMITED_PATHS = frozenset({"/healthz"})
+# How long an answer waits for the rest of a (small enough) request body it did not need.
+DRAIN_SECONDS = 2.0
 
 
 class BodyTooLarge(HTTPException):
@@ -37,8 +43,9 @@ def _media(path: str) -> bytes:
 
 class GatewayMiddleware:
     def __init__(self, app, *, max_body: int, limiter: Limiter, trusted_proxies: list[str],
-                 retry_after: int) -> None:
+                 retry_after: int, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> None:
         self.app = app
+        self.prefixes = (ipv4_prefix, ipv6_prefix)
         self.max_body = max_body
         self.limiter = limiter
         self.trusted = list(trusted_proxies)
@@ -61,10 +68,31 @@ class GatewayMiddleware:
         xff = headers.get(b"x-forwarded-for", b"").decode("latin-1") or None
         client = client_key(peer, xff, self.trusted)
         rid = uuid.uuid4().hex[:16]
-        state = {"status": 0, "bytes_in": 0, "started": False}
+        state = {"status": 0, "bytes_in": 0, "started": False, "body_done": False}
+        length = headers.get(b"content-length")
+
+        async def drain() -> None:
+            """Read what is left of the request body before answering, when it is within the size
+            bound. An answer sent over unread bytes is followed by the close, which the kernel
+            turns into a reset that makes the client's kernel drop the answer it has not read yet
+            (nginx's "lingering close" exists for this): a sender posting to a wrong path would
+            see a dropped connection instead of the 404. Bounded by max_body and DRAIN_SECONDS."""
+            if state["body_done"] or scope.get("method") in ("GET", "HEAD") and length is None:
+                return
+            with anyio.move_on_after(DRAIN_SECONDS):
+                while state["bytes_in"] <= self.max_body:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        break
+                    state["bytes_in"] += len(message.get("body", b""))
+                    if not message.get("more_body"):
+                        break
+            state["body_done"] = True
 
         async def send_logged(message):
             if message["type"] == "http.response.start":
+                if message["status"] != 413:  # a 413 reads no more of what it refused
+                    await drain()
                 state["status"] = message["status"]
                 state["started"] = True
                 message.setdefault("headers", [])
@@ -73,18 +101,18 @@ class GatewayMiddleware:
 
         try:
             if path not in UNLIMITED_PATHS:
-                decision = self.limiter.check(client, time.monotonic())
+                decision = self.limiter.check(rate_key(client, *self.prefixes), time.monotonic())
                 if not decision.allowed:
                     await self._refuse(send_logged, path, 429, "too many requests from this client; slow down",
                                        [(b"retry-after", str(decision.retry_after).encode())])
                     return
-            length = headers.get(b"content-length")
             if length is not None:
                 if not length.isdigit() or len(length) > 12:
                     await self._refuse(send_logged, path, 400, "Content-Length is not a number")
                     return
                 if int(length) > self.max_body:
                     # Refused on the header alone: not one byte of the body is read.
+                    state["body_done"] = True
                     await self._refuse(send_logged, path, 413, f"request body is larger than {self.max_body} bytes")
                     return
 
@@ -92,8 +120,12 @@ class GatewayMiddleware:
                 message = await receive()
                 if message["type"] == "http.request":
                     state["bytes_in"] += len(message.get("body", b""))
+                    state["body_done"] = not message.get("more_body")
                     if state["bytes_in"] > self.max_body:
+                        state["body_done"] = True  # refused: the rest is not read
                         raise BodyTooLarge(self.max_body)
+                else:
+                    state["body_done"] = True
                 return message
 
             try:

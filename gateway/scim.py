@@ -9,12 +9,24 @@ what is ours is the storage, :class:`LedgerStorage`:
   is a label and the resource is kept in the record, so a restart (or a second replica)
   loses nothing and no other state exists;
 - every write that means something to HR starts a flow run
-  (:mod:`tasks.gateway.scim_map` decides which), with the HR event id
-  ``scim-<id>-v<version>`` as idempotency key;
+  (:mod:`tasks.gateway.scim_map` decides which), with an HR event id in SCIM's own
+  namespace (:func:`tasks.gateway.events.scim_event_id`) as idempotency key; a run found
+  under that key that is not this event for this person is a 409, never a silent 204;
 - the HR rules are :func:`tasks.people.hr.parse_request`'s; a refusal is a SCIM 400 naming the
   SCIM attribute, and changes nothing;
 - the write is stored first and the run started second; if Prefect cannot be reached the
-  write is undone and the client gets 503 with Retry-After (identity providers retry).
+  write is undone, to the point that a refused create leaves no claim behind
+  (:meth:`~tasks.people.ledger.Ledger.release`), and the client gets 503 with Retry-After
+  (identity providers retry, possibly with corrected input);
+- a person the ledger already knows (their employee id) keeps their username whatever
+  ``userName`` a new SCIM user brings (a name change, provisioned again after a delete):
+  the username names their workspace, volumes, backups and identity, and the HR path
+  adopts it the same way; a person who is still another live SCIM user is a 409 naming it.
+
+Whatever bytes a request holds, the answer is a SCIM error: header values that are not
+UTF-8 are a 400 at this boundary (scim2-server would raise decoding them), and the
+Location header is percent-encoded (a path holding control characters must not make the
+response unsendable).
 
 The published User schema marks ``name`` (given and family name) and ``emails`` required,
 because a person's identity and welcome email need them. Passwords are never stored.
@@ -27,17 +39,42 @@ import hmac
 import json
 import logging
 import re
+import urllib.parse
 import uuid
 from dataclasses import replace
 from typing import Annotated, Any, Callable
 
 import anyio
 from pydantic import EmailStr
-from scim2_models import (AuthenticationScheme, Bulk, ChangePassword, Email, EnterpriseUser, ETag, External,
-                          Filter, InvalidValueException, Meta, Name, NotFoundException, Patch,
-                          PreconditionFailedException, Reference, Required, Resource, ResourceType,
-                          SCIMException, ScimProvider, SearchRequest, ServiceProviderConfig, Sort,
-                          UnauthorizedException, UniquenessException, User)
+from scim2_models import (
+    AuthenticationScheme,
+    Bulk,
+    ChangePassword,
+    Email,
+    EnterpriseUser,
+    ETag,
+    External,
+    Filter,
+    InvalidValueException,
+    Meta,
+    Name,
+    NotFoundException,
+    NotImplementedException,
+    Patch,
+    PreconditionFailedException,
+    Reference,
+    Required,
+    Resource,
+    ResourceType,
+    SCIMException,
+    ScimProvider,
+    SearchRequest,
+    ServiceProviderConfig,
+    Sort,
+    UnauthorizedException,
+    UniquenessException,
+    User,
+)
 from scim2_server.applications.asgi import ASGIApplication
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
@@ -45,11 +82,12 @@ from scim2_server.service import ScimService
 from scim2_server.storage import AsyncScimStorage, SearchPage
 
 from gateway.runs import PrefectUnavailable, RunStarter
-from tasks.core.errors import Conflict, InvalidInput
-from tasks.gateway import scim_map
-from tasks.people.hr import parse_request
-from tasks.people.ledger import Ledger, Record
+from tasks.core.errors import InvalidInput
 from tasks.core.settings import Settings
+from tasks.gateway import scim_map
+from tasks.gateway.events import run_mismatch, scim_event_id, scim_event_key
+from tasks.people.hr import Process, deployment_for, parse_request, process_for
+from tasks.people.ledger import Ledger, Record
 
 log = logging.getLogger("vibecode.gateway")
 
@@ -93,6 +131,18 @@ class ServiceUnavailable(SCIMException):
     _default_detail = "The Prefect API is unreachable; nothing was changed. Retry later"
 
 
+class EventConflict(SCIMException):
+    """The event id this write derives already names another event's run (409; nothing changed)."""
+
+    status = 409
+    _default_detail = "This change's event id already names another run; nothing was changed"
+
+
+class BadRequest(SCIMException):
+    status = 400
+    _default_detail = "The request could not be read"
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -115,6 +165,8 @@ class LedgerStorage(AsyncScimStorage):
         self._ledger_factory = ledger_factory or (lambda: Ledger(settings))
         self._ledger: Ledger | None = None
         self.clock = clock
+        token = settings.gateway.scim_token
+        self._event_key = scim_event_key(token.get_secret_value() if token is not None else "")
 
     @property
     def ledger(self) -> Ledger:
@@ -153,23 +205,33 @@ class LedgerStorage(AsyncScimStorage):
         return rec
 
     # -- HR --------------------------------------------------------------------------
+    @staticmethod
+    def _invalid(exc: InvalidInput, id_source: str) -> InvalidValueException:
+        attr = scim_map.scim_attribute(exc.field, id_source)
+        return InvalidValueException(detail=f"{attr}: {str(exc).split(': ', 1)[-1]}")
+
     def _hr_body(self, user: dict, event_type: str, scim_id: str, version: int, username: str,
                  employee_id: str, id_source: str) -> dict:
-        body = scim_map.hr_event(user, event_type=event_type, event_id=scim_map.event_id(scim_id, version),
+        body = scim_map.hr_event(user, event_type=event_type,
+                                 event_id=scim_event_id(self._event_key, scim_id, version),
                                  occurred_at=self.clock(), username=username, employee_id=employee_id)
         try:
             return parse_request(body).model_dump(mode="json")
         except InvalidInput as exc:
-            attr = scim_map.scim_attribute(exc.field, id_source)
-            raise InvalidValueException(detail=f"{attr}: {str(exc).split(': ', 1)[-1]}") from None
+            raise self._invalid(exc, id_source) from None
 
     async def _start(self, hr: dict) -> str:
-        deployment = (self.settings.gateway.offboard_deployment if hr["type"] == "employee.terminated"
-                      else self.settings.gateway.onboard_deployment)
+        deployment = deployment_for(hr["type"], self.settings)
         try:
             run = await self.starter.start(deployment, {"request": hr}, hr["event_id"])
         except PrefectUnavailable as exc:
             raise ServiceUnavailable(detail=str(exc)) from None
+        mismatch = run_mismatch(deployment, hr, run.deployment, run.parameters.get("request"), exact=False)
+        if mismatch:
+            log.warning("scim %s for %s: event id already names flow run %s (%s)", hr["type"],
+                        hr["employee"]["employee_id"], run.flow_run_id, mismatch)
+            raise EventConflict(detail=f"this change's event id already names flow run {run.flow_run_id} "
+                                       f"({mismatch}); nothing was changed")
         log.info("scim %s for %s -> flow run %s on %s", hr["type"], hr["event_id"], run.flow_run_id, deployment)
         return run.flow_run_id
 
@@ -201,29 +263,37 @@ class LedgerStorage(AsyncScimStorage):
     async def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
         scim_id = uuid.uuid4().hex
         user = self._wire(resource)
-        username = scim_map.username_for(user)
         employee_id, id_source = scim_map.employee_id_for(user, scim_id)
-        event = scim_map.event_type_for(None, user, username=username or "", employee_id=employee_id)
+        try:
+            username = scim_map.username_for(user)
+        except InvalidInput as exc:
+            raise self._invalid(exc, id_source) from None
+        known = await self._run(self.ledger.by_employee, employee_id)
+        if known is not None:
+            username = known.username  # fixed at the first hire (a name change keeps the workspace)
+        event = scim_map.event_type_for(None, user, username=username, employee_id=employee_id)
         # Validate everything before anything is written (an inactive new user has no event yet,
         # but must still be a valid person for the day they are activated).
-        hr = self._hr_body(user, event or "employee.hired", scim_id, 1, username or "", employee_id, id_source)
-        username = hr["employee"]["username"]
+        hr = self._hr_body(user, event or "employee.hired", scim_id, 1, username, employee_id, id_source)
         now = self.clock().isoformat()
         state = json.dumps({"version": 1, "created": now, "lastModified": now, "resource": user})
-        rec, created_record = await self._run(self._claim, username, employee_id, scim_id, state, user["userName"])
+        rec, claimed = await self._run(self._claim, username, employee_id, scim_id, state, user["userName"])
+        if rec.username != username:  # another entry point claimed the person meanwhile
+            hr = self._hr_body(user, event or "employee.hired", scim_id, 1, rec.username, employee_id, id_source)
         if event is not None:
             try:
                 await self._start(hr)
-            except ServiceUnavailable:
-                await self._run(self._undo_create, rec, created_record)
+            except (ServiceUnavailable, EventConflict):
+                await self._run(self._undo_create, rec, scim_id, claimed)
                 raise
         return self._resource(resource_type, rec, type(resource))
 
     def _claim(self, username: str, employee_id: str, scim_id: str, state: str, user_name: str) -> tuple[Record, bool]:
+        """Attach the new SCIM user to the person's record; (the record, whether this claimed it)."""
         self._check_unique(user_name, scim_id)
-        existed = self.ledger.get(username) is not None
+        claimed = self.ledger.by_employee(employee_id) is None
         try:
-            self.ledger.claim(username, employee_id)
+            rec = self.ledger.claim(username, employee_id)
         except InvalidInput:
             raise UniquenessException(detail=f"userName gives username {username!r}, which belongs to another "
                                              f"employee; send that person's externalId or employeeNumber, or "
@@ -231,18 +301,25 @@ class LedgerStorage(AsyncScimStorage):
 
         def attach(r: Record) -> Record:
             if r.scim_id and r.scim_id != scim_id:
-                raise UniquenessException(detail="this person is already a SCIM User (another id)")
+                other = str(self._state(r).get("resource", {}).get("userName", ""))[:100]
+                raise UniquenessException(detail=f"this person (employee {employee_id}, username {r.username!r}) "
+                                                 f"is already the SCIM User {r.scim_id} (userName {other!r}); "
+                                                 f"update or delete that User instead")
             return replace(r, scim_id=scim_id, scim=state)
 
-        return self.ledger.update(username, attach), not existed
+        try:
+            return self.ledger.update(rec.username, attach), claimed
+        except UniquenessException:
+            if claimed:
+                self.ledger.release(rec.username, employee_id)
+            raise
 
-    def _undo_create(self, rec: Record, created_record: bool) -> None:
-        def detach(r: Record) -> Record:
-            return replace(r, scim_id="", scim="") if r.scim_id == rec.scim_id else r
-
-        after = self.ledger.update(rec.username, detach)
-        if created_record and not after.events and after.state == "onboarding" and not after.scim_id:
-            self.ledger.kube.delete("ConfigMap", self.ledger.ns, f"vibecode-user-{rec.username}")
+    def _undo_create(self, rec: Record, scim_id: str, claimed: bool) -> None:
+        """A refused create leaves nothing behind: the SCIM user is detached and, if this create
+        made the claim, the claim is given back, so a corrected retry starts afresh."""
+        self.ledger.forget_scim(rec.username, scim_id)
+        if claimed:
+            self.ledger.release(rec.username, rec.employee_id)
 
     async def update(self, resource_type: ResourceType, resource: Resource[Any], *,
                      expected_version: str | None = None) -> Resource[Any]:
@@ -251,7 +328,7 @@ class LedgerStorage(AsyncScimStorage):
         old_version = old_state["version"]
         if expected_version is not None and expected_version != _version_tag(old_version):
             raise PreconditionFailedException
-        user = self._wire(resource)
+        user = scim_map.keep_active(old_state["resource"], self._wire(resource))
         version = old_version + 1
         event = scim_map.event_type_for(old_state["resource"], user, username=rec.username,
                                         employee_id=rec.employee_id)
@@ -259,14 +336,14 @@ class LedgerStorage(AsyncScimStorage):
         if event is not None:
             # A termination is about the person as they were: it must go through even if
             # the same request also blanked a field the HR event needs.
-            source = old_state["resource"] if event == "employee.terminated" else user
+            source = old_state["resource"] if process_for(event) is Process.OFFBOARDING else user
             hr = self._hr_body(source, event, rec.scim_id, version, rec.username, rec.employee_id, "externalId")
         new_state = {**old_state, "version": version, "lastModified": self.clock().isoformat(), "resource": user}
         saved = await self._run(self._swap, rec, old_version, json.dumps(new_state), user.get("userName", ""))
         if hr is not None:
             try:
                 await self._start(hr)
-            except ServiceUnavailable:
+            except (ServiceUnavailable, EventConflict):
                 await self._run(self._revert, saved, version, rec.scim)
                 raise
         return self._resource(resource_type, saved, type(resource))
@@ -299,16 +376,11 @@ class LedgerStorage(AsyncScimStorage):
         if scim_map.is_active(state["resource"]):
             hr = self._hr_body(state["resource"], "employee.terminated", rec.scim_id, version, rec.username,
                                rec.employee_id, "externalId")
-
-        def detach(r: Record) -> Record:
-            if r.scim_id != rec.scim_id:
-                raise NotFoundException(detail=f"User {resource_id!r} not found")
-            return replace(r, scim_id="", scim="")
-
         # Terminate first: if Prefect is down, the User still exists and the client retries.
         if hr is not None:
             await self._start(hr)
-        await self._run(self.ledger.update, rec.username, detach)
+        if not await self._run(self.ledger.forget_scim, rec.username, rec.scim_id):
+            raise NotFoundException(detail=f"User {resource_id!r} not found")
 
 
 _MODELS: dict[str, type[Resource[Any]]] = {}
@@ -335,10 +407,56 @@ class GatewayScimApp(ASGIApplication):
             raise UnauthorizedException(detail="a valid bearer token is required")
 
     def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
+        """Also: what scim2-server answers 501 (``/Me``, and features the ServiceProviderConfig
+        says we lack: bulk, sorting, cursors) is a 4xx here. A 5xx from the internet-facing
+        surface means our fault or Prefect down, which is what alerting watches; a client
+        asking for something we never offered is the client's to fix: ``/Me`` is a 404 (there
+        is no such endpoint here), a feature we lack a 400 naming it."""
+        if isinstance(exception, NotImplementedException):
+            detail = f"{exception.detail} by this service provider (see /ServiceProviderConfig)"
+            exception = (NotFoundException(detail=detail) if request.path.strip("/").split("/")[0] == "Me"
+                         else BadRequest(detail=detail))
         response = super().handle_exception(request, exception)
         if isinstance(exception, ServiceUnavailable):
             response.headers["Retry-After"] = self.retry_after
         return response
+
+    def finalize_response(self, request: ScimRequest, response: ScimResponse) -> ScimResponse:
+        """Location is the request's URL, which holds whatever the path and Host header held:
+        percent-encode it, so a control character cannot make the response unsendable."""
+        response.headers.setdefault("Location", request.url)
+        response.headers["Location"] = urllib.parse.quote(response.headers["Location"], safe=_URL_SAFE)
+        return super().finalize_response(request, response)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            problem = _undecodable(scope)
+            if problem:
+                response = self.service.error_response(BadRequest(detail=problem))
+                response.headers["Cache-Control"] = "no-cache"
+                await self.send_response(response, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+# RFC 3986 reserved and unreserved characters, and '%' (already-encoded octets stay as they are).
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+
+def _undecodable(scope) -> str | None:
+    """Why scim2-server could not read this request's headers or query string, or ``None``:
+    it decodes them as UTF-8, and raised (a 500, a traceback in the error log) on any other
+    bytes. Header names are HTTP tokens, so only values need checking."""
+    for name, value in scope.get("headers") or []:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"the {name.decode('latin-1')[:60]} header is not valid UTF-8"
+    try:
+        scope.get("query_string", b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return "the query string is not valid UTF-8"
+    return None
 
 
 def scim_app(settings: Settings, starter: RunStarter, storage: AsyncScimStorage | None = None) -> GatewayScimApp:

@@ -6,8 +6,8 @@ import logging
 import os
 import sys
 
-from tasks.gateway.startup import config_problems
 from tasks.core.settings import Settings
+from tasks.gateway.startup import config_problems
 
 
 class RefusedToStart(Exception):

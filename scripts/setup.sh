@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything VibeCode Ops needs on a fresh Debian machine; safe to rerun.
 #   scripts/setup.sh          runtime: venv with the project, helm + kubectl
-#   scripts/setup.sh --test   also the real test stack: etcd, kube-apiserver (built once
+#   scripts/setup.sh --dev    the venv with the test and static-check tools only (seconds once
+#                             cached): what scripts/check needs; no apt, no builds, no tools
+#   scripts/setup.sh --test   everything: the runtime, the dev venv, and the real test stack: etcd, kube-apiserver (built once
 #                             from Debian's source package and cached), restic, slapd,
 #                             prometheus-pushgateway, docker-registry (+ umoci, skopeo),
 #                             and the test extras; for the real node (tests marked
@@ -10,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_tests=false; [[ "${1:-}" == "--test" ]] && with_tests=true
+dev_only=false; [[ "${1:-}" == "--dev" ]] && dev_only=true
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
@@ -54,15 +57,19 @@ if $with_tests; then
   fi
 fi
 
+# The venv: the exact versions of requirements/ (scripts/lock writes them; CI tested them),
+# then the project itself without resolving anything again.
 py=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$py" -m venv .venv
-extras=""; $with_tests && extras="[test]"
-stamp=".venv/.installed$extras-$(sha1sum pyproject.toml | cut -c1-12)"
+lock=requirements/lock.txt; { $with_tests || $dev_only; } && lock=requirements/lock-test.txt
+stamp=".venv/.installed-$(cat pyproject.toml "$lock" | sha1sum | cut -c1-12)"
 if [[ ! -f "$stamp" ]]; then
   .venv/bin/pip install -q --upgrade pip >&2
-  .venv/bin/pip install -q -e ".$extras" >&2
+  .venv/bin/pip install -q -r "$lock" >&2
+  .venv/bin/pip install -q --no-deps -e . >&2
   touch "$stamp"
 fi
+$dev_only && exit 0
 bin=$(.venv/bin/python scripts/install_tools.py)
 echo "setup: helm and kubectl in $bin" >&2
 if $with_tests; then

@@ -21,6 +21,14 @@ folder per domain (tests/core, tests/people, ...); no test module imports anothe
 (tests/core/test_layout.py).
 """
 
+import pytest
+from hypothesis import settings as _hypothesis
+
+# Property tests judge results, not speed: on a shared 2-core machine a case may take longer
+# than hypothesis's default 200 ms deadline without anything being wrong.
+_hypothesis.register_profile("vibecode", deadline=None)
+_hypothesis.load_profile("vibecode")
+
 pytest_plugins = [
     "tests.fixtures.tools",
     "tests.fixtures.kube",
@@ -35,7 +43,27 @@ pytest_plugins = [
     "tests.fixtures.platform",
     "tests.fixtures.people",
     "tests.fixtures.reaper",
+    "tests.fixtures.gatewayapi",
 ]
+
+
+# A test that needs none of these is a unit test (marker ``unit``): no server, no built binary.
+# ``scripts/test`` runs ``-m unit`` first, with the static tier, before the slow stack is built.
+SERVICE_FIXTURES = frozenset({
+    "apiserver", "kube", "namespaces", "namespace", "platform_namespace", "job_kubelet",
+    "prefect_harness", "prefect_server", "prefect_limits", "hr_deployments", "gateway", "scim_gateway",
+    "s3_server", "backup_settings", "slapd", "ldap_settings", "test_ca", "smtp_server", "smtp_inbox",
+    "smtp_tls_server", "authelia_users", "platform", "backup_calls", "pushgateway", "datadog_intake",
+    "authelia_health", "health_env", "code_server_bin", "code_servers", "helm_bin", "kubectl_bin",
+    "node_cluster", "node_kube", "node_namespace", "node_s3", "node_backup_settings",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not SERVICE_FIXTURES.intersection(item.fixturenames) and not item.get_closest_marker("node") \
+                and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.unit)
 
 
 def pytest_configure(config):

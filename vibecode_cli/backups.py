@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         if list_:
             from tasks.backup.repo import list_snapshots
 
-            snaps = [{"id": s.id[:8], "time": s.time.isoformat(), "tags": list(s.tags)}
+            snaps: list[dict[str, Any]] = [{"id": s.id[:8], "time": s.time.isoformat(), "tags": list(s.tags)}
                      for s in list_snapshots(username)]
 
             def render(console) -> None:
@@ -91,13 +91,13 @@ def register(app: typer.Typer) -> None:
         with progress(f"Restoring {snapshot} of {username} {'in place' if in_place else 'into a new volume'}"):
             result = restore_workspace(username, snapshot=snapshot, target="in-place" if in_place else "new-pvc")
 
-        def render(console) -> None:
+        def render_result(console) -> None:
             console.print(f"[bold]{result.outcome.value}[/bold]: snapshot {result.snapshot_id[:8]} of "
                           f"{result.username} restored into volume [bold]{result.pvc}[/bold] ({result.target})"
                           + (f"; pre-restore snapshot {result.pre_restore_snapshot[:8]}"
                              if result.pre_restore_snapshot else ""))
 
-        emit(result, as_json, render)
+        emit(result, as_json, render_result)
         return outcomes.restore(result)
 
     @app.command("rotate-restic-password", rich_help_panel=PANEL, epilog=examples(

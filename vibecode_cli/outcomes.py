@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from tasks.backup.restore_steps import RestoreResult
     from tasks.backup.status import BackupReport
     from tasks.health.checks import HealthReport
-    from tasks.reaper.steps import ReapReport, ReapRow
+    from tasks.reaper.steps import ReapReport
 
 
 def backup(report: "BackupReport") -> Exit:
@@ -37,12 +37,6 @@ def health(report: "HealthReport") -> Exit:
     return Exit.FAILED if report.status is Status.CRITICAL else Exit.DONE
 
 
-def reap_row_failed(row: "ReapRow") -> bool:
-    """Whether the reaper could not carry out this row's decision. The reaper's outcomes are
-    still strings ("failed: ...", "backup failed: ..."): this is the one place that reads
-    them, to switch to a typed outcome when the reaper has one."""
-    return row.outcome.startswith(("failed", "backup failed"))
-
-
 def reap(report: "ReapReport") -> Exit:
-    return Exit.FAILED if any(reap_row_failed(r) for r in report.rows) else Exit.DONE
+    """A decision the reaper could not carry out (its typed outcome kind) fails the command."""
+    return Exit.FAILED if report.failed else Exit.DONE

@@ -113,7 +113,7 @@ def progress(title: str) -> Iterator[None]:
         finally:
             for lg in run_loggers:
                 lg.removeHandler(handler)
-            for h, level in zip(consoles, levels):
+            for h, level in zip(consoles, levels, strict=True):
                 h.setLevel(level)
 
 

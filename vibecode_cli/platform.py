@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tasks.core.errors import InvalidInput, MissingPrerequisite
 from vibecode_cli import outcomes
+
+if TYPE_CHECKING:
+    from tasks.deploy.spec import PoolType
 from vibecode_cli.output import Exit, Json, emit, examples, progress
 
 PANEL = "Platform"
@@ -45,8 +48,8 @@ def render_overview(console, ov) -> None:
     for col, kw in (("person", {"style": "bold"}), ("state", {}), ("URL", {}), ("CPU", {"justify": "right"}),
                     ("memory", {"justify": "right"}), ("storage", {"justify": "right"}), ("last active", {}),
                     ("last backup", {}), ("HR", {}), ("problems", {"style": "red"})):
-        table.add_column(col, **kw)
-    for row, cells in zip(ov.rows, ov.table()):
+        table.add_column(col, **kw)  # type: ignore[arg-type]  # style/justify strings, as rich takes them
+    for row, cells in zip(ov.rows, ov.table(), strict=True):
         state = f"[{STATE_STYLE[row.state.value]}]{row.state.value}[/]"
         table.add_row(cells["person"], state, cells["url"], cells["cpu"], cells["memory"], cells["storage"],
                       cells["last_active"], cells["last_backup"], cells["hr"],
@@ -184,7 +187,7 @@ def register(app: typer.Typer) -> None:
                                                   f"{project.definitions.timezone!r}: set the timezone there only "
                                                   f"(unset VIBECODE_BACKUP__TIMEZONE)")
         url = reg.check_server()
-        kind = pool.value
+        kind: PoolType = "kubernetes" if pool is Pool.kubernetes else "process"
         pool_state = reg.ensure_pool(kind, project.pool(kind))
         registered = []
         with progress(f"Registering {len(project.deployments)} deployments with {url}"):

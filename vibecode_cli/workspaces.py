@@ -34,7 +34,7 @@ def _reap_table(console, report) -> None:
     style = {"keep": "", "warn": "yellow", "stop": "bold yellow", "backup": "cyan", "delete": "red",
              "delete-volumes": "red", "cancel-warning": "green"}
     for r in report.rows:
-        failed = outcomes.reap_row_failed(r)
+        failed = r.failed
         table.add_row(r.username, f"[{style.get(r.action, '')}]{r.action}[/]" if style.get(r.action) else r.action,
                       "" if r.idle_minutes is None else f"{r.idle_minutes:g}", r.reason,
                       f"[red]{r.outcome}[/red]" if failed else r.outcome)

@@ -11,8 +11,11 @@ backup runs before the restore Job exists). Pure.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 SEPARATOR = "@"
+
+GuardStep = Literal["set", "clear", "leave", "refuse"]
 
 
 def guard_value(job_name: str, now: datetime) -> str:
@@ -21,6 +24,19 @@ def guard_value(job_name: str, now: datetime) -> str:
 
 def guarding_job(value: str) -> str:
     return value.partition(SEPARATOR)[0]
+
+
+def guard_step(current: str | None, job: str, clear: bool) -> GuardStep:
+    """What the restore flow does to one object's guard annotation, holding ``current``.
+
+    Setting: set it (again: a retry re-stamps its own guard), or refuse when another
+    restore's guard is there. Clearing: only our own guard; another restore's, or none, is
+    left alone (a restore that lost its guard must not clear the next one's).
+    """
+    mine = bool(current) and guarding_job(current or "") == job
+    if clear:
+        return "clear" if mine else "leave"
+    return "refuse" if current and not mine else "set"
 
 
 def guard_holds(value: str | None, job: dict | None, job_state: str | None, now: datetime,

@@ -11,11 +11,18 @@ The pod skeleton (restricted security, termination messages) is :func:`tasks.clu
 
 from __future__ import annotations
 
-from tasks.backup.status import has_verified_backup  # noqa: F401 - the annotation contract, re-exported
-from tasks.core.names import BACKUP_RUN_LABEL, COMPONENT_LABEL, PART_OF, PART_OF_LABEL, USER_LABEL, VOLUME_LABEL, WORKSPACE_POD_SELECTOR, WorkspaceNames
-from tasks.cluster.objects import restricted_job
 from tasks.backup.restic import NIGHTLY_TAG, SECRET_ENV, backup_script, plain_env, restore_script
-from tasks.core.settings import Settings
+from tasks.cluster.objects import restricted_job
+from tasks.core.names import (
+    BACKUP_RUN_LABEL,
+    COMPONENT_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    USER_LABEL,
+    VOLUME_LABEL,
+    WorkspaceNames,
+)
+from tasks.core.settings import BackupSettings
 
 DATA_DIR = "/data"  # the PVC; restic runs here and backs up "."
 CACHE_DIR = "/cache"
@@ -27,17 +34,18 @@ def job_name(names: WorkspaceNames, kind: str, run_id: str) -> str:
     return f"{names.release}-{kind}-{run_id}"  # <= 3+32+11+9 characters: fits a label value
 
 
-def backup_secret(settings: Settings, namespace: str) -> dict | None:
+def backup_secret(backup: BackupSettings, namespace: str) -> dict | None:
     """The platform Secret the Jobs read, from settings; None when settings do not hold it
     (then an operator manages the Secret, e.g. with sealed-secrets)."""
-    values = {"RESTIC_PASSWORD": settings.backup.restic_password, "AWS_ACCESS_KEY_ID": settings.backup.s3_access_key_id,
-              "AWS_SECRET_ACCESS_KEY": settings.backup.s3_secret_access_key}
-    if any(v is None for v in values.values()):
+    values = {"RESTIC_PASSWORD": backup.restic_password, "AWS_ACCESS_KEY_ID": backup.s3_access_key_id,
+              "AWS_SECRET_ACCESS_KEY": backup.s3_secret_access_key}
+    present = {k: v for k, v in values.items() if v is not None}
+    if len(present) < len(values):
         return None
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": settings.backup.secret, "namespace": namespace,
+            "metadata": {"name": backup.secret, "namespace": namespace,
                          "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: "backup"}},
-            "stringData": {k: v.get_secret_value() for k, v in values.items()}}
+            "stringData": {k: v.get_secret_value() for k, v in present.items()}}
 
 
 def workspace_nodes(pods: list[dict]) -> dict[str, str]:
@@ -52,16 +60,16 @@ def workspace_nodes(pods: list[dict]) -> dict[str, str]:
     return nodes
 
 
-def _restic_job(names: WorkspaceNames, settings: Settings, *, name: str, component: str, run_id: str,
-                claim: str, read_only: bool, script: str, node: str | None) -> dict:
-    env = [{"name": k, "value": v} for k, v in plain_env(settings, names.username, CACHE_DIR).items()]
-    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": settings.backup.secret, "key": k}}}
+def _restic_job(names: WorkspaceNames, backup: BackupSettings, namespace: str, *, name: str, component: str,
+                run_id: str, claim: str, read_only: bool, script: str, node: str | None) -> dict:
+    env: list[dict] = [{"name": k, "value": v} for k, v in plain_env(backup, names.username, CACHE_DIR).items()]
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": backup.secret, "key": k}}}
             for k in SECRET_ENV]
     env.append({"name": "TMPDIR", "value": "/tmp"})
     labels = {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: component, USER_LABEL: names.username, RUN_LABEL: run_id}
     container = {
         "name": "restic",
-        "image": settings.backup.restic_image,
+        "image": backup.restic_image,
         "command": SHELL,
         "args": [script],
         "workingDir": DATA_DIR,
@@ -74,26 +82,25 @@ def _restic_job(names: WorkspaceNames, settings: Settings, *, name: str, compone
     volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}},
                {"name": "cache", "emptyDir": {"sizeLimit": "2Gi"}},
                {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}]
-    return restricted_job(name=name, namespace=settings.namespace, labels=labels, container=container,
-                          volumes=volumes, run_as_user=settings.backup.run_as_user,
-                          run_as_group=settings.backup.run_as_group,
+    return restricted_job(name=name, namespace=namespace, labels=labels, container=container,
+                          volumes=volumes, run_as_user=backup.run_as_user, run_as_group=backup.run_as_group,
                           # a fresh restore volume must be writable by the workspace's uid
-                          fs_group=None if read_only else settings.backup.run_as_group,
-                          node=node, deadline_seconds=int(settings.backup.timeout_seconds),
-                          ttl_seconds=settings.backup.job_ttl_seconds)
+                          fs_group=None if read_only else backup.run_as_group,
+                          node=node, deadline_seconds=int(backup.timeout_seconds),
+                          ttl_seconds=backup.job_ttl_seconds)
 
 
-def backup_job(names: WorkspaceNames, settings: Settings, run_id: str, node: str | None = None,
-               kind: str = "backup", tag: str = NIGHTLY_TAG) -> dict:
+def backup_job(names: WorkspaceNames, backup: BackupSettings, namespace: str, run_id: str,
+               node: str | None = None, kind: str = "backup", tag: str = NIGHTLY_TAG) -> dict:
     """``kind``/``tag``: "backup"/nightly, or "prerestore"/pre-restore before an in-place restore."""
-    return _restic_job(names, settings, name=job_name(names, kind, run_id), component=kind,
+    return _restic_job(names, backup, namespace, name=job_name(names, kind, run_id), component=kind,
                        run_id=run_id, claim=names.workspace_pvc, read_only=True,
                        script=backup_script(names.username, run_id, tag), node=node)
 
 
-def restore_job(names: WorkspaceNames, settings: Settings, run_id: str, claim: str, snapshot: str,
-                empty: bool = False) -> dict:
-    return _restic_job(names, settings, name=job_name(names, "restore", run_id), component="restore",
+def restore_job(names: WorkspaceNames, backup: BackupSettings, namespace: str, run_id: str, claim: str,
+                snapshot: str, empty: bool = False) -> dict:
+    return _restic_job(names, backup, namespace, name=job_name(names, "restore", run_id), component="restore",
                        run_id=run_id, claim=claim, read_only=False,
                        script=restore_script(names.username, snapshot, run_id, empty), node=None)
 

@@ -12,17 +12,17 @@ from email.message import EmailMessage
 from email.utils import formatdate
 
 from tasks.backup.status import BackupReport, Outcome
-from tasks.core.settings import Settings
+from tasks.core.settings import MailSettings
 
 
-def backup_failure_notice(report: BackupReport, settings: Settings) -> EmailMessage | None:
+def backup_failure_notice(report: BackupReport, mail: MailSettings) -> EmailMessage | None:
     """The email for a run that was not Completed, or None (nothing to say, or nobody to tell)."""
-    if report.outcome is Outcome.COMPLETED or not settings.mail.ops_email:
+    if report.outcome is Outcome.COMPLETED or not mail.ops_email:
         return None
     bad = [w for w in report.workspaces if w.outcome is not Outcome.COMPLETED]
     msg = EmailMessage()
-    msg["From"] = settings.mail.sender
-    msg["To"] = settings.mail.ops_email
+    msg["From"] = mail.sender
+    msg["To"] = mail.ops_email
     msg["Subject"] = f"[VibeCode] backup run {report.outcome.value}: {len(bad)} of {len(report.workspaces)} workspaces"
     msg["Date"] = formatdate(localtime=False)
     lines = [f"Backup run started {report.started:%Y-%m-%d %H:%M} UTC finished {report.outcome.value}.", ""]

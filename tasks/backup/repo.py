@@ -7,17 +7,17 @@ never differ between the Job that wrote a snapshot and the code that checks or r
 from __future__ import annotations
 
 import base64
-
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from tasks.cluster import kube
-from tasks.core.errors import Conflict, PermanentError, TransientError
-from tasks.core.names import COMPONENT_LABEL, PART_OF, PART_OF_LABEL, USER_LABEL, validate_username
 from tasks.backup.restic import PARTIAL_TAG, Snapshot, repository, run_tag
-from tasks.backup.runner import Restic
 from tasks.backup.retention import KeepPolicy, plan_retention
+from tasks.backup.runner import Restic
+from tasks.backup.status import RepositoryWord
+from tasks.cluster import kube
+from tasks.core.errors import Conflict, NotFound, PermanentError, TransientError
+from tasks.core.names import COMPONENT_LABEL, PART_OF, PART_OF_LABEL, USER_LABEL, validate_username
 from tasks.core.settings import Settings, get_settings
 
 
@@ -43,7 +43,7 @@ def init_claim(username: str, settings: Settings) -> dict:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": f"vibecode-restic-init-{username}", "namespace": settings.namespace,
                          "labels": {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: "backup", USER_LABEL: username}},
-            "data": {"repository": repository(settings, username)}}
+            "data": {"repository": repository(settings.backup, username)}}
 
 
 def ensure_repository(username: str, settings: Settings | None = None) -> bool:
@@ -105,33 +105,58 @@ def list_snapshots(username: str, settings: Settings | None = None) -> list[Snap
     return open_repository(username, settings).snapshots()
 
 
+def repository_word(username: str, settings: Settings | None = None) -> RepositoryWord:
+    """What the repository itself holds for ``username``: the ids of its good snapshots, for
+    the deletion rule to check a volume's annotation against. No repository at all holds
+    nothing; a transient failure (storage down) is raised for the caller's retries; any
+    other failure is the word's ``error``, so the rule defers instead of deciding blind."""
+    try:
+        snaps = open_repository(username, settings).snapshots()
+    except NotFound:
+        return RepositoryWord()
+    except TransientError:
+        raise
+    except PermanentError as exc:
+        return RepositoryWord(error=str(exc)[:300])
+    return RepositoryWord(frozenset(x.id for x in snaps if x.hostname == username and x.good))
+
+
 @dataclass
 class AfterBackup:
     snapshot_id: str | None
     forgotten: list[str]
     retention_error: str | None = None
+    verified: bool | None = None  # None: not checked (no snapshot)
+    check_detail: str = ""
 
 
 def record_and_expire(restic: Restic, run_id: str, job_failed: bool, policy: KeepPolicy | None,
-                      now: datetime) -> AfterBackup:
-    """After a backup Job: find its snapshot, mark it partial if the Job failed, expire old ones.
+                      now: datetime, read_data_percent: int | None = None) -> AfterBackup:
+    """After a backup Job: find its snapshot, mark it partial if the Job failed, verify the
+    repository, and only then expire old snapshots.
 
-    One ``snapshots`` listing serves both steps. Nothing is expired on a night that saved
-    nothing: the set of snapshots did not change, so neither would the decision. A
-    permanent retention error is reported, not raised - the new snapshot is still good.
+    Retention runs after a passing ``restic check`` and over the snapshots listed before it,
+    so it counts only verified snapshots: a new snapshot nobody has verified can never push
+    out the last verified one (which the volume's annotation names). A failed check expires
+    nothing - a repository that cannot be trusted is not pruned. Nothing is expired on a
+    night that saved nothing either. A permanent retention error is reported, not raised:
+    the new snapshot is still good.
     """
     snaps = restic.snapshots()
     mine = [x for x in snaps if run_tag(run_id) in x.tags]
     if not mine:
         return AfterBackup(None, [])
     if job_failed:
-        restic.add_tag([x.id for x in mine], PARTIAL_TAG)
-        snaps = [replace(x, tags=(*x.tags, PARTIAL_TAG)) if x in mine else x for x in snaps]
-    if policy is None:  # a safety copy (pre-restore): expiring now could drop the snapshot being restored
-        return AfterBackup(mine[-1].id, [])
-    plan = plan_retention(snaps, policy, now)
+        restic.add_tag([x.id for x in mine if PARTIAL_TAG not in x.tags], PARTIAL_TAG)
+        snaps = restic.snapshots()  # tagging rewrites a snapshot under a new id
+        mine = [x for x in snaps if run_tag(run_id) in x.tags]
+    percent = get_settings().backup.verify_read_data_percent if read_data_percent is None else read_data_percent
+    ok, detail = restic.check(percent)
+    if not ok or policy is None:  # policy None: a safety copy (pre-restore); expiring could drop the one restored
+        return AfterBackup(mine[-1].id, [], None, ok, detail)
+    plan = plan_retention(snaps, policy, now, verified={x.id for x in snaps})
     try:
         restic.forget(plan.forget, prune=True)
     except PermanentError as exc:
-        return AfterBackup(mine[-1].id, [], str(exc))
-    return AfterBackup(mine[-1].id, plan.forget)
+        return AfterBackup(mine[-1].id, [], str(exc), ok, detail)
+    return AfterBackup(mine[-1].id, plan.forget, None, ok, detail)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tasks.core.errors import NotFound, PermanentError, ServerError, TransientError, VibecodeError
-from tasks.core.settings import Settings
+from tasks.core.settings import BackupSettings
 
 NIGHTLY_TAG = "nightly"
 PARTIAL_TAG = "partial"  # added when restic saved a snapshot but could not read every file
@@ -45,14 +45,14 @@ RUN_TAG_PREFIX = "vibecode-run="
 SECRET_ENV = ("RESTIC_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
-def repository(settings: Settings, username: str) -> str:
+def repository(backup: BackupSettings, username: str) -> str:
     """One repository per workspace: a lost key or a corrupted index never spans people."""
-    return f"s3:{settings.backup.s3_endpoint.rstrip('/')}/{settings.backup.s3_bucket}/{username}"
+    return f"s3:{backup.s3_endpoint.rstrip('/')}/{backup.s3_bucket}/{username}"
 
 
-def plain_env(settings: Settings, username: str, cache_dir: str) -> dict[str, str]:
+def plain_env(backup: BackupSettings, username: str, cache_dir: str) -> dict[str, str]:
     """The non-secret environment of every restic process for ``username``."""
-    return {"RESTIC_REPOSITORY": repository(settings, username), "AWS_DEFAULT_REGION": settings.backup.s3_region,
+    return {"RESTIC_REPOSITORY": repository(backup, username), "AWS_DEFAULT_REGION": backup.s3_region,
             "RESTIC_CACHE_DIR": cache_dir}
 
 

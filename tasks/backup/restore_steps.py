@@ -15,17 +15,21 @@ import base64
 from prefect import task
 from pydantic import BaseModel
 
+from tasks.backup.guard import guard_step, guard_value
+from tasks.backup.jobs import restore_job, restore_pvc
+from tasks.backup.plan import in_place_refusal, pick_snapshot, pre_restore_refusal
+from tasks.backup.repo import open_repository, repository_usernames
+from tasks.backup.restic import PRE_RESTORE_TAG, Snapshot
+from tasks.backup.rotation import PASSWORD_KEY, add_key_step, check_rotation, remove_key_step
+from tasks.backup.status import Outcome
 from tasks.backup.steps import RETRY, await_run_job, record_expire_verify, run_backup_job
 from tasks.cluster import kube
-from tasks.backup.jobs import job_name, restore_job, restore_pvc, workspace_nodes
-from tasks.backup.repo import open_repository, repository_usernames
-from tasks.backup.status import Outcome
+from tasks.cluster.jobs import JobResult
 from tasks.core.errors import PermanentError
-from tasks.core.names import RESTORING_ANNOTATION, USER_LABEL, is_username, selector, workspace_names
-from tasks.backup.restic import PRE_RESTORE_TAG, Snapshot, newest_good
-from tasks.backup.guard import guard_value, guarding_job
+from tasks.core.names import RESTORING_ANNOTATION, is_username, workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.steps import KUBE_API, now as _now
+from tasks.core.steps import KUBE_API
+from tasks.core.steps import now as _now
 
 
 class RestoreResult(BaseModel):
@@ -49,13 +53,12 @@ def guard_restore(username: str, job: str, clear: bool = False) -> None:
         if obj is None:
             continue
         current = (obj["metadata"].get("annotations") or {}).get(RESTORING_ANNOTATION)
-        if clear:
-            if current and guarding_job(current) == job:
-                client.annotate(kind, s.namespace, name, {RESTORING_ANNOTATION: None})
-        elif current and guarding_job(current) != job:
+        step = guard_step(current, job, clear)
+        if step == "refuse":
             raise PermanentError(f"{kind} {name} is already being restored ({RESTORING_ANNOTATION}={current})")
-        else:
-            client.annotate(kind, s.namespace, name, {RESTORING_ANNOTATION: guard_value(job, _now())})
+        if step != "leave":
+            client.annotate(kind, s.namespace, name,
+                            {RESTORING_ANNOTATION: guard_value(job, _now()) if step == "set" else None})
 
 
 @task(name="check-restore-target", tags=[KUBE_API], **RETRY)
@@ -67,24 +70,18 @@ def check_restore_target(username: str, target: str) -> dict | None:
     client = kube.connect()
     pvc = client.get("PersistentVolumeClaim", s.namespace, names.workspace_pvc)
     if target == "in-place":
-        if pvc is None:
-            raise PermanentError(f"{names.workspace_pvc} does not exist; restore into a new volume")
-        dep = client.get("Deployment", s.namespace, names.deployment)
-        if dep is not None and (dep["spec"].get("replicas", 1) or 0) > 0:
-            raise PermanentError(f"refusing to overwrite running workspace {username}: scale it to zero first")
-        if workspace_nodes(client.list("Pod", s.namespace, selector(**{USER_LABEL: username}))):
-            raise PermanentError(f"refusing to overwrite workspace {username}: a pod still uses its volume")
+        dep = client.get("Deployment", s.namespace, names.deployment) if pvc is not None else None
+        pods = client.list("Pod", s.namespace, names.selector) if pvc is not None else []
+        refusal = in_place_refusal(username, pvc, dep, pods)
+        if refusal:
+            raise PermanentError(refusal)
     return pvc
 
 
 @task(name="resolve-snapshot", **RETRY)
 def resolve_snapshot(username: str, snapshot: str) -> Snapshot:
     """``latest`` is the newest good snapshot (not partial, not a pre-restore copy)."""
-    snaps = [x for x in open_repository(username).snapshots() if x.hostname == username]
-    if snapshot == "latest":
-        found = newest_good(snaps, username)
-    else:
-        found = next((x for x in snaps if x.id.startswith(snapshot)), None)
+    found = pick_snapshot(open_repository(username).snapshots(), username, snapshot)
     if found is None:
         what = "good snapshot" if snapshot == "latest" else f"snapshot {snapshot!r}"
         raise PermanentError(f"no {what} for {username}")
@@ -95,10 +92,9 @@ def pre_restore_backup(username: str, run_id: str) -> str:
     """A verified snapshot of what the restore will replace; refuses (deleting nothing) otherwise."""
     job = run_backup_job(username, run_id, None, kind="prerestore", tag=PRE_RESTORE_TAG, shared=False)
     recorded = record_expire_verify(username, run_id, job_failed=not job.succeeded, expire=False)
-    if not job.succeeded or recorded.snapshot_id is None or recorded.verified is not True:
-        why = job.reason if not job.succeeded else recorded.check_detail or "no snapshot was saved"
-        raise PermanentError(f"refusing to replace {username}'s volume: the pre-restore backup is not "
-                             f"verified ({why}); nothing was changed")
+    refusal = pre_restore_refusal(username, job.succeeded, job.reason, recorded)
+    if refusal or recorded.snapshot_id is None:
+        raise PermanentError(refusal or "no pre-restore snapshot")
     return recorded.snapshot_id
 
 
@@ -113,40 +109,44 @@ def start_restore_job(username: str, run_id: str, pvc: dict | None, new_volume: 
                          "spec": {"resources": {"requests": {"storage": s.workspace.size}},
                                   **({"storageClassName": s.workspace.storage_class} if s.workspace.storage_class else {})}}
         claim = client.create(restore_pvc(names, source, run_id))["metadata"]["name"]
-    client.create(restore_job(names, s, run_id, claim, snapshot.id, empty=snapshot.empty))
+    client.create(restore_job(names, s.backup, s.namespace, run_id, claim, snapshot.id, empty=snapshot.empty))
     return claim
 
 
 @task(name="wait-for-job", **RETRY)
-def wait_for_job(name: str, run_id: str):
+def wait_for_job(name: str, run_id: str) -> JobResult:
     return await_run_job(name, run_id, shared=False)
 
 
 # -- restic password rotation ---------------------------------------------------------
+def _passwords() -> tuple[str, str]:
+    """(old, new) from settings; each step checks again (a step may run alone, on a retry)."""
+    b = get_settings().backup
+    old = b.restic_password.get_secret_value() if b.restic_password else None
+    new = b.restic_new_password.get_secret_value() if b.restic_new_password else None
+    return check_rotation(old, new)
+
+
 @task(name="add-restic-key", **RETRY)
 def add_new_key(username: str) -> str:
     """Idempotent: a repository the new password already opens is left alone."""
-    s = get_settings()
-    old, new = s.backup.restic_password.get_secret_value(), s.backup.restic_new_password.get_secret_value()
+    old, new = _passwords()
     repo = open_repository(username).with_password(old)
-    if repo.with_password(new).current_key() is not None:
+    new_opens = repo.with_password(new).current_key() is not None
+    if add_key_step(username, new_opens, old_opens=new_opens or repo.current_key() is not None) == "present":
         return "new key present"
-    if repo.current_key() is None:
-        raise PermanentError(f"repository of {username} opens with neither the old nor the new password")
     repo.add_key(new)
     return "new key added"
 
 
 @task(name="remove-old-restic-key", **RETRY)
 def remove_old_key(username: str) -> str:
-    s = get_settings()
+    old, new = _passwords()
     repo = open_repository(username)
-    old_key = repo.with_password(s.backup.restic_password.get_secret_value()).current_key()
-    if old_key is None:
+    old_key = repo.with_password(old).current_key()
+    new_repo = repo.with_password(new)
+    if old_key is None or remove_key_step(username, old_key, new_repo.current_key()) == "gone":
         return "old key already removed"
-    new_repo = repo.with_password(s.backup.restic_new_password.get_secret_value())
-    if new_repo.current_key() in (None, old_key):
-        raise PermanentError(f"refusing to remove the old key of {username}: the new password does not open it")
     new_repo.remove_key(old_key)
     return "old key removed"
 
@@ -160,5 +160,5 @@ def list_repositories() -> list[str]:
 @task(name="write-backup-secret-password", tags=[KUBE_API], **RETRY)
 def write_secret_password() -> None:
     s = get_settings()
-    value = base64.b64encode(s.backup.restic_new_password.get_secret_value().encode()).decode()
-    kube.connect().patch("Secret", s.namespace, s.backup.secret, {"data": {"RESTIC_PASSWORD": value}})
+    value = base64.b64encode(_passwords()[1].encode()).decode()
+    kube.connect().patch("Secret", s.namespace, s.backup.secret, {"data": {PASSWORD_KEY: value}})

@@ -5,19 +5,29 @@ can reason with restic's documentation: newest first, a snapshot is kept by a ru
 it opens a new day/ISO-week/month and that rule still has count left. Rules count
 *snapshots*, not calendar days, so nights without a snapshot do not age anything out.
 
-What restic cannot know is which snapshots are *good*: a partial snapshot (files that
-could not be read) still fills a daily slot. So the newest good snapshot is always kept,
-whatever the counts say - "never lose the last good copy" even when every recent night
-failed. Decided here, purely, so a simulated 90 nights is a fast unit test.
+What restic cannot know is which snapshots are *good* and which are *verified*. A partial
+snapshot (files that could not be read) still fills a daily slot; a snapshot no passing
+``restic check`` has covered yet fills none: it is kept, not counted, so a night whose
+check fails (or has not run) cannot push the last verified copy out. The newest good
+verified snapshot is always kept, whatever the counts say - "never lose the last good
+copy" even when every recent night failed - and it is what the volume's annotation names.
+The backup step therefore runs retention only after a passing check, over the snapshots
+listed before it (every one of them verified by that check). Decided here, purely, so a
+simulated 90 nights is a fast unit test.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from tasks.backup.restic import Snapshot
+
+if TYPE_CHECKING:
+    from tasks.core.settings import BackupSettings
 
 
 @dataclass(frozen=True)
@@ -29,9 +39,9 @@ class KeepPolicy:
     last: int = 0
 
     @classmethod
-    def from_settings(cls, s) -> "KeepPolicy":
-        return cls(daily=s.backup.keep_daily, weekly=s.backup.keep_weekly, monthly=s.backup.keep_monthly, timezone=s.backup.timezone,
-                   last=s.backup.keep_last)
+    def from_settings(cls, backup: BackupSettings) -> "KeepPolicy":
+        return cls(daily=backup.keep_daily, weekly=backup.keep_weekly, monthly=backup.keep_monthly,
+                   timezone=backup.timezone, last=backup.keep_last)
 
 
 @dataclass
@@ -47,18 +57,24 @@ def _buckets(t: datetime, snap: Snapshot):
             "monthly": (t.year, t.month)}
 
 
-def plan_retention(snapshots: list[Snapshot], policy: KeepPolicy, now: datetime) -> RetentionPlan:
+def plan_retention(snapshots: list[Snapshot], policy: KeepPolicy, now: datetime,
+                   verified: Collection[str] | None = None) -> RetentionPlan:
     """Split ``snapshots`` into keep (with reasons) and forget.
 
-    Snapshots dated after ``now`` (a skewed clock somewhere) are kept and left out of the
-    counting, so they can neither be expired nor push real ones out.
+    ``verified``: the ids a passing ``restic check`` covered (None: every one given). Only
+    those count and only those can be forgotten; the others are kept, uncounted. Snapshots
+    dated after ``now`` (a skewed clock somewhere) are kept and left out of the counting
+    too, so they can neither be expired nor push real ones out.
     """
     tz = ZoneInfo(policy.timezone)
     plan = RetentionPlan()
-    future = [s for s in snapshots if s.time > now]
-    for s in future:
-        plan.keep[s.id] = ["dated in the future"]
-    past = sorted((s for s in snapshots if s.time <= now), key=lambda s: s.time, reverse=True)
+    checked = set(verified) if verified is not None else {s.id for s in snapshots}
+    for s in snapshots:
+        if s.time > now:
+            plan.keep[s.id] = ["dated in the future"]
+        elif s.id not in checked:
+            plan.keep[s.id] = ["not verified yet"]
+    past = sorted((s for s in snapshots if s.time <= now and s.id in checked), key=lambda s: s.time, reverse=True)
 
     remaining = {"last": policy.last, "daily": policy.daily, "weekly": policy.weekly, "monthly": policy.monthly}
     last: dict[str, object] = dict.fromkeys(remaining)

@@ -13,8 +13,8 @@ import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tasks.core.errors import NotFound, PermanentError, Timeout, TransientError
 from tasks.backup.restic import SECRET_ENV, Snapshot, already_initialised, check_args, classify_failure, plain_env
+from tasks.core.errors import NotFound, PermanentError, Timeout, TransientError
 from tasks.core.settings import Settings
 
 
@@ -38,7 +38,7 @@ class Restic:
         missing = [k for k in SECRET_ENV if not secrets.get(k)]
         if missing:
             raise PermanentError(f"backup secret lacks {', '.join(missing)}")
-        return cls(env={**plain_env(settings, username, cache), **{k: secrets[k] for k in SECRET_ENV}},
+        return cls(env={**plain_env(settings.backup, username, cache), **{k: secrets[k] for k in SECRET_ENV}},
                    binary=settings.backup.restic_binary)
 
     def with_password(self, password: str) -> "Restic":

@@ -6,13 +6,20 @@ anything; health checks and the reaper read the same annotations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
 from pydantic import BaseModel
 
-from tasks.core.names import LAST_BACKUP_OUTCOME, LAST_BACKUP_PREFIX as ANNOTATION_PREFIX, LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, LAST_VERIFIED_TIME
+from tasks.core.names import (
+    LAST_BACKUP_OUTCOME,
+    LAST_BACKUP_REASON,
+    LAST_BACKUP_SNAPSHOT,
+    LAST_BACKUP_TIME,
+    LAST_BACKUP_VERIFIED,
+    LAST_VERIFIED_TIME,
+)
 from tasks.core.timefmt import rfc3339
 
 
@@ -100,7 +107,7 @@ def run_outcome(outcomes: list[Outcome]) -> Outcome:
     return Outcome.PARTIALLY_FAILED
 
 
-def annotations(result: WorkspaceResult, now: datetime) -> dict[str, str]:
+def volume_annotations(result: WorkspaceResult, now: datetime) -> dict[str, str]:
     """The patch for the PVC. The snapshot key moves only on success ("the last good one");
     an empty reason clears a stale one."""
     ann: dict[str, str] = {
@@ -131,3 +138,20 @@ def has_verified_backup(pvc: dict, now: datetime, max_age: timedelta | None = No
     if when.tzinfo is None or when > now + timedelta(minutes=5):
         return False
     return max_age is None or now - when <= max_age
+
+
+MIN_ID_PREFIX = 8  # restic's short ids; a shorter annotation must match a whole id
+
+
+@dataclass(frozen=True)
+class RepositoryWord:
+    """What the restic repository itself said when it was listed: the ids of the good
+    (complete) snapshots of this workspace it holds, or why it could not be read."""
+
+    snapshots: frozenset[str] = field(default_factory=frozenset)
+    error: str = ""
+
+    def holds(self, snapshot_id: str) -> bool:
+        """The id itself, or a prefix of at least 8 hex digits (restic's short id)."""
+        return snapshot_id in self.snapshots or (len(snapshot_id) >= MIN_ID_PREFIX and any(
+            s.startswith(snapshot_id) for s in self.snapshots))

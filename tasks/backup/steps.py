@@ -10,26 +10,27 @@ transient errors.
 
 from __future__ import annotations
 
-import base64
 import queue
 import time
+from collections.abc import Mapping
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.cluster import kube
-from tasks.core import mail
-from tasks.backup.jobs import RUN_LABEL, WORKSPACE_POD_SELECTOR, backup_job, backup_secret, workspace_nodes
-from tasks.backup.repo import ensure_repository, open_repository, record_and_expire
-from tasks.backup.status import BackupReport, Outcome, Recorded, WorkspaceResult, annotations, run_outcome, workspace_outcome
-from tasks.core.errors import InvalidInput
-from tasks.cluster.jobs import JobResult, await_job, close_waiter, shared_key
-from tasks.core.names import USER_LABEL, WORKSPACE_PVC_SELECTOR, selector, validate_username, workspace_names
+from tasks.backup.jobs import RUN_LABEL, backup_job, backup_secret, workspace_nodes
 from tasks.backup.notify import backup_failure_notice
+from tasks.backup.repo import ensure_repository, open_repository, record_and_expire
 from tasks.backup.restic import NIGHTLY_TAG
 from tasks.backup.retention import KeepPolicy
+from tasks.backup.rotation import secret_data_patch
+from tasks.backup.status import BackupReport, Recorded, WorkspaceResult, volume_annotations, workspace_outcome
+from tasks.cluster import kube
+from tasks.cluster.jobs import JobResult, await_job
+from tasks.core import mail
+from tasks.core.names import USER_LABEL, WORKSPACE_POD_SELECTOR, WORKSPACE_PVC_SELECTOR, selector, workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.steps import KUBE_API, now as _now, transient_retries
+from tasks.core.steps import KUBE_API, transient_retries
+from tasks.core.steps import now as _now
 
 RETRY = transient_retries(3)
 JOB_GRACE_SECONDS = 60  # past the Job's activeDeadlineSeconds, before we give up on it
@@ -45,18 +46,16 @@ def ensure_backup_secret() -> None:
     """The Jobs' Secret from settings. During a password rotation (``restic_new_password``
     set) a Secret that already holds the new password keeps it."""
     s = get_settings()
-    manifest = backup_secret(s, s.namespace)
+    manifest = backup_secret(s.backup, s.namespace)
     if manifest is None:
         return
     client = kube.connect()
     existing = client.create(manifest)
-    want = {k: base64.b64encode(v.encode()).decode() for k, v in manifest["stringData"].items()}
-    have = existing.get("data") or {}
-    if s.backup.restic_new_password is not None and have.get("RESTIC_PASSWORD") == base64.b64encode(
-            s.backup.restic_new_password.get_secret_value().encode()).decode():
-        want["RESTIC_PASSWORD"] = have["RESTIC_PASSWORD"]  # rotated already: never switch back
-    if have != want:
-        client.patch("Secret", s.namespace, s.backup.secret, {"data": want})
+    new = s.backup.restic_new_password
+    patch = secret_data_patch(manifest["stringData"], existing.get("data") or {},
+                              new.get_secret_value() if new is not None else None)
+    if patch is not None:
+        client.patch("Secret", s.namespace, s.backup.secret, {"data": patch})
 
 
 @task(name="list-workspace-volumes", tags=[KUBE_API], **RETRY)
@@ -96,28 +95,30 @@ def run_backup_job(username: str, run_id: str, node: str | None, kind: str = "ba
     each step is idempotent (a retry finds its own Job), and every task run costs Prefect
     API round trips per workspace."""
     ensure_repository(username)
-    job = backup_job(workspace_names(username), get_settings(), run_id, node, kind=kind, tag=tag)
+    s = get_settings()
+    job = backup_job(workspace_names(username), s.backup, s.namespace, run_id, node, kind=kind, tag=tag)
     kube.connect().create(job)
     return await_run_job(job["metadata"]["name"], run_id, shared)
 
 
 @task(name="record-expire-verify", **RETRY)
 def record_expire_verify(username: str, run_id: str, job_failed: bool, expire: bool = True) -> Recorded:
-    """Find the run's snapshot, apply retention (unless ``expire`` is off), then ``restic
-    check`` what is left. One task: every step is idempotent, and fewer task runs keep
-    Prefect's overhead small."""
+    """Find the run's snapshot, ``restic check`` the repository, then (unless ``expire`` is
+    off, and only after a passing check) apply retention: see
+    :func:`tasks.backup.repo.record_and_expire`. One task: every step is idempotent, and
+    fewer task runs keep Prefect's overhead small."""
+    s = get_settings()
     restic = open_repository(username)
-    policy = KeepPolicy.from_settings(get_settings()) if expire else None
-    after = record_and_expire(restic, run_id, job_failed, policy, _now())
+    policy = KeepPolicy.from_settings(s.backup) if expire else None
+    after = record_and_expire(restic, run_id, job_failed, policy, _now(), s.backup.verify_read_data_percent)
     if after.snapshot_id is None:
         return Recorded()
-    ok, detail = restic.check(get_settings().backup.verify_read_data_percent)
-    return Recorded(after.snapshot_id, after.retention_error, ok, detail)
+    return Recorded(after.snapshot_id, after.retention_error, after.verified, after.check_detail)
 
 
 @task(name="notify-backup-failure", **RETRY)
 def notify_backup_failure(report: BackupReport) -> str:
-    msg = backup_failure_notice(report, get_settings())
+    msg = backup_failure_notice(report, get_settings().mail)
     if msg is None:
         return "not needed"
     mail.send(msg)
@@ -125,7 +126,7 @@ def notify_backup_failure(report: BackupReport) -> str:
 
 
 @task(name="annotate-volume", **RETRY)
-def annotate_volume(pvc: str, ann: dict[str, str | None]) -> None:
+def annotate_volume(pvc: str, ann: Mapping[str, str | None]) -> None:
     kube.connect().annotate("PersistentVolumeClaim", get_settings().namespace, pvc, ann)
 
 
@@ -144,7 +145,7 @@ def backup_workspace(username: str, pvc: str, node: str | None, run_id: str) -> 
                              verified=recorded.verified is True, reason=reason,
                              duration_seconds=time.monotonic() - started)
     try:
-        annotate_volume(pvc, annotations(result, _now()))
+        annotate_volume(pvc, volume_annotations(result, _now()))
     except Exception as exc:  # noqa: BLE001
         result.reason = f"{result.reason}; could not annotate the volume: {exc}".lstrip("; ")
     return result
@@ -158,7 +159,8 @@ def bounded(submit, items: list[tuple], limit: int) -> list:
     task run costs two more server round trips (slot lease and release), measured here as
     the largest part of the flow's overhead."""
     done: queue.Queue = queue.Queue()
-    waiting, in_flight, results = list(reversed(items)), {}, []
+    waiting, results = list(reversed(items)), []
+    in_flight: dict = {}
     while waiting or in_flight:
         while waiting and len(in_flight) < limit:
             item = waiting.pop()

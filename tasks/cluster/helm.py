@@ -137,7 +137,7 @@ def _run(coro, what: str):
         return asyncio.run(coro)
     except VibecodeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+    except Exception as exc:
         raise map_helm_error(exc, what) from exc
 
 

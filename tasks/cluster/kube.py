@@ -4,6 +4,14 @@ Everything above it sees plain ``dict`` manifests and the error classes of
 :mod:`tasks.core.errors`; nothing else imports ``kubernetes``. That keeps retries honest
 (``Conflict``/``TooManyRequests``/``ServerError`` are transient, the rest permanent) and
 makes the "409 on create / 404 on delete means already done" rule live in one place.
+
+Every call carries a client-side timeout (``settings.kube_request_timeout_seconds``): an
+API server that accepts connections and never answers would otherwise hold a run forever,
+and with a deployment's ``CANCEL_NEW`` every later run of it would be cancelled. A timeout
+is a :class:`~tasks.core.errors.ServerError` (transient), retried by the task, never by
+urllib3 inside the call (that would multiply the wait). Watches read with a timeout
+longer than the server-side ``timeoutSeconds`` they ask for, so a quiet watch ends by the
+server's word and only a dead one by ours.
 """
 
 from __future__ import annotations
@@ -11,15 +19,26 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from tasks.core.errors import Conflict, Forbidden, Invalid, NotFound, PermanentError, ServerError, TooManyRequests, VibecodeError, WatchExpired
+from tasks.core.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PermanentError,
+    ServerError,
+    TooManyRequests,
+    VibecodeError,
+    WatchExpired,
+)
 from tasks.core.settings import Settings, get_settings
 
 # kind -> (API group attribute, method suffix, namespaced)
@@ -55,6 +74,16 @@ _CUSTOM_KINDS: dict[str, tuple[str, str, str, bool]] = {
 # bootstrap benchmark reports them; helm's own requests are not included).
 CALLS: Counter[str] = Counter()
 _calls_lock = threading.Lock()
+
+
+class _Retry(urllib3.Retry):
+    """urllib3's retries for a dropped keep-alive connection, but none for a timeout: a server
+    that did not answer in time has answered (transient, for the task's retries)."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if isinstance(error, urllib3.exceptions.TimeoutError):
+            raise error.with_traceback(_stacktrace)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 def map_api_error(exc: BaseException, what: str) -> VibecodeError:
@@ -118,14 +147,17 @@ def api_errors(what: str) -> Iterator[None]:
         yield
     except VibecodeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+    except Exception as exc:
         raise map_api_error(exc, what) from exc
+
+
+Items = list[dict]  # the items of a LIST (inside Kube, ``list`` names the method)
 
 
 class Kube:
     """A connected client. Build it with :func:`connect`; share it across threads."""
 
-    def __init__(self, api_client: client.ApiClient):
+    def __init__(self, api_client: client.ApiClient, request_timeout: float = 30.0):
         self.api_client = api_client
         call_api = api_client.call_api
 
@@ -135,6 +167,7 @@ class Kube:
             return call_api(method, *args, **kw)
 
         api_client.call_api = counted
+        self.request_timeout = request_timeout
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
@@ -179,13 +212,13 @@ class Kube:
             raise PermanentError(f"{what}: {kind} needs a namespace")
         args = [a for a in (name, namespace if namespaced else None, body) if a is not None]
         with api_errors(what):
-            result = method(*args, **kw)
+            result = method(*args, _request_timeout=self.request_timeout, **kw)
         return self.api_client.sanitize_for_serialization(result) if result is not None else None
 
     # -- verbs ----------------------------------------------------------------
     def server_version(self) -> str:
         with api_errors("get server version"):
-            return self.version.get_code().git_version
+            return self.version.get_code(_request_timeout=self.request_timeout).git_version
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
         """The object, or ``None`` when it does not exist."""
@@ -194,7 +227,7 @@ class Kube:
         except NotFound:
             return None
 
-    def list(self, kind: str, namespace: str | None, selector: str | None = None, *, raw: bool = False) -> list[dict]:
+    def list(self, kind: str, namespace: str | None, selector: str | None = None, *, raw: bool = False) -> Items:
         """One LIST call with a label selector; callers act on the result instead of N GETs.
 
         ``raw``: the items as the API server sent them (timestamps keep their ``Z``), without
@@ -207,21 +240,25 @@ class Kube:
         if namespaced and not namespace:
             raise PermanentError(f"{what}: {kind} needs a namespace")
         with api_errors(what):
-            return json.loads(method(*([namespace] if namespaced else []), _preload_content=False, **kw).data
-                              ).get("items", [])
+            return json.loads(method(*([namespace] if namespaced else []), _preload_content=False,
+                                     _request_timeout=self.request_timeout, **kw).data).get("items", [])
 
-    def list_all(self, kind: str, selector: str | None = None) -> list[dict]:
+    def list_all(self, kind: str, selector: str | None = None) -> Items:
         """One LIST across every namespace (or of a cluster-scoped kind)."""
-        kw = {"label_selector": selector} if selector else {}
+        kw: dict[str, Any] = {"label_selector": selector} if selector else {}
         what = f"list {kind} in all namespaces ({selector})"
         if kind in _CUSTOM_KINDS:
             group, version, plural, _ = _CUSTOM_KINDS[kind]
             with api_errors(what):
-                return self.custom.list_cluster_custom_object(group, version, plural, **kw).get("items", [])
+                found = cast(dict, self.custom.list_cluster_custom_object(group, version, plural,
+                                                                          _request_timeout=self.request_timeout,
+                                                                          **kw))
+                return found.get("items", [])
         group, suffix, namespaced = _KINDS[kind]
         method = getattr(getattr(self, group), f"list_{suffix}_for_all_namespaces" if namespaced else f"list_{suffix}")
         with api_errors(what):  # the JSON as sent: building client models for 1,000 objects costs seconds
-            return json.loads(method(_preload_content=False, **kw).data).get("items", [])
+            return json.loads(method(_preload_content=False, _request_timeout=self.request_timeout,
+                                     **kw).data).get("items", [])
 
     def ping(self) -> float:
         """Seconds for one cheap round trip (GET /version): the API server's latency."""
@@ -231,7 +268,7 @@ class Kube:
         self.server_version()
         return time.perf_counter() - started
 
-    def list_json(self, kind: str, namespace: str | None, selector: str | None = None) -> list[dict]:
+    def list_json(self, kind: str, namespace: str | None, selector: str | None = None) -> Items:
         """:meth:`list`, with the items as the API server sent them: the client's model round trip
         costs milliseconds per object, seconds for a thousand Deployments. Times stay RFC 3339
         strings, as in the API."""
@@ -241,7 +278,7 @@ class Kube:
         args = [namespace] if namespaced else []
         kw = {"label_selector": selector} if selector else {}
         with api_errors(f"list {kind} in {namespace} ({selector})"):
-            resp = method(*args, _preload_content=False, **kw)
+            resp = method(*args, _preload_content=False, _request_timeout=self.request_timeout, **kw)
             return json.loads(resp.data).get("items") or []
 
     def list_watch(self, kind: str, namespace: str | None, selector: str | None = None,
@@ -264,14 +301,16 @@ class Kube:
         what = f"watch {kind} in {namespace} ({selector})"
         if resource_version is None:
             with api_errors(what):
-                listed = self.api_client.sanitize_for_serialization(method(*args, **kw))
+                listed = self.api_client.sanitize_for_serialization(
+                    method(*args, _request_timeout=self.request_timeout, **kw))
             yield "SYNC", listed.get("items", [])
             resource_version = listed["metadata"]["resourceVersion"]
         # The raw event stream, not kubernetes.watch.Watch: that helper ends the stream
         # silently on a 410 Gone when a timeout is set, which would hide an expired watch.
         with api_errors(what):
             resp = method(*args, watch=True, resource_version=resource_version, timeout_seconds=timeout_seconds,
-                          _preload_content=False, **kw)
+                          _preload_content=False,
+                          _request_timeout=(self.request_timeout, timeout_seconds + self.request_timeout), **kw)
         try:
             lines = watch.watch.iter_resp_lines(resp)
             while True:
@@ -318,18 +357,31 @@ class Kube:
         return self._call("patch", kind, namespace, name=name, body={"status": status}, subresource="_status",
                           what=f"patch status {kind} {namespace}/{name}")
 
-    def delete(self, kind: str, namespace: str | None, name: str, propagation: str = "Background") -> bool:
-        """Delete; returns ``False`` if it was already gone (idempotent delete)."""
+    def delete(self, kind: str, namespace: str | None, name: str, propagation: str = "Background",
+               resource_version: str | None = None) -> bool:
+        """Delete; returns ``False`` if it was already gone (idempotent delete). With
+        ``resource_version`` only that version is deleted: one changed since (a restore guard
+        set on it) raises ``Conflict``."""
+        what = f"delete {kind} {namespace}/{name}"
+        if resource_version is None:
+            try:
+                self._call("delete", kind, namespace, name=name, what=what, propagation_policy=propagation)
+                return True
+            except NotFound:
+                return False
+        method, namespaced = self._method("delete", kind)
+        args = [name, *([namespace] if namespaced else [])]
         try:
-            self._call("delete", kind, namespace, name=name, what=f"delete {kind} {namespace}/{name}",
-                       propagation_policy=propagation)
+            with api_errors(what):
+                method(*args, body={"preconditions": {"resourceVersion": resource_version}},
+                       propagation_policy=propagation, _request_timeout=self.request_timeout)
             return True
         except NotFound:
             return False
 
-    def annotate(self, kind: str, namespace: str, name: str, annotations: dict[str, str | None]) -> dict:
+    def annotate(self, kind: str, namespace: str, name: str, annotations: Mapping[str, str | None]) -> dict:
         """Set (or with ``None`` remove) annotations without touching anything else."""
-        return self.patch(kind, namespace, name, {"metadata": {"annotations": annotations}})
+        return self.patch(kind, namespace, name, {"metadata": {"annotations": dict(annotations)}})
 
     def scale(self, namespace: str, deployment: str, replicas: int) -> dict:
         return self.patch("Deployment", namespace, deployment, {"spec": {"replicas": replicas}})
@@ -342,7 +394,7 @@ _cache: dict[tuple, Kube] = {}
 def connect(settings: Settings | None = None) -> Kube:
     """In-cluster config first (flows running as a Pod), then kubeconfig/context from settings."""
     s = settings or get_settings()
-    key = (str(s.kubeconfig or ""), s.kube_context or "", s.kube_concurrency)
+    key = (str(s.kubeconfig or ""), s.kube_context or "", s.kube_concurrency, s.kube_request_timeout_seconds)
     with _lock:
         if key in _cache:
             return _cache[key]
@@ -356,7 +408,8 @@ def connect(settings: Settings | None = None) -> Kube:
                 config.load_kube_config(config_file=str(s.kubeconfig) if s.kubeconfig else None,
                                         context=s.kube_context, client_configuration=cfg)
         cfg.connection_pool_maxsize = max(4, s.kube_concurrency)
-        kube = Kube(client.ApiClient(cfg))
+        cfg.retries = _Retry(total=3, redirect=0, status=0)
+        kube = Kube(client.ApiClient(cfg), s.kube_request_timeout_seconds)
         _cache[key] = kube
         return kube
 

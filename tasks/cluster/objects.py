@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 
-
 def restricted_container_security() -> dict[str, Any]:
     """Pod Security "restricted" for a container of one of our Jobs, plus a read-only root
     filesystem (Jobs write only to their mounted volumes)."""

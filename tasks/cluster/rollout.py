@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from tasks.core.errors import PermanentError, Timeout, TransientError
 from tasks.cluster.objects import deployment_progress
+from tasks.core.errors import PermanentError, Timeout, TransientError
 
 
 def await_available(client, namespace: str, name: str, selector: str, timeout: float,

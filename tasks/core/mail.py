@@ -43,6 +43,7 @@ def send(msg: EmailMessage, settings: Settings | None = None) -> None:
     s = settings or get_settings()
     check_auth_is_encrypted(s)
     try:
+        smtp: smtplib.SMTP
         if s.mail.smtp_ssl:
             smtp = smtplib.SMTP_SSL(s.mail.smtp_host, s.mail.smtp_port, timeout=30, context=tls_context(s))
         else:

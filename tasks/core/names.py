@@ -9,7 +9,6 @@ collide on the same release or volume.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -32,7 +31,7 @@ RESERVED_USERNAMES = frozenset(
 RESERVED_PREFIXES = ("kube-", "vibecode-", "system-")
 
 PART_OF = "vibecode"
-SCIM_ID_LABEL = "vibecode.dev/scim-id"  # on a ledger record: the SCIM user that is this person
+WORKSPACE_APP = "code-server"  # app.kubernetes.io/name of every workspace Deployment and pod
 
 
 def validate_username(username: object, field: str = "username") -> str:
@@ -79,10 +78,32 @@ Username = Annotated[str, Field(pattern=USERNAME_PATTERN, max_length=32,
 
 
 def username_from_email(email: str) -> str:
-    """The HR contract: the email's local part, lowercased, with ``.``, ``_`` and ``+`` as ``-``."""
+    """The HR contract: the email's local part, lowercased, with ``.``, ``_`` and ``+`` as ``-``.
+
+    Unvalidated (see :func:`derive_username`, the one rule every entry point applies);
+    non-ASCII is left as it is, never folded, so the validator refuses it.
+    """
     local = email.rsplit("@", 1)[0]
-    local = unicodedata.normalize("NFKC", local).lower()
-    return re.sub(r"[._+]", "-", local)
+    return re.sub(r"[._+]", "-", local.lower() if local.isascii() else local)
+
+
+def derive_username(login: object, field: str = "username") -> str:
+    """The workspace username a login name gives, or ``InvalidInput`` naming ``field``.
+
+    The one rule for every path that derives a username (an HR event's email, a SCIM
+    ``userName``): an email's local part, a plain name as it is; lowercased, with ``.``,
+    ``_`` and ``+`` as ``-``; then :func:`validate_username`. Anything that is not ASCII is
+    refused *before* any case mapping or normalisation: NFKC turns a fullwidth ``ａ`` into
+    ``a`` and ``str.lower`` turns the Kelvin sign into ``k``, so folding would hand a
+    look-alike login the real person's username (and refuse the real person later).
+    """
+    if not isinstance(login, str):
+        raise InvalidInput(field, "must be a string")
+    if len(login) > 320:
+        raise InvalidInput(field, f"is {len(login)} characters long; at most 320 are allowed")
+    if not login.isascii():
+        raise InvalidInput(field, "must be ASCII: look-alike letters are refused, not folded into ASCII")
+    return validate_username(username_from_email(login), field)
 
 
 @dataclass(frozen=True)
@@ -113,15 +134,11 @@ class WorkspaceNames:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {
-            "app.kubernetes.io/name": "code-server",
-            "app.kubernetes.io/part-of": PART_OF,
-            "vibecode.dev/user": self.username,
-        }
+        return {NAME_LABEL: WORKSPACE_APP, PART_OF_LABEL: PART_OF, USER_LABEL: self.username}
 
     @property
     def selector(self) -> str:
-        return f"vibecode.dev/user={self.username}"
+        return selector(**{USER_LABEL: self.username})
 
     def host(self, domain: str) -> str:
         return f"{self.username}.{domain}"
@@ -133,6 +150,9 @@ def workspace_names(username: str) -> WorkspaceNames:
 
 
 # -- label and annotation vocabulary (every selector is built from these) --------------
+# Every label and annotation key of the platform is defined here and nowhere else in the Python
+# code (tests/core/test_vocabulary.py fails on a key typed out elsewhere); the charts use the
+# same keys in their templates.
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -153,7 +173,6 @@ LAST_BACKUP_VERIFIED = f"{LAST_BACKUP_PREFIX}verified"  # "true" | "false"
 LAST_BACKUP_REASON = f"{LAST_BACKUP_PREFIX}reason"  # set when not Completed
 LAST_VERIFIED_TIME = f"{LAST_BACKUP_PREFIX}verified-time"  # RFC 3339: the last Completed + verified backup
 
-WORKSPACE_POD_SELECTOR = f"{NAME_LABEL}=code-server,{PART_OF_LABEL}={PART_OF}"
 
 
 def selector(**labels: str) -> str:
@@ -161,12 +180,15 @@ def selector(**labels: str) -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
+WORKSPACE_POD_SELECTOR = selector(**{NAME_LABEL: WORKSPACE_APP, PART_OF_LABEL: PART_OF})
+
+
 # Label every workspace volume carries, so backups and the reaper can list them in one call.
 WORKSPACE_PVC_SELECTOR = selector(**{PART_OF_LABEL: PART_OF, VOLUME_LABEL: "workspace"})
 
 # Every workspace Deployment carries these labels (chart: workspace.labels); the reaper lists
 # them in one call.
-WORKSPACE_DEPLOYMENT_SELECTOR = f"app.kubernetes.io/name=code-server,app.kubernetes.io/part-of={PART_OF}"
+WORKSPACE_DEPLOYMENT_SELECTOR = selector(**{NAME_LABEL: WORKSPACE_APP, PART_OF_LABEL: PART_OF})
 STOPPED_AT = "vibecode.dev/stopped-at"  # RFC 3339; also copied onto the volumes when the release goes
 
 # The onboarding ledger (tasks.people.ledger): one record per person, one index entry per
@@ -176,20 +198,40 @@ EMPLOYEE_ID_LABEL = "vibecode.dev/employee-id"
 STATE_LABEL = "vibecode.dev/state"
 LEDGER_COMPONENT = "onboarding"
 EMPLOYEE_INDEX_COMPONENT = "employee-index"
+SCIM_ID_LABEL = "vibecode.dev/scim-id"  # on a ledger record: the SCIM user that is this person
 LEDGER_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{RECORD_COMPONENT_LABEL}={LEDGER_COMPONENT}"
 EMPLOYEE_INDEX_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{RECORD_COMPONENT_LABEL}={EMPLOYEE_INDEX_COMPONENT}"
 
 # Every volume of every workspace (workspace and extensions), for dormancy.
-WORKSPACE_VOLUMES_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},{VOLUME_LABEL}"
+WORKSPACE_VOLUMES_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{VOLUME_LABEL}"
 # Backup and restore Jobs (tasks.backup.jobs labels them by component and user).
-RESTIC_JOBS_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},app.kubernetes.io/component in (backup,restore)"
+RESTIC_JOBS_SELECTOR = f"{PART_OF_LABEL}={PART_OF},{COMPONENT_LABEL} in (backup,restore)"
 
 # Idle reaping (tasks.reaper.decide). On the workspace Deployment unless said otherwise.
-REAP_EXEMPT = "vibecode.dev/reap"  # "false": never warned or stopped by the reaper
+REAP_EXEMPT = "vibecode.dev/reap"  # "false": never warned or stopped by the reaper; other values but "true": kept
 LAST_ACTIVITY = "vibecode.dev/last-activity"  # RFC 3339; counts as activity when newer than the heartbeat
 IDLE_WARNED_AT = "vibecode.dev/idle-warned-at"  # RFC 3339: when the owner was warned
 IDLE_WARNING_RULE = "vibecode.dev/idle-warning"  # which rule warned: idle | max-session
+IDLE_WARNING_CLAIM = "vibecode.dev/idle-warning-claim"  # RFC 3339: a run is sending the warning email
 STOP_REASON = "vibecode.dev/stop-reason"
 DORMANT_DELETED_AT = "vibecode.dev/dormant-deleted-at"  # on the volumes, once the release was uninstalled
 # Set by the backup/restore flows while they work on a workspace: the reaper never stops it.
 RESTORING = RESTORING_ANNOTATION
+
+# Authelia's users database (tasks.people.identity.filedb): the digest of the users file on
+# Authelia's pod template, so a changed file rolls Authelia exactly once.
+USERS_CHECKSUM_ANNOTATION = "vibecode.dev/users-checksum"
+
+# TOTP pre-provisioning (tasks.people.totp): the short-lived hand-off Secret and the import Job.
+PURPOSE_LABEL = "vibecode.dev/purpose"
+TOTP_PURPOSE = "totp-handoff"
+TOTP_PROVISION_COMPONENT = "totp-provision"
+TOTP_PROVISION_JOB_SELECTOR = selector(**{COMPONENT_LABEL: TOTP_PROVISION_COMPONENT})  # what the flow watches
+TOTP_HANDOFF_SELECTOR = selector(**{PART_OF_LABEL: PART_OF, PURPOSE_LABEL: TOTP_PURPOSE})
+EXPIRES_AT = "vibecode.dev/expires-at"  # RFC 3339: a hand-off Secret past it is deleted
+TOTP_ISSUER_ANNOTATION = "vibecode.dev/totp-issuer"
+
+# The platform's Gateway (charts/vibecode-platform): provisioning finds it by this label.
+GATEWAY_LABEL = "vibecode.dev/gateway"
+GATEWAY_LABEL_VALUE = "platform"
+GATEWAY_SELECTOR = f"{GATEWAY_LABEL}={GATEWAY_LABEL_VALUE}"

@@ -278,6 +278,10 @@ class HealthSettings(BaseModel):
     slow_seconds: float = Field(2.0, gt=0, description="An API server, Authelia or bucket answer "
                                        "slower than this is a warning")
     timeout_seconds: float = Field(5.0, gt=0, description="Timeout of each probe and each sink request")
+    budget_seconds: float = Field(
+        120, gt=0, le=280, description="The whole run's budget for its probes and LISTs: what has not answered "
+                                       "by then is reported critical, so a hung API server pages instead of "
+                                       "silencing the 5-minute schedule (CANCEL_NEW)")
 
 
 class GatewaySettings(BaseModel):
@@ -299,6 +303,10 @@ class GatewaySettings(BaseModel):
         300, ge=30, le=3600, description="How far a signature's timestamp may be from now")
     rate_per_second: float = Field(20, gt=0, description="Requests per second per client (token refill)")
     rate_burst: int = Field(40, ge=1, description="Requests a client may send at once (bucket size)")
+    rate_ipv4_prefix: int = Field(32, ge=8, le=32, description="IPv4 clients are rate limited per network "
+                                  "of this prefix length (32: per address; 24: a /24 counts as one client)")
+    rate_ipv6_prefix: int = Field(64, ge=32, le=128, description="IPv6 clients are rate limited per network "
+                                  "of this prefix length (64: one host or line is usually given a /64)")
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="CIDRs of proxies (the ingress controller) whose X-Forwarded-For names the client")
@@ -363,7 +371,7 @@ class ReaperSettings(BaseModel):
     model_config = {"extra": "forbid", "hide_input_in_errors": True}
 
     idle_timeout_seconds: int = Field(7200, ge=60, description="A workspace whose last activity (code-server's "
-                                      "lastHeartbeat, or the vibecode.dev/last-activity annotation) is older "
+                                      "lastHeartbeat, or the last-activity annotation) is older "
                                       "than this is warned, then stopped")
     warning_lead_seconds: int = Field(900, ge=0, description="The owner is emailed this long before a stop; "
                                            "a stop needs a warning at least this old. Must be below the idle "
@@ -522,6 +530,7 @@ LEGACY_NAMES: dict[str, tuple[str, str]] = {
     "health_components": ("health", "components"),
     "health_slow_seconds": ("health", "slow_seconds"),
     "health_timeout_seconds": ("health", "timeout_seconds"),
+    "health_budget_seconds": ("health", "budget_seconds"),
     "gateway_webhook_secrets": ("gateway", "webhook_secrets"),
     "gateway_scim_token": ("gateway", "scim_token"),
     "gateway_host": ("gateway", "host"),
@@ -530,6 +539,8 @@ LEGACY_NAMES: dict[str, tuple[str, str]] = {
     "gateway_signature_tolerance_seconds": ("gateway", "signature_tolerance_seconds"),
     "gateway_rate_per_second": ("gateway", "rate_per_second"),
     "gateway_rate_burst": ("gateway", "rate_burst"),
+    "gateway_rate_ipv4_prefix": ("gateway", "rate_ipv4_prefix"),
+    "gateway_rate_ipv6_prefix": ("gateway", "rate_ipv6_prefix"),
     "gateway_trusted_proxies": ("gateway", "trusted_proxies"),
     "gateway_retry_after_seconds": ("gateway", "retry_after_seconds"),
     "gateway_prefect_timeout_seconds": ("gateway", "prefect_timeout_seconds"),
@@ -624,6 +635,10 @@ class Settings(BaseSettings):
     kube_concurrency: int = Field(
         10, ge=1, le=100,
         description="Server-side limit of concurrent Kubernetes API tasks (tag kube-api), and the client pool size")
+    kube_request_timeout_seconds: float = Field(
+        30, gt=0, le=600,
+        description="Client-side timeout of every Kubernetes API call (a watch adds its own server-side timeout); "
+                    "a call past it is a transient error, retried by its task")
 
     workspace: WorkspaceSettings = Field(default_factory=WorkspaceSettings, description=WorkspaceSettings.__doc__)
     identity: IdentitySettings = Field(default_factory=IdentitySettings, description=IdentitySettings.__doc__)

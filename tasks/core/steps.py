@@ -4,8 +4,12 @@ only its own domain's work.
 
 Retry policy: only transient errors are retried (see :mod:`tasks.core.errors`), with
 exponential backoff and jitter so that many runs failing together do not retry in
-lockstep. No task result is cached: every task here changes or reads the world, and a
-cached answer would be stale.
+lockstep. A server that says when to come back (429 with ``Retry-After``, carried by
+:class:`~tasks.core.errors.TooManyRequests`) is honoured, up to
+:data:`RETRY_AFTER_CAP_SECONDS`: Prefect computes the retry delay without seeing the
+exception, so the retry condition waits the part of ``Retry-After`` that the shortest delay
+Prefect may schedule does not cover. No task result is cached: every task here changes or
+reads the world, and a cached answer would be stale.
 
 Tags: a task carrying one waits for a slot of the Prefect tag concurrency limit
 (:mod:`tasks.cluster.limits` creates them). A task must never hold a slot while it waits
@@ -14,14 +18,17 @@ for work that needs a slot of the same tag (that deadlocks once the limit is rea
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
+from prefect.utilities.math import lower_clamp_multiple
 
-from tasks.core.errors import retry_if_transient
+from tasks.core.errors import TooManyRequests, is_transient
 
 KUBE_API = "kube-api"
 HELM = "helm"
@@ -29,10 +36,55 @@ RESTIC = "restic"
 USERS_DB = "vibecode-users-db"
 
 
-def transient_retries(retries: int = 3, backoff_factor: float = 2) -> dict:
-    """Keyword arguments for ``@task``: retry transient errors only, backoff with jitter."""
+RETRY_AFTER_CAP_SECONDS = 60.0  # a longer Retry-After is not waited out inside one task run
+JITTER = 0.5
+
+
+def transient_retries(retries: int = 3, backoff_factor: float = 2,
+                      retry_after_cap: float = RETRY_AFTER_CAP_SECONDS) -> dict:
+    """Keyword arguments for ``@task``: retry transient errors only, backoff with jitter,
+    and at least ``Retry-After`` (capped at ``retry_after_cap``) before retrying a 429."""
+    def retry_condition(task, task_run, state) -> bool:
+        return _should_retry(task, task_run, state, retry_after_cap)
+
     return dict(retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=backoff_factor),
-                retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+                retry_jitter_factor=JITTER, retry_condition_fn=retry_condition, cache_policy=NO_CACHE)
+
+
+def extra_wait(retry_after: float | None, shortest_delay: float, cap: float) -> float:
+    """Seconds to wait on top of the retry delay Prefect schedules, so that the retry starts
+    no sooner than ``Retry-After`` (capped) says; 0 without one."""
+    if retry_after is None or retry_after <= 0:
+        return 0.0
+    return max(0.0, min(retry_after, cap) - shortest_delay)
+
+
+def shortest_delay(delays: float | Sequence[float] | None, attempt: int, jitter: float | None) -> float:
+    """The least delay Prefect may schedule before retry ``attempt`` (0 for the first retry):
+    its configured delay for that attempt, less what jitter (Prefect's clamped Poisson
+    interval) may take off."""
+    if not delays:
+        return 0.0
+    delay = delays[min(attempt, len(delays) - 1)] if isinstance(delays, Sequence) else delays
+    return max(0.0, delay * lower_clamp_multiple(1 + jitter)) if jitter else float(delay)
+
+
+def _should_retry(task, task_run, state, cap: float) -> bool:
+    """Prefect's ``retry_condition_fn``. It runs only while retries are left, just before
+    Prefect schedules the retry, so a wait here delays exactly that retry."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - we only classify it
+        if not is_transient(exc):
+            return False
+        if isinstance(exc, TooManyRequests):
+            attempt = max(0, (getattr(task_run, "run_count", 1) or 1) - 1)
+            least = shortest_delay(task.retry_delay_seconds, attempt, task.retry_jitter_factor)
+            wait = extra_wait(exc.retry_after, least, cap)
+            if wait:
+                time.sleep(wait)
+        return True
+    return False
 
 
 def now() -> datetime:

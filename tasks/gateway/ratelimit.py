@@ -83,3 +83,23 @@ def client_key(peer: str | None, forwarded_for: str | None, trusted_proxies: lis
             except ValueError:
                 return peer  # garbage in the header: count it against the proxy's peer address
     return peer
+
+
+def rate_key(client: str, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> str:
+    """The network a client's requests are counted against: its IPv6 /64 (by default), its
+    IPv4 address (or a shorter prefix).
+
+    One host, or one customer line, is routinely given a whole IPv6 /64, so counting per
+    address would let it send as millions of clients; an IPv4-mapped IPv6 address counts as
+    the IPv4 address it is. Anything that is not an address is its own key.
+    """
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))

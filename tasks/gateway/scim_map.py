@@ -8,7 +8,11 @@ This module translates, on plain JSON (the SCIM wire form, as scim2-models dumps
   identity provider renaming ``userName`` or ``externalId`` never forks a person;
 - ``active`` going false is a termination, going true a (re-)hire; any other change to
   what the HR event carries is an update; a change to nothing HR carries (a phone
-  number) starts nothing;
+  number) starts nothing. An update that leaves ``active`` out (a PUT that replaces the
+  profile without repeating it, a PATCH that removes it) keeps the current state
+  (:func:`keep_active`): only an explicit ``active: true`` lets a leaver back in;
+- the username comes from ``userName`` by the one rule every entry point applies
+  (:func:`tasks.core.names.derive_username`: look-alike Unicode is refused, never folded);
 - the HR body is then validated by :func:`tasks.people.hr.parse_request`, the one validator, and
   its error is reported against the SCIM attribute it came from.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from tasks.core.names import username_from_email
+from tasks.core.names import derive_username
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
@@ -63,13 +67,24 @@ def primary_email(user: dict) -> str | None:
     return None
 
 
-def username_for(user: dict) -> str | None:
-    """The workspace username a new SCIM user gets: an email-style userName follows the HR
-    contract (local part, lowercased, ``._+`` as ``-``); any other userName is used lowercased."""
-    user_name = user.get("userName")
-    if not isinstance(user_name, str):
-        return None
-    return username_from_email(user_name) if "@" in user_name else user_name.lower()
+def username_for(user: dict) -> str:
+    """The workspace username a new SCIM user gets from its ``userName``, by the HR rule
+    (:func:`~tasks.core.names.derive_username`); ``InvalidInput`` blamed on ``userName``."""
+    return derive_username(user.get("userName"), "employee.username")
+
+
+def keep_active(old: dict, new: dict) -> dict:
+    """``new`` as stored after an update: ``active`` left out (or null) keeps ``old``'s value.
+
+    RFC 7644 makes PUT a full replace, and an attribute left out is cleared; SCIM's default
+    for ``active`` is true, so taken literally an identity provider that replaces a leaver's
+    profile without repeating ``active: false`` would let them back in. Access is the one
+    attribute where a silent default is dangerous, so the careful reading wins: only an
+    explicit ``active: true`` re-hires, only an explicit ``false`` terminates.
+    """
+    if new.get("active") is None and "active" in old:
+        return {**new, "active": old["active"]}
+    return new
 
 
 def employee_id_for(user: dict, scim_id: str) -> tuple[str, str]:
@@ -102,7 +117,7 @@ def department_for(user: dict) -> str | None:
 
 def hr_employee(user: dict, *, username: str, employee_id: str) -> dict:
     """The HR ``employee`` object for a SCIM user (unvalidated: parse_request judges it)."""
-    name = user.get("name") if isinstance(user.get("name"), dict) else {}
+    name: dict = user["name"] if isinstance(user.get("name"), dict) else {}
     emp: dict = {"employee_id": employee_id, "email": primary_email(user),
                  "given_name": name.get("givenName"), "family_name": name.get("familyName"),
                  "username": username}
@@ -119,10 +134,15 @@ def hr_event(user: dict, *, event_type: str, event_id: str, occurred_at: datetim
 
 
 def event_type_for(old: dict | None, new: dict, *, username: str, employee_id: str) -> str | None:
-    """Which HR event a change from ``old`` (None: a new SCIM user) to ``new`` means, or None."""
+    """Which HR event a change from ``old`` (None: a new SCIM user) to ``new`` means, or None.
+
+    A new user is active unless it says otherwise (identity providers create people to let
+    them in); an update that leaves ``active`` out keeps the old state (:func:`keep_active`).
+    """
     if old is None:
         return "employee.hired" if is_active(new) else None
-    was, now = is_active(old), is_active(new)
+    was = is_active(old)
+    now = was if new.get("active") is None else is_active(new)
     if was and not now:
         return "employee.terminated"
     if now and not was:
@@ -132,9 +152,3 @@ def event_type_for(old: dict | None, new: dict, *, username: str, employee_id: s
     before = hr_employee(old, username=username, employee_id=employee_id)
     after = hr_employee(new, username=username, employee_id=employee_id)
     return "employee.updated" if before != after else None
-
-
-def event_id(scim_id: str, version: int) -> str:
-    """One HR event id per stored version of a SCIM user: a retried request that stored
-    nothing new reuses it, so it cannot start a second run."""
-    return f"scim-{scim_id}-v{version}"

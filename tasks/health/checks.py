@@ -17,12 +17,19 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Iterable
 
-import yaml
 from pydantic import BaseModel, Field
 
-from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_TIME, LAST_VERIFIED_TIME, Outcome, has_verified_backup, run_outcome
-from tasks.core.names import STOPPED_AT, USER_LABEL
+from tasks.backup.status import (
+    LAST_BACKUP_OUTCOME,
+    LAST_BACKUP_TIME,
+    LAST_VERIFIED_TIME,
+    Outcome,
+    has_verified_backup,
+    run_outcome,
+)
+from tasks.core.names import NAME_LABEL, PART_OF, PART_OF_LABEL, STOPPED_AT, USER_LABEL, WORKSPACE_APP
 from tasks.core.timefmt import parse_time as _time
+from tasks.people import usersdb
 
 BACKUP_WARNING = timedelta(hours=26)  # one missed night
 BACKUP_CRITICAL = timedelta(hours=50)  # two missed nights
@@ -30,7 +37,6 @@ CERT_WARNING = timedelta(days=14)
 CERT_CRITICAL = timedelta(days=3)
 STUCK_AFTER = timedelta(minutes=10)  # a workspace unavailable this long is broken, not starting
 OFFBOARD_GRACE = timedelta(minutes=5)  # offboarding disables the identity first; this is its head start
-DORMANT_AFTER = timedelta(days=30)  # the reaper's default dormancy (reap_dormancy_days)
 LEAVER_STATES = ("terminated", "purged")
 NAME_LIMIT = 5  # names quoted in one message; the gauges carry the rest
 
@@ -385,16 +391,10 @@ def parse_users(text: str | None, error: str = "") -> tuple[dict[str, dict] | No
         return None, Check(name="users.database", status=Status.CRITICAL, value=0,
                            message=f"users database unreadable: {error}")
     try:
-        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}  # libyaml: 9x faster
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
+        users = usersdb.load(text, empty_ok=False)["users"]  # the identity backend's own reader
+    except usersdb.UsersFileError as exc:
         return None, Check(name="users.database", status=Status.CRITICAL, value=0,
-                           message=f"users database is not YAML{where}")
-    users = doc.get("users") if isinstance(doc, dict) else None
-    if not isinstance(users, dict):
-        return None, Check(name="users.database", status=Status.CRITICAL, value=0,
-                           message="users database has no `users` mapping")
+                           message=f"users database {exc.reason}")
     incomplete = sorted(u for u, e in users.items()
                         if not isinstance(e, dict) or not e.get("password") or not e.get("displayname"))
     users = {u: e for u, e in users.items() if isinstance(e, dict)}
@@ -429,7 +429,8 @@ def check_users(users: dict[str, dict] | None, workspace_users: set[str], ledger
     else:
         ws = Check(name="users.workspaces", status=Status.OK, value=0,
                    message=f"all {len(enabled)} enabled users have a workspace")
-    late, fresh = [], []
+    late: list[str] = []
+    fresh: list[str] = []
     for user, when in leavers(ledger).items():
         if user in enabled:
             t = _time(when)
@@ -446,9 +447,11 @@ def check_users(users: dict[str, dict] | None, workspace_users: set[str], ledger
 
 
 # -- counts ----------------------------------------------------------------------------------
-def counts(deployments: list[dict], users: dict[str, dict] | None, now: datetime) -> list[Gauge]:
+def counts(deployments: list[dict], users: dict[str, dict] | None, now: datetime,
+           dormancy: timedelta | None) -> list[Gauge]:
     """running / stopped / dormant workspaces (dormant: stopped by the reaper at least
-    ``DORMANT_AFTER`` ago), and enabled / disabled users."""
+    ``dormancy`` ago, the reaper's ``settings.reaper.dormancy_days``; None: dormancy is off,
+    so none is), and enabled / disabled users."""
     running = stopped = dormant = 0
     for dep in deployments:
         if (dep.get("spec") or {}).get("replicas", 1) > 0:
@@ -456,7 +459,7 @@ def counts(deployments: list[dict], users: dict[str, dict] | None, now: datetime
             continue
         stopped += 1
         at = _time((_meta(dep).get("annotations") or {}).get(STOPPED_AT))
-        if at and now - at >= DORMANT_AFTER:
+        if at and dormancy is not None and now - at >= dormancy:
             dormant += 1
     out = [Gauge(name="workspaces", value=v, labels={"state": k})
            for k, v in (("running", running), ("stopped", stopped), ("dormant", dormant))]
@@ -468,11 +471,9 @@ def counts(deployments: list[dict], users: dict[str, dict] | None, now: datetime
 
 
 # -- one run ---------------------------------------------------------------------------------
-class Observed(BaseModel):
-    """Everything one run looked at: one LIST per kind, one probe per endpoint."""
+class Listing(BaseModel):
+    """What the one LIST per kind returned (and the users database, parsed where it was read)."""
 
-    api_latency: float | None = None
-    api_error: str = ""
     nodes: list[dict] = Field(default_factory=list)
     deployments: list[dict] = Field(default_factory=list)  # every namespace
     statefulsets: list[dict] = Field(default_factory=list)  # every namespace
@@ -481,6 +482,13 @@ class Observed(BaseModel):
     certificates: list[dict] | None = None  # None: the cert-manager CRD is not installed
     users: dict[str, dict] | None = None  # username -> {"disabled": bool}, from parse_users
     users_database: Check | None = None  # parse_users' verdict; None: not a file backend
+
+
+class Observed(Listing):
+    """Everything one run looked at: the listing, one probe per endpoint."""
+
+    api_latency: float | None = None
+    api_error: str = ""
     authelia_status: int | None = None
     authelia_body: str = ""
     authelia_latency: float = 0.0
@@ -492,12 +500,12 @@ class Observed(BaseModel):
 
 def workspace_deployments(deployments: list[dict], namespace: str) -> list[dict]:
     return [d for d in deployments if _meta(d).get("namespace") == namespace
-            and (_meta(d).get("labels") or {}).get("app.kubernetes.io/name") == "code-server"
-            and (_meta(d).get("labels") or {}).get("app.kubernetes.io/part-of") == "vibecode"]
+            and (_meta(d).get("labels") or {}).get(NAME_LABEL) == WORKSPACE_APP
+            and (_meta(d).get("labels") or {}).get(PART_OF_LABEL) == PART_OF]
 
 
 def evaluate(obs: Observed, now: datetime, namespace: str, components: list[str],
-             slow_seconds: float) -> tuple[list[Check], list[Gauge]]:
+             slow_seconds: float, *, dormancy: timedelta | None) -> tuple[list[Check], list[Gauge]]:
     """Every check and gauge of one run. Without the API server only the checks that do not
     need it are made; the ``api`` check says why the rest are missing."""
     checks = [check_api(obs.api_latency, obs.api_error, slow_seconds),
@@ -521,5 +529,5 @@ def evaluate(obs: Observed, now: datetime, namespace: str, components: list[str]
         checks.append(obs.users_database)
         have = {_user(d) for d in workspaces} | {_user(p) for p in obs.pvcs}
         checks += check_users(users, have, obs.ledger, now)
-    gauges += cert_gauges + ages + counts(workspaces, users, now)
+    gauges += cert_gauges + ages + counts(workspaces, users, now, dormancy)
     return checks, gauges

@@ -14,14 +14,14 @@ from prefect import task
 
 from tasks.cluster import kube
 from tasks.core.errors import NotFound, PermanentError
-from tasks.health.checks import HealthReport, Observed, Status, evaluate, parse_users, redact
-from tasks.health.probes import probe_bucket, probe_http
-from tasks.health.sinks import push_prometheus, send_datadog
-from tasks.people.identity.filedb import USERS_KEY
-from tasks.people.ledger import SELECTOR as LEDGER_SELECTOR
 from tasks.core.names import WORKSPACE_PVC_SELECTOR
 from tasks.core.settings import get_settings
 from tasks.core.steps import KUBE_API, transient_retries
+from tasks.health.checks import HealthReport, Listing, Status, parse_users, redact
+from tasks.health.probes import probe_bucket, probe_http
+from tasks.health.sinks import push_prometheus, send_datadog
+from tasks.people.ledger import SELECTOR as LEDGER_SELECTOR
+from tasks.people.usersdb import USERS_KEY
 
 RETRY = transient_retries(2, backoff_factor=1)  # a run every 5 minutes: retry briefly, never pile up
 
@@ -44,7 +44,7 @@ def probe_api() -> float:
 
 
 @task(name="list-cluster-objects", tags=[KUBE_API], **RETRY)
-def list_cluster_objects() -> dict:
+def list_cluster_objects() -> Listing:
     """One LIST per kind; Deployments and StatefulSets across namespaces, because the
     platform components live in several and the workspaces are among them."""
     s = get_settings()
@@ -61,11 +61,11 @@ def list_cluster_objects() -> dict:
         users, users_database = parse_users(text, f"Secret {s.platform_namespace}/{s.identity.authelia_users_secret} "
                                                   + ("not found" if secret is None else f"has no {USERS_KEY}"))
         users = redact(users)
-    return dict(nodes=client.list_all("Node"), deployments=client.list_all("Deployment"),
-                statefulsets=client.list_all("StatefulSet"),
-                pvcs=client.list("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR, raw=True),
-                ledger=client.list("ConfigMap", s.platform_namespace, LEDGER_SELECTOR, raw=True),
-                certificates=certificates, users=users, users_database=users_database)
+    return Listing(nodes=client.list_all("Node"), deployments=client.list_all("Deployment"),
+                   statefulsets=client.list_all("StatefulSet"),
+                   pvcs=client.list("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR, raw=True),
+                   ledger=client.list("ConfigMap", s.platform_namespace, LEDGER_SELECTOR, raw=True),
+                   certificates=certificates, users=users, users_database=users_database)
 
 
 @task(name="probe-authelia", **RETRY)
@@ -107,9 +107,12 @@ def to_datadog(report: HealthReport) -> str:
     return f"ok ({n} series)"
 
 
-def outcome(future) -> tuple[object, str]:
-    """(result, "") or (None, the error): a probe that failed is a finding, not a crash."""
+def outcome(future, timeout: float | None = None) -> tuple[object, str]:
+    """(result, "") or (None, the error): a probe that failed, or did not answer within
+    ``timeout`` (the rest of the run's budget), is a finding, not a crash or a hang."""
     try:
-        return future.result(), ""
+        return future.result(timeout=timeout), ""
+    except TimeoutError:
+        return None, f"no answer within the run's budget ({get_settings().health.budget_seconds:g}s)"
     except Exception as exc:  # noqa: BLE001 - becomes the check's message
         return None, str(exc) or type(exc).__name__

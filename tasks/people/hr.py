@@ -11,16 +11,50 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime
-from typing import Annotated, Literal
+from enum import Enum
+from typing import Annotated, Literal, get_args
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tasks.core.errors import InvalidInput
-from tasks.core.names import username_from_email, validate_username
+from tasks.core.names import derive_username, username_from_email, validate_username
 from tasks.core.settings import Settings, get_settings
 
 EventType = Literal["employee.hired", "employee.updated", "employee.terminated"]
+
+
+class Process(str, Enum):
+    """The lifecycle process an HR event starts (a flow in ``flows/``, a deployment on Prefect)."""
+
+    ONBOARDING = "onboarding"
+    OFFBOARDING = "offboarding"
+
+
+# The one router from HR event type to process: the gateway, SCIM and flows.onboarding use it.
+PROCESSES: dict[str, Process] = {"employee.hired": Process.ONBOARDING, "employee.updated": Process.ONBOARDING,
+                                 "employee.terminated": Process.OFFBOARDING}
+assert set(PROCESSES) == set(get_args(EventType))
+
+
+def process_for(event_type: str) -> Process:
+    """The process an event type starts; ``KeyError`` for a type that is not an HR event."""
+    return PROCESSES[event_type]
+
+
+def deployment_for(event_type: str, settings: Settings) -> str:
+    """The Prefect deployment (``flow/deployment``) that runs an event type's process."""
+    gw = settings.gateway
+    return {Process.ONBOARDING: gw.onboard_deployment, Process.OFFBOARDING: gw.offboard_deployment}[
+        process_for(event_type)]
 
 # Kubernetes label values carry the employee id, so it must be a valid label value.
 EMPLOYEE_ID_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
@@ -121,10 +155,10 @@ class Employee(BaseModel):
     @model_validator(mode="after")
     def _derive_username(self) -> "Employee":
         if self.username is None:
-            derived = username_from_email(self.email)
             try:
-                self.username = validate_username(derived)
+                self.username = derive_username(self.email)
             except InvalidInput as exc:
+                derived = username_from_email(self.email)
                 raise ValueError(f"gives username {derived[:40]!r}, which is not usable "
                                  f"({str(exc).split(': ', 1)[-1]}); send an explicit username") from None
         return self

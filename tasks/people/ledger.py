@@ -25,16 +25,29 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from typing import Callable
+from dataclasses import replace
+from typing import Any, Callable, TypeVar
 
 from tasks.core.errors import Conflict, InvalidInput, PermanentError
-from tasks.people.record import Record, State, from_data, to_data
-from tasks.core.names import RECORD_COMPONENT_LABEL, EMPLOYEE_ID_LABEL, EMPLOYEE_INDEX_COMPONENT, LEDGER_COMPONENT, LEDGER_SELECTOR, PART_OF, PART_OF_LABEL, SCIM_ID_LABEL, STATE_LABEL, USER_LABEL
+from tasks.core.names import (
+    EMPLOYEE_ID_LABEL,
+    EMPLOYEE_INDEX_COMPONENT,
+    LEDGER_COMPONENT,
+    LEDGER_SELECTOR,
+    PART_OF,
+    PART_OF_LABEL,
+    RECORD_COMPONENT_LABEL,
+    SCIM_ID_LABEL,
+    STATE_LABEL,
+    USER_LABEL,
+)
 from tasks.core.settings import Settings, get_settings
+from tasks.people.record import Record, State, from_data, to_data, untouched
 
 PREFIX = "vibecode-user-"
 INDEX_PREFIX = "vibecode-employee-"
 SELECTOR = LEDGER_SELECTOR
+V = TypeVar("V")  # a decision's verdict
 
 __all__ = ["Ledger", "Record", "State", "index_name", "to_manifest", "from_manifest"]
 
@@ -48,7 +61,7 @@ def index_name(employee_id: str) -> str:
 
 
 def to_manifest(rec: Record, namespace: str) -> dict:
-    meta = {"name": _name(rec.username), "namespace": namespace,
+    meta: dict[str, Any] = {"name": _name(rec.username), "namespace": namespace,
             "labels": {PART_OF_LABEL: PART_OF, RECORD_COMPONENT_LABEL: LEDGER_COMPONENT, USER_LABEL: rec.username,
                        EMPLOYEE_ID_LABEL: rec.employee_id, STATE_LABEL: rec.state.value}}
     if rec.resource_version:
@@ -140,16 +153,65 @@ class Ledger:
                                f"{owned!r} already belongs to another employee; send an explicit username")
         return rec
 
+    def forget_scim(self, username: str, scim_id: str) -> bool:
+        """Detach SCIM user ``scim_id`` from ``username``'s record (a SCIM DELETE, or a refused
+        create undone); the person and their history stay. ``False`` if it was not attached."""
+        detached: list[bool] = [False]
+
+        def detach(r: Record) -> Record:
+            detached[0] = bool(scim_id) and r.scim_id == scim_id
+            return replace(r, scim_id="", scim="") if detached[0] else r
+
+        if self.get(username) is None:
+            return False
+        self.update(username, detach)
+        return detached[0]
+
+    def release(self, username: str, employee_id: str) -> bool:
+        """Give back a claim nothing came of (the create that made it was refused), so a
+        corrected retry claims afresh: the record, if still :func:`untouched`, and the employee
+        index entry naming it. Each is deleted at the version read, so a record another run
+        touched meanwhile is kept (and then so is its index entry). ``True`` if it was given back."""
+        cm = self.kube.get("ConfigMap", self.ns, _name(username))
+        if cm is not None:
+            rec = from_manifest(cm)
+            if rec.employee_id != employee_id or not untouched(rec):
+                return False
+            try:
+                self.kube.delete("ConfigMap", self.ns, _name(username), resource_version=rec.resource_version)
+            except Conflict:
+                return False
+        idx = self.kube.get("ConfigMap", self.ns, index_name(employee_id))
+        data = (idx or {}).get("data") or {}
+        if idx is not None and data.get("employee_id") == employee_id and data.get("username") == username:
+            try:
+                self.kube.delete("ConfigMap", self.ns, index_name(employee_id),
+                                 resource_version=idx["metadata"].get("resourceVersion"))
+            except Conflict:
+                pass  # rewritten meanwhile: it is someone's claim now
+        return True
+
     def update(self, username: str, change: Callable[[Record], Record], attempts: int = 20) -> Record:
+        """The record after ``change``, applied by compare-and-swap (see :meth:`decide`)."""
+        return self.decide(username, lambda r: (change(r), None), attempts)[0]
+
+    def decide(self, username: str, decision: Callable[[Record], tuple[Record, V]],
+               attempts: int = 20) -> tuple[Record, V]:
+        """(the stored record, the verdict) of a pure ``decision`` on the current record.
+
+        Compare-and-swap on ``resourceVersion``: when another writer got there first, the
+        record is read again and decided again, so the verdict returned is the one of the
+        attempt that was stored. A decision that changes nothing writes nothing.
+        """
         for attempt in range(attempts):
             current = self.get(username)
             if current is None:
                 raise PermanentError(f"no ledger record for {username}")
-            new = change(current)
+            new, verdict = decision(current)
             if new == current:
-                return current
+                return current, verdict
             try:
-                return from_manifest(self.kube.replace(to_manifest(new, self.ns)))
+                return from_manifest(self.kube.replace(to_manifest(new, self.ns))), verdict
             except Conflict:
                 time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))
         raise Conflict(f"ledger record {username} still contended after {attempts} attempts")

@@ -115,18 +115,22 @@ class Record:
         return replace(self, events=(*self.events, event_id)[-KEEP_EVENTS:])
 
 
+def untouched(rec: Record) -> bool:
+    """Whether nothing has happened to a record since it was claimed: no event applied or
+    recorded, no employment dates, no welcome, no error, no SCIM user. Only such a record may
+    be given back (a refused create undone), because nothing could depend on it."""
+    return rec == Record(rec.username, rec.employee_id)
+
+
 # -- event order -----------------------------------------------------------------------------
 def stale_reason(rec: Record, kind: EventKind, occurred_at: datetime) -> str | None:
     """Why an event must be ignored because a newer conflicting one was applied, or ``None``."""
-    def older(than: datetime | None) -> bool:
-        return than is not None and occurred_at < than
-
     when = occurred_at.isoformat()
-    if kind == "hire" and older(rec.left_at):
+    if kind == "hire" and rec.left_at is not None and occurred_at < rec.left_at:
         return f"stale: hire of {when} is older than the termination of {rec.left_at.isoformat()} already applied"
-    if kind == "termination" and older(rec.hired_at):
+    if kind == "termination" and rec.hired_at is not None and occurred_at < rec.hired_at:
         return f"stale: termination of {when} is older than the hire of {rec.hired_at.isoformat()} already applied"
-    if kind in ("hire", "update") and older(rec.changed_at):
+    if kind in ("hire", "update") and rec.changed_at is not None and occurred_at < rec.changed_at:
         return (f"stale: {kind} of {when} is older than the hire or update of "
                 f"{rec.changed_at.isoformat()} already applied")
     return None

@@ -12,6 +12,7 @@ from prefect import task
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
+from tasks.backup.repo import repository_word
 from tasks.cluster import helm
 from tasks.cluster.jobs import job_state
 from tasks.cluster.kube import connect
@@ -19,7 +20,8 @@ from tasks.core import mail
 from tasks.core.errors import BackupRequired, InvalidInput, PermanentError, TransientError
 from tasks.core.names import workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.steps import HELM, KUBE_API, USERS_DB, now as _now, transient_retries
+from tasks.core.steps import HELM, KUBE_API, USERS_DB, transient_retries
+from tasks.core.steps import now as _now
 from tasks.people.deletion import Decision, deletion_decision
 from tasks.people.hr import HRRequest, effective_groups
 from tasks.people.identity import UserSpec, get_backend
@@ -90,14 +92,12 @@ def find_person(employee_id: str) -> Record:
 def admit_event(username: str, kind: EventKind, event_id: str, occurred_at: datetime, now: datetime) -> Admission:
     """Judge the event against the newest applied ones and, if it is not stale, record its
     effect on the employment, in one compare-and-swap (a stale event is recorded only)."""
-    verdict: list[Admission] = []
+    def decision(r: Record) -> tuple[Record, Admission]:
+        verdict = admit(r, kind, event_id, occurred_at, now)
+        return verdict.record, verdict
 
-    def change(r: Record) -> Record:
-        verdict[:] = [admit(r, kind, event_id, occurred_at, now)]
-        return verdict[0].record
-
-    rec = Ledger().update(username, change)
-    return Admission(rec, verdict[0].ignored)
+    rec, verdict = Ledger().decide(username, decision)
+    return Admission(rec, verdict.ignored)
 
 
 @task(name="list-leavers", tags=[KUBE_API], **RETRY)
@@ -149,17 +149,10 @@ def send_welcome(request: HRRequest, username: str, url: str, returning: bool) -
     (:func:`tasks.people.record.claim_welcome` says who may send)."""
     ledger = Ledger()
     run = str(flow_run.id)
-    step: list[str] = []
-
-    def claim(r: Record) -> Record:
-        new, verdict = claim_welcome(r, run, _now())
-        step[:] = [verdict]
-        return new
-
-    ledger.update(username, claim)
-    if step[0] == "already sent":
+    _, step = ledger.decide(username, lambda r: claim_welcome(r, run, _now()))
+    if step == "already sent":
         return "already sent"
-    if step[0] == "busy":
+    if step == "busy":
         raise TransientError("another run is sending the welcome email")
     emp = request.employee
     msg = welcome_message(to_email=emp.email, given_name=emp.given_name, family_name=emp.family_name,
@@ -183,10 +176,17 @@ def _pvcs(username: str) -> list[dict]:
 
 @task(name="judge-deletion", tags=[KUBE_API], **RETRY)
 def judge_deletion(username: str, now: datetime) -> Decision:
+    """The deletion rule on what the ledger, the volumes and (only once a deletion is due)
+    the restic repository itself say."""
     s = get_settings()
     rec = Ledger().get(username)
     terminated = rec.terminated_at if rec and rec.state is State.TERMINATED else None
-    return deletion_decision(terminated, _pvcs(username), now, s.identity.offboard_retention_days)
+    pvcs = _pvcs(username)
+    decision = deletion_decision(terminated, pvcs, now, s.identity.offboard_retention_days)
+    if decision.action == "confirm":
+        decision = deletion_decision(terminated, pvcs, now, s.identity.offboard_retention_days,
+                                     repository=repository_word(username, s))
+    return decision
 
 
 @task(name="delete-workspace", tags=[KUBE_API, HELM], **RETRY)

@@ -51,10 +51,23 @@ from urllib.parse import quote, urlencode
 
 import yaml
 
-from tasks.core.names import PART_OF, validate_username
-from tasks.core.timefmt import parse_time as _parse_time
 from tasks.cluster.objects import restricted_job
-from tasks.core.settings import Settings
+from tasks.core.names import (
+    COMPONENT_LABEL,
+    EXPIRES_AT,
+    PART_OF,
+    PART_OF_LABEL,
+    PURPOSE_LABEL,
+    TOTP_HANDOFF_SELECTOR,
+    TOTP_ISSUER_ANNOTATION,
+    TOTP_PROVISION_COMPONENT,
+    TOTP_PROVISION_JOB_SELECTOR,
+    TOTP_PURPOSE,
+    USER_LABEL,
+    validate_username,
+)
+from tasks.core.settings import IdentitySettings
+from tasks.core.timefmt import parse_time as _parse_time
 from tasks.platform.values import AUTHELIA_STORAGE_SECRET_FILES, PLATFORM_SECRET
 
 SECRET_BYTES = 32  # Authelia's default --secret-size
@@ -62,14 +75,9 @@ ALGORITHM = "SHA1"
 DIGITS = 6
 PERIOD = 30
 
-PURPOSE = "totp-handoff"
-USER_LABEL = "vibecode.dev/user"
-PURPOSE_LABEL = "vibecode.dev/purpose"
-PROVISION_COMPONENT = "totp-provision"
-PROVISION_JOB_SELECTOR = f"app.kubernetes.io/component={PROVISION_COMPONENT}"  # what the flow watches
-EXPIRES_AT = "vibecode.dev/expires-at"
-ISSUER_ANNOTATION = "vibecode.dev/totp-issuer"
-HANDOFF_SELECTOR = f"app.kubernetes.io/part-of={PART_OF},{PURPOSE_LABEL}={PURPOSE}"
+# The hand-off's keys and selectors (defined in tasks.core.names), as this module's callers name them.
+PURPOSE, PROVISION_COMPONENT, ISSUER_ANNOTATION = TOTP_PURPOSE, TOTP_PROVISION_COMPONENT, TOTP_ISSUER_ANNOTATION
+HANDOFF_SELECTOR, PROVISION_JOB_SELECTOR = TOTP_HANDOFF_SELECTOR, TOTP_PROVISION_JOB_SELECTOR
 SECRET_KEY = "TOTP_SECRET"  # the raw secret in the hand-off Secret (what the administrator hands over)
 IMPORT_KEY = "totp.yml"  # the same secret as Authelia's import document (what the Job reads)
 HANDOFF_DIR = "/handoff"
@@ -99,24 +107,24 @@ def handoff_name(username: str) -> str:
 
 
 def _labels(username: str, component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/component": component,
+    return {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: component,
             USER_LABEL: username, PURPOSE_LABEL: PURPOSE}
 
 
-def expires_at(now: datetime, settings: Settings) -> datetime:
-    return now + timedelta(hours=settings.identity.totp_handoff_hours)
+def expires_at(now: datetime, identity: IdentitySettings) -> datetime:
+    return now + timedelta(hours=identity.totp_handoff_hours)
 
 
-def handoff_secret(username: str, secret: str, settings: Settings, now: datetime) -> dict:
+def handoff_secret(username: str, secret: str, identity: IdentitySettings, namespace: str, now: datetime) -> dict:
     """The short-lived Secret the Job reads and the administrator's CLI hands over."""
     decode_secret(secret)  # refuse to store anything Authelia would reject
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": handoff_name(username), "namespace": settings.platform_namespace,
+            "metadata": {"name": handoff_name(username), "namespace": namespace,
                          "labels": _labels(username, "totp-handoff"),
-                         "annotations": {EXPIRES_AT: expires_at(now, settings).isoformat(),
-                                         ISSUER_ANNOTATION: settings.identity.totp_issuer}},
+                         "annotations": {EXPIRES_AT: expires_at(now, identity).isoformat(),
+                                         ISSUER_ANNOTATION: identity.totp_issuer}},
             "stringData": {SECRET_KEY: secret,
-                           IMPORT_KEY: import_document(username, secret, settings.identity.totp_issuer, now)}}
+                           IMPORT_KEY: import_document(username, secret, identity.totp_issuer, now)}}
 
 
 def import_document(username: str, secret: str, issuer: str, now: datetime) -> str:
@@ -128,7 +136,7 @@ def import_document(username: str, secret: str, issuer: str, now: datetime) -> s
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def provision_job(username: str, settings: Settings) -> dict:
+def provision_job(username: str, identity: IdentitySettings, namespace: str) -> dict:
     """The Job that runs ``authelia storage user totp import``; it holds no secret value and
     passes none through argv or environment: the CLI reads the mounted file."""
     name = handoff_name(username)
@@ -136,7 +144,7 @@ def provision_job(username: str, settings: Settings) -> dict:
     args = ["storage", "user", "totp", "import", IMPORT_FILE, "--config", CONFIG_FILE]
     container = {
         "name": "authelia",
-        "image": settings.identity.authelia_image,
+        "image": identity.authelia_image,
         "command": ["/app/authelia"],  # the binary itself, not the image's su-exec entrypoint
         "args": args,
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
@@ -147,16 +155,16 @@ def provision_job(username: str, settings: Settings) -> dict:
                          {"name": "storage-secrets", "mountPath": SECRETS_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
     }
-    volumes = [{"name": "config", "secret": {"secretName": settings.identity.authelia_config_secret, "defaultMode": 0o444}},
+    volumes = [{"name": "config", "secret": {"secretName": identity.authelia_config_secret, "defaultMode": 0o444}},
                {"name": "storage-secrets", "secret": {"secretName": PLATFORM_SECRET, "defaultMode": 0o440, "items": [
                    {"key": key, "path": key} for key in AUTHELIA_STORAGE_SECRET_FILES.values()]}},
                {"name": "handoff", "secret": {"secretName": name, "defaultMode": 0o444,
                                               "items": [{"key": IMPORT_KEY, "path": IMPORT_KEY}]}},
                {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     # A second try with the same secret fails the same way; a rerun retries.
-    return restricted_job(name=name, namespace=settings.platform_namespace, labels=labels, container=container,
+    return restricted_job(name=name, namespace=namespace, labels=labels, container=container,
                           volumes=volumes, run_as_user=RUN_AS, run_as_group=RUN_AS, fs_group=RUN_AS,
-                          deadline_seconds=int(settings.identity.totp_job_timeout_seconds))
+                          deadline_seconds=int(identity.totp_job_timeout_seconds))
 
 
 def otpauth_uri(username: str, secret: str, issuer: str) -> str:
@@ -180,7 +188,7 @@ def expired_handoffs(secrets_: list[dict], now: datetime) -> list[str]:
     for s in secrets_:
         meta = s.get("metadata") or {}
         labels = meta.get("labels") or {}
-        if labels.get(PURPOSE_LABEL) != PURPOSE or labels.get("app.kubernetes.io/part-of") != PART_OF:
+        if labels.get(PURPOSE_LABEL) != PURPOSE or labels.get(PART_OF_LABEL) != PART_OF:
             continue
         if is_expired(s, now):
             out.append(meta["name"])

@@ -21,13 +21,14 @@ from datetime import datetime
 
 from prefect import task
 
-from tasks.people import totp
 from tasks.cluster.jobs import await_job, job_state
-from tasks.core.errors import PermanentError, Timeout
 from tasks.cluster.kube import connect
+from tasks.core.errors import PermanentError, Timeout
 from tasks.core.names import validate_username
 from tasks.core.settings import get_settings
-from tasks.core.steps import KUBE_API, now as _now, transient_retries
+from tasks.core.steps import KUBE_API, transient_retries
+from tasks.core.steps import now as _now
+from tasks.people import totp
 
 RETRY = transient_retries(4, backoff_factor=1)
 TOTP_WAIT_GRACE_SECONDS = 30  # past activeDeadlineSeconds, time for the job controller to say Failed
@@ -62,9 +63,9 @@ def start_totp_provisioning(username: str) -> bool:
     if plan.delete_secret:
         kube.delete("Secret", ns, name)
     if plan.create_secret:  # a concurrent run's Secret wins the create; its Job reads whichever exists
-        kube.create(totp.handoff_secret(username, totp.mint_secret(), s, _now()))
+        kube.create(totp.handoff_secret(username, totp.mint_secret(), s.identity, s.platform_namespace, _now()))
     if plan.create_job:
-        kube.create(totp.provision_job(username, s))
+        kube.create(totp.provision_job(username, s.identity, s.platform_namespace))
     return False
 
 
@@ -102,7 +103,7 @@ def preprovision_totp(username: str) -> str:
         discard_totp_handoff(username)
         raise PermanentError(f"TOTP pre-provisioning for {username} failed: Job {ns}/{name}: {reason}. "
                              f"The hand-off Secret was deleted; rerun the event to retry.")
-    expiry = totp.expires_at(_now(), s).isoformat()
+    expiry = totp.expires_at(_now(), s.identity).isoformat()
     return (f"pre-provisioned (Job {name} complete); an administrator hands it over with "
             f"`vibecode totp-handoff {username}` before about {expiry}")
 
@@ -130,7 +131,7 @@ def totp_handoff(username: str, now: datetime | None = None) -> TotpHandoff:
     job = kube.get("Job", ns, name) if secret is not None else None
     state, reason = job_state(job) if job is not None else ("absent", "no provisioning Job")
     verdict = totp.handoff_verdict(secret, state, now)
-    if verdict == "nothing":
+    if verdict == "nothing" or secret is None:
         raise PermanentError(f"nothing to hand off for {username} (already handed off, expired, "
                              f"or never pre-provisioned)")
     if verdict == "not registered":

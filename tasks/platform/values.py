@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tasks.core.errors import InvalidInput
+from tasks.core.names import GATEWAY_LABEL, GATEWAY_LABEL_VALUE, GATEWAY_SELECTOR  # noqa: F401 - re-exported
 from tasks.core.settings import Settings
 
 COMPONENTS = ("gateway", "certificates", "authelia", "postgresql", "redis", "seaweedfs", "networkPolicies", "rbac")
@@ -53,9 +54,6 @@ AUTHELIA_SECRET_FILES = {
 }
 AUTHELIA_STORAGE_SECRET_FILES = {k: v for k, v in AUTHELIA_SECRET_FILES.items() if "_STORAGE_" in k}
 
-GATEWAY_LABEL = "vibecode.dev/gateway"
-GATEWAY_LABEL_VALUE = "platform"
-GATEWAY_SELECTOR = f"{GATEWAY_LABEL}={GATEWAY_LABEL_VALUE}"
 WORKSPACES_LISTENER = "workspaces"
 OPS_NAMESPACE = "vibecode-ops"
 FLOWS_SERVICE_ACCOUNT = "vibecode-flows"

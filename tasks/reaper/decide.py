@@ -7,8 +7,12 @@ browser tab looks active forever; the maximum session age is what stops those.
 
 The rules, in the order they apply to a running workspace:
 
-* exempt (``vibecode.dev/reap: "false"``), busy (a backup or restore Job runs, or the
-  ``vibecode.dev/restoring`` guard is set) or a failed probe: keep. A failed probe is
+* exempt (``vibecode.dev/reap: "false"``) or an exemption value we do not recognise: keep
+  (an unknown value fails safe, and the run reports it). A warning standing on an exempt
+  workspace is cleared: it was about a workspace that may no longer be stopped, so lifting
+  the exemption starts a new warning, never a stop on one sent before the exemption.
+* busy (a backup or restore Job runs, or the ``vibecode.dev/restoring`` guard is set on
+  the Deployment or any of its volumes) or a failed probe: keep. A failed probe is
   "unknown", never "idle".
 * idle: last activity = the newest of lastHeartbeat, the ``vibecode.dev/last-activity``
   annotation and (for a server nobody has used yet) the time it became available. Warn
@@ -20,29 +24,82 @@ The rules, in the order they apply to a running workspace:
   An explicit ``last-activity`` annotation after the warning, or a new session (the
   Deployment became available again), cancels it.
 
+A warning is sent at most once, however many runs overlap (the schedule and a manual
+``vibecode reap``): a run first *claims* it (``vibecode.dev/idle-warning-claim``, written
+with the resourceVersion it judged, so only one of two runs that listed the same state
+can), then emails, then records ``idle-warned-at``. A fresh claim makes every other run
+keep; a claim left by a run that died lapses after :data:`CLAIM_STALE`. A stop needs the
+recorded warning, so nobody is stopped on a warning whose email was never sent.
+
 A stopped workspace (``stopped-at`` set by us) becomes dormant after ``dormancy``: its
-release is deleted only under :func:`tasks.people.deletion.deletion_decision` (a verified backup
-newer than the stop), else a backup is asked for first; its volumes follow after the
-longer ``volume_dormancy`` under the same rule.
+release is deleted only under :func:`tasks.people.deletion.deletion_decision` (a verified
+backup newer than the stop, confirmed in the restic repository itself), else a backup is
+asked for first; its volumes follow after the longer ``volume_dormancy`` under the same
+rule. Restore volumes (``vibecode.dev/volume: restore``) are never part of that: an
+operator made them and an operator deletes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal, Mapping
 
-from tasks.core.timefmt import parse_time, rfc3339  # noqa: F401 - rfc3339 is part of this API
-from tasks.core.names import DORMANT_DELETED_AT, IDLE_WARNED_AT, IDLE_WARNING_RULE, LAST_ACTIVITY, REAP_EXEMPT, RESTORING, STOP_REASON, STOPPED_AT, USER_LABEL, VOLUME_LABEL
+from tasks.backup.status import RepositoryWord
+from tasks.core.names import (
+    COMPONENT_LABEL,
+    DORMANT_DELETED_AT,
+    IDLE_WARNED_AT,
+    IDLE_WARNING_CLAIM,
+    IDLE_WARNING_RULE,
+    LAST_ACTIVITY,
+    REAP_EXEMPT,
+    RESTORING,
+    STOP_REASON,
+    STOPPED_AT,
+    USER_LABEL,
+    VOLUME_LABEL,
+)
+from tasks.core.timefmt import parse_time, rfc3339
 from tasks.people.deletion import deletion_decision
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
 IDLE, MAX_SESSION, DORMANT = "idle", "max-session", "dormant"
-# keep: nothing to write. cancel-warning: clear a stale warning. backup: dormant but no
-# verified backup newer than the stop, so take one (deletion waits for a later run).
-ACTIONS = ("keep", "cancel-warning", "warn", "stop", "backup", "delete", "delete-volumes")
+CLAIM_STALE = timedelta(minutes=10)  # a warning claim this old was left by a run that died before recording
+
+
+class Action(StrEnum):
+    """What one run does to one workspace."""
+
+    KEEP = "keep"  # nothing to write
+    CANCEL_WARNING = "cancel-warning"  # clear a stale warning (activity since, or exempt)
+    WARN = "warn"
+    STOP = "stop"
+    BACKUP = "backup"  # dormant, but no verified backup newer than the stop: take one, delete on a later run
+    CONFIRM = "confirm"  # a deletion is due: ask the repository, then judge again (never written)
+    DELETE = "delete"  # uninstall the release, keep the volumes
+    DELETE_VOLUMES = "delete-volumes"
+
+
+ACTIONS = tuple(a.value for a in Action)
+Exemption = Literal["none", "exempt", "unknown"]
+
+
+def exemption(annotations: Mapping[str, str]) -> tuple[Exemption, str]:
+    """The ``vibecode.dev/reap`` annotation: absent or ``"true"`` is reapable, ``"false"``
+    exempt, anything else unknown (kept, fail safe). Returns the raw value for reports."""
+    if REAP_EXEMPT not in annotations:
+        return "none", ""
+    raw = annotations[REAP_EXEMPT]
+    value = str(raw).strip().lower()
+    if value == "true":
+        return "none", raw
+    if value == "false":
+        return "exempt", raw
+    return "unknown", raw
 
 
 @dataclass(frozen=True)
@@ -64,15 +121,17 @@ class Probe:
 
 @dataclass(frozen=True)
 class Workspace:
-    """What one LIST of Deployments, volumes and Jobs says about one person's workspace."""
+    """What one LIST of Deployments, volumes and Jobs says about one person's workspace,
+    and (once a deletion is due) what its restic repository says."""
 
     username: str
     replicas: int | None  # None: no Deployment (the release was uninstalled)
     annotations: Mapping[str, str] = field(default_factory=dict)
     available_since: datetime | None = None  # the Deployment's Available condition turned True
-    volumes: tuple[dict, ...] = ()
+    volumes: tuple[dict, ...] = ()  # workspace and extensions volumes; never restore volumes
     busy: str = ""  # why a backup or restore is working on it, "" when none is
     resource_version: str = ""
+    repository: RepositoryWord | None = None  # None: the repository has not been asked
 
     @property
     def volume_annotations(self) -> Mapping[str, str]:
@@ -85,7 +144,7 @@ class Workspace:
 
 @dataclass(frozen=True)
 class Decision:
-    action: str
+    action: Action
     reason: str
     rule: str = ""
     idle_seconds: float | None = None
@@ -96,19 +155,30 @@ def _ago(d: timedelta) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _exempt(ws: Workspace, kind: Exemption, raw: str) -> Decision:
+    why = (f"exempt ({REAP_EXEMPT}: {raw!r})" if kind == "exempt" else
+           f"unknown value {raw!r} of {REAP_EXEMPT}: kept (fail safe); \"false\" exempts, removing it ends the "
+           f"exemption")
+    if ws.annotations.get(IDLE_WARNED_AT) or ws.annotations.get(IDLE_WARNING_CLAIM):
+        return Decision(Action.CANCEL_WARNING, f"{why}; the standing warning is void, a new one is sent if the "
+                                               f"exemption ends")
+    return Decision(Action.KEEP, why)
+
+
 def decide(ws: Workspace, probe: Probe | None, now: datetime, policy: Policy) -> Decision:
-    """keep / cancel-warning / warn / stop / backup / delete / delete-volumes, with the reason."""
+    """keep / cancel-warning / warn / stop / backup / confirm / delete / delete-volumes, with the reason."""
     ann = ws.annotations
-    if ann.get(REAP_EXEMPT, "").strip().lower() == "false":
-        return Decision("keep", f"exempt ({REAP_EXEMPT}: \"false\")")
+    kind, raw = exemption(ann)
+    if kind != "none":
+        return _exempt(ws, kind, raw)
     if ws.busy:
-        return Decision("keep", f"{ws.busy}: never stopped or deleted meanwhile")
+        return Decision(Action.KEEP, f"{ws.busy}: never stopped or deleted meanwhile")
     if ws.replicas is None:
         return _dormant_volumes(ws, now, policy)
     if ws.replicas == 0:
         return _stopped(ws, now, policy)
     if probe is None or not probe.ok:
-        return Decision("keep", f"probe failed ({probe.error if probe else 'not probed'}): state unknown")
+        return Decision(Action.KEEP, f"probe failed ({probe.error if probe else 'not probed'}): state unknown")
 
     heartbeat = probe.last_heartbeat
     marked = parse_time(ann.get(LAST_ACTIVITY))
@@ -116,7 +186,7 @@ def decide(ws: Workspace, probe: Probe | None, now: datetime, policy: Policy) ->
     if heartbeat is None and ws.available_since is not None:
         candidates.append(ws.available_since)  # up, but nobody has opened it since
     if not candidates:
-        return Decision("keep", "no heartbeat yet and no start time known: cannot tell how long it is idle")
+        return Decision(Action.KEEP, "no heartbeat yet and no start time known: cannot tell how long it is idle")
     last = min(max(candidates), now)  # a clock ahead of ours means "active now"
     idle = now - last
     warned_at = parse_time(ann.get(IDLE_WARNED_AT))
@@ -129,26 +199,33 @@ def decide(ws: Workspace, probe: Probe | None, now: datetime, policy: Policy) ->
         if rule == MAX_SESSION:
             restarted = ws.available_since is not None and ws.available_since > warned_at
             if restarted or (marked is not None and marked > warned_at):
-                return Decision("cancel-warning", "new session or activity after the session-age warning",
+                return Decision(Action.CANCEL_WARNING, "new session or activity after the session-age warning",
                                 MAX_SESSION, idle_s)
         elif last > warned_at:
-            return Decision("cancel-warning", f"activity {_ago(now - last)} ago, after the warning", IDLE, idle_s)
+            return Decision(Action.CANCEL_WARNING, f"activity {_ago(now - last)} ago, after the warning", IDLE,
+                            idle_s)
         if now - warned_at >= lead:
-            if rule == MAX_SESSION and _session_over(ws, now, policy):
-                return Decision("stop", f"running {_ago(now - ws.available_since)}, past the maximum session "
-                                        f"age; warned {_ago(now - warned_at)} ago", MAX_SESSION, idle_s)
+            since = ws.available_since
+            if rule == MAX_SESSION and since is not None and _session_over(ws, now, policy):
+                return Decision(Action.STOP, f"running {_ago(now - since)}, past the maximum session age; "
+                                             f"warned {_ago(now - warned_at)} ago", MAX_SESSION, idle_s)
             if idle >= timeout and last <= warned_at:
-                return Decision("stop", f"idle {_ago(idle)}; warned {_ago(now - warned_at)} ago", IDLE, idle_s)
-        return Decision("keep", f"warned {_ago(now - warned_at)} ago ({rule}); stops {lead} after the warning "
-                                f"if still {'running' if rule == MAX_SESSION else 'idle'}", rule, idle_s)
+                return Decision(Action.STOP, f"idle {_ago(idle)}; warned {_ago(now - warned_at)} ago", IDLE, idle_s)
+        return Decision(Action.KEEP, f"warned {_ago(now - warned_at)} ago ({rule}); stops {lead} after the warning "
+                                     f"if still {'running' if rule == MAX_SESSION else 'idle'}", rule, idle_s)
 
+    claimed = parse_time(ann.get(IDLE_WARNING_CLAIM))
+    if claimed is not None and now - claimed < CLAIM_STALE:
+        return Decision(Action.KEEP, f"another run claimed the warning {_ago(now - claimed)} ago and is sending it",
+                        "", idle_s)
     if idle >= timeout - lead:
-        return Decision("warn", f"idle {_ago(idle)}; stops at {_ago(timeout)} idle, after the warning", IDLE, idle_s)
+        return Decision(Action.WARN, f"idle {_ago(idle)}; stops at {_ago(timeout)} idle, after the warning", IDLE,
+                        idle_s)
     if policy.max_session is not None and ws.available_since is not None \
             and now - ws.available_since >= policy.max_session - lead:
-        return Decision("warn", f"running {_ago(now - ws.available_since)}; the maximum session is "
-                                f"{_ago(policy.max_session)}", MAX_SESSION, idle_s)
-    return Decision("keep", f"active {_ago(idle)} ago", "", idle_s)
+        return Decision(Action.WARN, f"running {_ago(now - ws.available_since)}; the maximum session is "
+                                     f"{_ago(policy.max_session)}", MAX_SESSION, idle_s)
+    return Decision(Action.KEEP, f"active {_ago(idle)} ago", "", idle_s)
 
 
 def _session_over(ws: Workspace, now: datetime, policy: Policy) -> bool:
@@ -159,61 +236,85 @@ def _session_over(ws: Workspace, now: datetime, policy: Policy) -> bool:
 def _stopped(ws: Workspace, now: datetime, policy: Policy) -> Decision:
     stopped_at = parse_time(ws.annotations.get(STOPPED_AT))
     if stopped_at is None:
-        return Decision("keep", "scaled to zero, but not by the reaper: left alone")
+        return Decision(Action.KEEP, "scaled to zero, but not by the reaper: left alone")
     if policy.dormancy is None:
-        return Decision("keep", f"stopped {_ago(now - stopped_at)} ago; dormancy is off")
-    return _dormancy(ws, stopped_at, now, policy.dormancy, "delete", "release")
+        return Decision(Action.KEEP, f"stopped {_ago(now - stopped_at)} ago; dormancy is off")
+    return _dormancy(ws, stopped_at, now, policy.dormancy, Action.DELETE, "release")
 
 
 def _dormant_volumes(ws: Workspace, now: datetime, policy: Policy) -> Decision:
     stopped_at = parse_time(ws.volume_annotations.get(STOPPED_AT))
     if stopped_at is None or not ws.volume_annotations.get(DORMANT_DELETED_AT):
-        return Decision("keep", "no Deployment and not made dormant by the reaper: left alone")
+        return Decision(Action.KEEP, "no Deployment and not made dormant by the reaper: left alone")
     if policy.volume_dormancy is None:
-        return Decision("keep", "release deleted while dormant; volume deletion is off")
-    return _dormancy(ws, stopped_at, now, policy.volume_dormancy, "delete-volumes", "volumes")
+        return Decision(Action.KEEP, "release deleted while dormant; volume deletion is off")
+    return _dormancy(ws, stopped_at, now, policy.volume_dormancy, Action.DELETE_VOLUMES, "volumes")
 
 
-def _dormancy(ws: Workspace, stopped_at: datetime, now: datetime, period: timedelta, action: str,
+def _dormancy(ws: Workspace, stopped_at: datetime, now: datetime, period: timedelta, action: Action,
               what: str) -> Decision:
     """The one rule that also decides offboarding deletions: a verified backup taken after the
-    stop, and the period over. No backup yet means: take one now, delete on a later run."""
+    stop, confirmed in the repository, and the period over. No backup yet (or one the
+    repository does not hold) means: take one now, delete on a later run."""
     if not any(((v.get("metadata") or {}).get("labels") or {}).get(VOLUME_LABEL) == "workspace"
                for v in ws.volumes):
-        return Decision("keep", "dormant, but no workspace volume was found to prove a backup of", DORMANT)
+        return Decision(Action.KEEP, "dormant, but no workspace volume was found to prove a backup of", DORMANT)
     if now - stopped_at < period:
-        return Decision("keep", f"stopped {_ago(now - stopped_at)} ago; its {what} go after {period.days} days")
+        return Decision(Action.KEEP, f"stopped {_ago(now - stopped_at)} ago; its {what} go after {period.days} days")
     verdict = deletion_decision(stopped_at, list(ws.volumes), now, period.days, event="the stop",
-                                period="dormancy")
+                                period="dormancy", repository=ws.repository)
     if verdict.action == "delete":
         return Decision(action, f"stopped {_ago(now - stopped_at)} ago; {verdict.reason}", DORMANT)
+    if verdict.action == "confirm":
+        return Decision(Action.CONFIRM, f"{what} due for deletion; {verdict.reason}", DORMANT)
     if verdict.action == "refuse":
-        return Decision("backup", f"dormant, but {verdict.reason}: backing up first", DORMANT)
-    return Decision("keep", verdict.reason, DORMANT)
+        return Decision(Action.BACKUP, f"dormant, but {verdict.reason}: backing up first", DORMANT)
+    return Decision(Action.KEEP, verdict.reason, DORMANT)
 
 
-# -- what a decision writes (pure; the flow sends it) ------------------------------------------
-def stop_patch(ws: Workspace, d: Decision, now: datetime) -> dict:
-    """Scale to zero and mark, in one write guarded by the resourceVersion we judged: if the
-    Deployment changed since the LIST (a resume, the restore guard), the API server refuses."""
-    meta: dict = {"annotations": {STOPPED_AT: rfc3339(now), STOP_REASON: f"{d.rule}: {d.reason}"[:250],
-                                  IDLE_WARNED_AT: None, IDLE_WARNING_RULE: None}}
+# -- what a decision writes (pure; the steps send it) -------------------------------------------
+# Every write is guarded by the resourceVersion the decision was judged on: if the Deployment
+# changed since the LIST (a resume, the restore guard, an exemption, another run), the API
+# server refuses it and this run leaves the workspace to the next one.
+def _guarded(ws: Workspace, annotations: dict[str, str | None], **rest) -> dict:
+    meta: dict = {"annotations": annotations}
     if ws.resource_version:
         meta["resourceVersion"] = ws.resource_version
-    return {"metadata": meta, "spec": {"replicas": 0}}
+    return {"metadata": meta, **rest}
+
+
+def stop_patch(ws: Workspace, d: Decision, now: datetime) -> dict:
+    """Scale to zero and mark, in one guarded write."""
+    return _guarded(ws, {STOPPED_AT: rfc3339(now), STOP_REASON: f"{d.rule}: {d.reason}"[:250], **CLEAR_WARNING},
+                    spec={"replicas": 0})
+
+
+def claim_patch(ws: Workspace, now: datetime) -> dict:
+    """The right to send this warning: only one of the runs that judged the same state gets it."""
+    return _guarded(ws, {IDLE_WARNING_CLAIM: rfc3339(now)})
 
 
 def warn_annotations(d: Decision, now: datetime) -> dict[str, str | None]:
-    return {IDLE_WARNED_AT: rfc3339(now), IDLE_WARNING_RULE: d.rule}
+    """Recorded once the email went out (or there is no address to send it to)."""
+    return {IDLE_WARNED_AT: rfc3339(now), IDLE_WARNING_RULE: d.rule, IDLE_WARNING_CLAIM: None}
 
 
-CLEAR_WARNING: dict[str, str | None] = {IDLE_WARNED_AT: None, IDLE_WARNING_RULE: None}
+CLEAR_WARNING: dict[str, str | None] = {IDLE_WARNED_AT: None, IDLE_WARNING_RULE: None, IDLE_WARNING_CLAIM: None}
+RELEASE_CLAIM: dict[str, str | None] = {IDLE_WARNING_CLAIM: None}
+
+
+def cancel_patch(ws: Workspace) -> dict:
+    return _guarded(ws, dict(CLEAR_WARNING))
+
+
+def dormant_patch(ws: Workspace, now: datetime) -> dict:
+    """Marks the Deployment before its release goes, guarded: of two runs, one uninstalls."""
+    return _guarded(ws, {DORMANT_DELETED_AT: rfc3339(now)})
 
 
 def resume_annotations(now: datetime) -> dict[str, str | None]:
     """Resuming is activity: the fresh code-server has no heartbeat until it is opened."""
-    return {STOPPED_AT: None, STOP_REASON: None, IDLE_WARNED_AT: None, IDLE_WARNING_RULE: None,
-            LAST_ACTIVITY: rfc3339(now)}
+    return {STOPPED_AT: None, STOP_REASON: None, LAST_ACTIVITY: rfc3339(now), **CLEAR_WARNING}
 
 
 # -- building the picture from one LIST each -----------------------------------------------------
@@ -235,15 +336,32 @@ def _user(obj: dict) -> str:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(USER_LABEL, "")
 
 
+def _ann(obj: dict) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def _volume_kind(obj: dict) -> str:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(VOLUME_LABEL, "")
+
+
 def workspaces_from(deployments: list[dict], volumes: list[dict], jobs: list[dict]) -> list[Workspace]:
-    """One Workspace per user that has a Deployment or a volume, sorted by username."""
+    """One Workspace per user that has a Deployment or a workspace volume, sorted by username.
+
+    Restore volumes are left out of ``volumes`` (dormancy never deletes them), but the
+    restore guard on any volume of the user makes the workspace busy: an in-place restore
+    of a dormant workspace (no Deployment) is guarded on its volume only."""
     by_user_vols: dict[str, list[dict]] = {}
+    guarded: dict[str, str] = {}
     for v in volumes:
-        by_user_vols.setdefault(_user(v), []).append(v)
+        user = _user(v)
+        if _ann(v).get(RESTORING):
+            guarded.setdefault(user, f"{RESTORING} is set on {(v.get('metadata') or {}).get('name', '?')}")
+        if _volume_kind(v) != "restore":
+            by_user_vols.setdefault(user, []).append(v)
     busy: dict[str, str] = {}
     for j in jobs:
         if job_running(j):
-            component = ((j.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component", "job")
+            component = ((j.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL, "job")
             busy[_user(j)] = f"a {component} Job is running"
     out: dict[str, Workspace] = {}
     for d in deployments:
@@ -251,12 +369,12 @@ def workspaces_from(deployments: list[dict], volumes: list[dict], jobs: list[dic
         if not user:
             continue
         ann = meta.get("annotations") or {}
-        reason = busy.get(user) or (f"{RESTORING} is set" if ann.get(RESTORING) else "")
+        reason = busy.get(user) or (f"{RESTORING} is set" if ann.get(RESTORING) else "") or guarded.get(user, "")
         out[user] = Workspace(user, int((d.get("spec") or {}).get("replicas", 1) or 0), ann, available_since(d),
                               tuple(by_user_vols.get(user, ())), reason, meta.get("resourceVersion", ""))
     for user, vols in by_user_vols.items():
         if user and user not in out:
-            out[user] = Workspace(user, None, {}, None, tuple(vols), busy.get(user, ""))
+            out[user] = Workspace(user, None, {}, None, tuple(vols), busy.get(user, "") or guarded.get(user, ""))
     return [out[u] for u in sorted(out)]
 
 

@@ -95,4 +95,4 @@ def probe_all(urls: dict[str, str], concurrency: int, timeout: float) -> dict[st
     users = list(urls)
     with ThreadPoolExecutor(max_workers=min(concurrency, len(users)), thread_name_prefix="probe") as pool:
         results = pool.map(lambda u: probe_one(urls[u], timeout), users)
-        return dict(zip(users, results))
+        return dict(zip(users, results, strict=True))

@@ -163,8 +163,9 @@ def _sum(quantities: list[str | None]) -> str:
     given = [str(q) for q in quantities if q not in (None, "")]
     if len(given) <= 1:
         return given[0] if given else ""
-    parsed = [_QUANTITY.fullmatch(q) for q in given]
-    if not all(parsed):
+    matched = [_QUANTITY.fullmatch(q) for q in given]
+    parsed = [m for m in matched if m is not None]
+    if len(parsed) != len(matched):
         return " + ".join(given)
     total = sum(float(m[1]) * _SUFFIX[m[2] or ""] for m in parsed)
     unit = parsed[0][2] or ""
@@ -218,8 +219,9 @@ def _row(user: str, dep: dict | None, vols: list[dict], person: dict | None, now
                 else "scaled to zero by hand"
         elif ready >= want:
             state = State.RUNNING
-            if parse_time(ann.get(IDLE_WARNED_AT)):
-                note = f"idle warning sent {ago(now - parse_time(ann[IDLE_WARNED_AT]))}"
+            warned = parse_time(ann.get(IDLE_WARNED_AT))
+            if warned:
+                note = f"idle warning sent {ago(now - warned)}"
         else:
             state = State.STARTING
             began = since or parse_time(_meta(dep).get("creationTimestamp"))
@@ -254,7 +256,7 @@ def _row(user: str, dep: dict | None, vols: list[dict], person: dict | None, now
             problems.append("home volume Lost")
     elif dep is not None:
         problems.append("no home volume found")
-    if (person or {}).get("last_error"):
+    if person and person.get("last_error"):
         problems.append(f"last HR run failed: {person['last_error'][:160]}")
     storage = _sum([((v.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage") for v in vols])
     return WorkspaceRow(person=user, state=state, url=f"https://{user}.{domain}", cpu=cpu, memory=memory,

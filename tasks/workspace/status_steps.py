@@ -48,7 +48,7 @@ def publish_workspace_overview(listed: dict[str, list[dict]] | None, now: dateti
                                   listed.get("ledger") or [], now, s.namespace, s.domain)
         create_table_artifact(key=ARTIFACT_KEY, table=overview.table(),
                               description=f"Workspaces: {overview.summary()}")
-    except Exception as exc:  # noqa: BLE001 - see quiet
+    except Exception as exc:
         if not quiet:
             raise
         get_run_logger().error("workspace overview not refreshed: %s: %s", type(exc).__name__, exc)

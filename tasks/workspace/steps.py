@@ -11,10 +11,9 @@ from tasks.backup.guard import guard_holds, guarding_job
 from tasks.cluster import helm, kube
 from tasks.cluster.jobs import job_state
 from tasks.cluster.rollout import await_available
-from tasks.core.errors import PermanentError
-from tasks.core.names import RESTORING_ANNOTATION, workspace_names
+from tasks.core.errors import NotFound, PermanentError
+from tasks.core.names import PART_OF, PART_OF_LABEL, RESTORING_ANNOTATION, workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.errors import NotFound
 from tasks.core.steps import HELM, KUBE_API, now, transient_retries
 from tasks.platform.values import GATEWAY_SELECTOR
 from tasks.workspace.values import GatewayRef, platform_gateway, workspace_values
@@ -35,7 +34,7 @@ class ProvisionResult(BaseModel):
 @task(name="ensure-namespace", tags=[KUBE_API], **RETRY)
 def ensure_namespace(name: str) -> None:
     kube.connect().create({"apiVersion": "v1", "kind": "Namespace",
-                           "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "vibecode"}}})
+                           "metadata": {"name": name, "labels": {PART_OF_LABEL: PART_OF}}})
 
 
 @task(name="check-restore-guard", tags=[KUBE_API], **RETRY)

@@ -13,7 +13,14 @@ import pytest
 
 from flows.backup import backup_workspaces
 from flows.restore import restore_workspace
-from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, LAST_BACKUP_VERIFIED, Outcome, has_verified_backup
+from tasks.backup.status import (
+    LAST_BACKUP_OUTCOME,
+    LAST_BACKUP_REASON,
+    LAST_BACKUP_SNAPSHOT,
+    LAST_BACKUP_VERIFIED,
+    Outcome,
+    has_verified_backup,
+)
 from tasks.core.settings import get_settings
 from tests.fixtures.backup import add_workspace
 from tests.fixtures.storage import restic_for

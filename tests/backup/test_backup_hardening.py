@@ -18,16 +18,16 @@ import pytest
 
 from flows.backup import backup_workspaces
 from flows.restore import restore_workspace, rotate_restic_password
-from tasks.backup.status import LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, Outcome, has_verified_backup
-from tasks.core.errors import PermanentError, WatchExpired, is_transient
-from tasks.cluster.jobs import JobWaiter, await_job
-from tasks.core.names import RESTORING_ANNOTATION
 from tasks.backup.restic import EMPTY_TAG, PRE_RESTORE_TAG
 from tasks.backup.runner import Restic
+from tasks.backup.status import LAST_BACKUP_REASON, Outcome, has_verified_backup
+from tasks.cluster.jobs import JobWaiter, await_job
+from tasks.core.errors import PermanentError, WatchExpired, is_transient
+from tasks.core.names import RESTORING_ANNOTATION
 from tasks.core.settings import get_settings
+from tests.fixtures.backup import add_workspace
 from tests.fixtures.kube import finish_job
 from tests.fixtures.storage import restic_for, tree_state
-from tests.fixtures.backup import add_workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -94,7 +94,7 @@ def test_failed_totp_job_reason_is_its_termination_message_stand_in(kube, namesp
 
     s = get_settings()
     ns = s.platform_namespace  # the TOTP Job lives with Authelia, not with the workspaces
-    job = kube.create(totp.provision_job("carol", s))
+    job = kube.create(totp.provision_job("carol", s.identity, s.platform_namespace))
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     kube.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}})
@@ -143,8 +143,8 @@ def test_restic_init_that_finds_a_repository_counts_as_already_initialised(backu
 def test_concurrent_first_backups_initialise_each_repository_once_and_it_stays_readable(
         kube, namespace, backup_settings):
     """On S3, concurrent `restic init` all succeed and leave the repository unreadable."""
-    from tasks.backup.steps import ensure_backup_secret
     from tasks.backup.repo import ensure_repository
+    from tasks.backup.steps import ensure_backup_secret
 
     ensure_backup_secret.fn()
     users = ["ines", "jon", "kai"]
@@ -493,8 +493,8 @@ def test_job_stand_in_honours_vars_workdir_uid_read_only_secret_configmap_and_de
 def test_watch_errors_map_410_to_watch_expired_and_5xx_to_transient():
     from kubernetes.client.exceptions import ApiException
 
-    from tasks.core.errors import ServerError
     from tasks.cluster.kube import map_api_error, watch_error
+    from tasks.core.errors import ServerError
 
     assert isinstance(map_api_error(ApiException(status=410, reason="Gone"), "watch"), WatchExpired)
     assert isinstance(watch_error({"code": 410, "reason": "Expired", "message": "too old"}, "w"), WatchExpired)

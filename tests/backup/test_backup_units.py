@@ -8,11 +8,23 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tasks.backup.jobs import backup_job, backup_secret, restore_job, restore_pvc, workspace_nodes
-from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_REASON, LAST_BACKUP_SNAPSHOT, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, Outcome, WorkspaceResult, annotations, classify, has_verified_backup, run_outcome
-from tasks.core.errors import NotFound, PermanentError, ServerError, TransientError
-from tasks.cluster.jobs import job_state
-from tasks.core.names import workspace_names
 from tasks.backup.restic import Snapshot, backup_args, backup_script, classify_failure, restore_script
+from tasks.backup.status import (
+    LAST_BACKUP_OUTCOME,
+    LAST_BACKUP_REASON,
+    LAST_BACKUP_SNAPSHOT,
+    LAST_BACKUP_TIME,
+    LAST_BACKUP_VERIFIED,
+    Outcome,
+    WorkspaceResult,
+    classify,
+    has_verified_backup,
+    run_outcome,
+    volume_annotations,
+)
+from tasks.cluster.jobs import job_state
+from tasks.core.errors import NotFound, PermanentError, ServerError, TransientError
+from tasks.core.names import workspace_names
 from tasks.core.settings import Settings
 
 NOW = datetime(2026, 11, 28, 2, 30, tzinfo=timezone.utc)
@@ -22,7 +34,7 @@ SECRETS = dict(restic_password="pw-for-tests-only", s3_access_key_id="id-for-tes
 
 def test_backup_job_mounts_read_only_pins_the_node_and_holds_no_secret():
     s = Settings(**SECRETS)
-    job = backup_job(workspace_names("alice"), s, "abcd1234", node="node-7")
+    job = backup_job(workspace_names("alice"), s.backup, s.namespace, "abcd1234", node="node-7")
     pod = job["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["image"] == s.backup.restic_image and ":" in c["image"]
@@ -49,8 +61,8 @@ def test_backup_job_mounts_read_only_pins_the_node_and_holds_no_secret():
 
 def test_stopped_workspace_is_not_pinned_and_restore_mounts_read_write():
     s = Settings(**SECRETS)
-    assert "affinity" not in backup_job(workspace_names("bob"), s, "r1")["spec"]["template"]["spec"]
-    job = restore_job(workspace_names("bob"), s, "r1", "ws-bob-restore-r1", "latest")
+    assert "affinity" not in backup_job(workspace_names("bob"), s.backup, s.namespace, "r1")["spec"]["template"]["spec"]
+    job = restore_job(workspace_names("bob"), s.backup, s.namespace, "r1", "ws-bob-restore-r1", "latest")
     pod = job["spec"]["template"]["spec"]
     data = next(v for v in pod["volumes"] if v["name"] == "data")
     assert data["persistentVolumeClaim"] == {"claimName": "ws-bob-restore-r1", "readOnly": False}
@@ -68,8 +80,8 @@ def test_workspace_nodes_only_for_pods_that_hold_the_volume():
 
 
 def test_backup_secret_only_from_complete_settings():
-    assert backup_secret(Settings(restic_password="x"), "ns") is None
-    secret = backup_secret(Settings(**SECRETS), "ns")
+    assert backup_secret(Settings(restic_password="x").backup, "ns") is None
+    secret = backup_secret(Settings(**SECRETS).backup, "ns")
     assert secret["stringData"]["RESTIC_PASSWORD"] == SECRETS["restic_password"]
 
 
@@ -103,15 +115,15 @@ def _pvc(ann):
 
 def test_annotations_round_trip_into_has_verified_backup():
     good = WorkspaceResult(username="alice", pvc="p", outcome=Outcome.COMPLETED, snapshot_id="a" * 64, verified=True)
-    ann = annotations(good, NOW)
+    ann = volume_annotations(good, NOW)
     assert ann[LAST_BACKUP_TIME] == "2026-11-28T02:30:00Z" and ann[LAST_BACKUP_REASON] == ""
     assert ann[LAST_BACKUP_SNAPSHOT] == "a" * 64
     assert has_verified_backup(_pvc(ann), NOW + timedelta(hours=1))
     assert has_verified_backup(_pvc(ann), NOW + timedelta(days=2), max_age=timedelta(days=1)) is False
 
     bad = WorkspaceResult(username="alice", pvc="p", outcome=Outcome.FAILED, reason="verification failed")
-    after = {**ann, **{k: v for k, v in annotations(bad, NOW).items() if v is not None}}
-    assert LAST_BACKUP_SNAPSHOT not in annotations(bad, NOW)  # the last good id stays
+    after = {**ann, **{k: v for k, v in volume_annotations(bad, NOW).items() if v is not None}}
+    assert LAST_BACKUP_SNAPSHOT not in volume_annotations(bad, NOW)  # the last good id stays
     assert after[LAST_BACKUP_OUTCOME] == "Failed" and after[LAST_BACKUP_VERIFIED] == "false"
     assert has_verified_backup(_pvc(after), NOW) is False
 
@@ -153,8 +165,8 @@ def test_snapshot_times_keep_their_instant():
 def test_manifests_are_valid_in_a_real_api_server(kube, namespace, monkeypatch):
     s = Settings(namespace=namespace, **SECRETS)
     names = workspace_names("alice")
-    kube.create(backup_secret(s, namespace))
-    created = kube.create(backup_job(names, s, "abcd1234", node="node-1"), exist_ok=False)
+    kube.create(backup_secret(s.backup, namespace))
+    created = kube.create(backup_job(names, s.backup, s.namespace, "abcd1234", node="node-1"), exist_ok=False)
     # defaulting happened, our read-only mount and secret references survived validation
     pod = created["spec"]["template"]["spec"]
     assert pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
@@ -162,7 +174,7 @@ def test_manifests_are_valid_in_a_real_api_server(kube, namespace, monkeypatch):
     source = {"metadata": {"namespace": namespace}, "spec": {"resources": {"requests": {"storage": "10Gi"}}}}
     pvc = kube.create(restore_pvc(names, source, "abcd1234"), exist_ok=False)
     assert pvc["metadata"]["labels"]["vibecode.dev/volume"] == "restore"
-    kube.create(restore_job(names, s, "abcd1234", pvc["metadata"]["name"], "latest"), exist_ok=False)
+    kube.create(restore_job(names, s.backup, s.namespace, "abcd1234", pvc["metadata"]["name"], "latest"), exist_ok=False)
     assert {j["metadata"]["name"] for j in kube.list("Job", namespace)} == {
         "ws-alice-backup-abcd1234", "ws-alice-restore-abcd1234"}
 
@@ -202,8 +214,8 @@ def test_one_watch_serves_every_waiter_and_timeouts_stay_running():
 def test_failure_notice_only_for_runs_that_did_not_complete_and_only_with_an_address():
     from datetime import datetime, timezone
 
-    from tasks.backup.status import BackupReport, Outcome, WorkspaceResult
     from tasks.backup.notify import backup_failure_notice
+    from tasks.backup.status import BackupReport, Outcome, WorkspaceResult
     from tasks.core.settings import Settings
 
     now = datetime(2026, 11, 28, 2, 0, tzinfo=timezone.utc)
@@ -211,7 +223,7 @@ def test_failure_notice_only_for_runs_that_did_not_complete_and_only_with_an_add
     bad = WorkspaceResult(username="bob", pvc="ws-bob-workspace", outcome=Outcome.FAILED, reason="check failed")
     completed = BackupReport(outcome=Outcome.COMPLETED, started=now, finished=now, workspaces=[ok])
     partial = BackupReport(outcome=Outcome.PARTIALLY_FAILED, started=now, finished=now, workspaces=[ok, bad])
-    assert backup_failure_notice(completed, Settings(ops_email="ops@example.com")) is None
-    assert backup_failure_notice(partial, Settings(ops_email=None)) is None
-    msg = backup_failure_notice(partial, Settings(ops_email="ops@example.com"))
+    assert backup_failure_notice(completed, Settings(ops_email="ops@example.com").mail) is None
+    assert backup_failure_notice(partial, Settings(ops_email=None).mail) is None
+    msg = backup_failure_notice(partial, Settings(ops_email="ops@example.com").mail)
     assert "- bob: Failed: check failed" in msg.get_content() and "alice" not in msg.get_content()

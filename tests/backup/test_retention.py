@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
+
 from tasks.backup.restic import PARTIAL_TAG, Snapshot
-from tasks.backup.runner import Restic
 from tasks.backup.retention import KeepPolicy, plan_retention
+from tasks.backup.runner import Restic
 
 FIRST = date(2026, 8, 30)  # 90 nights: 2026-08-30 .. 2026-11-27 (a Friday, ISO week 48)
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
@@ -82,6 +84,7 @@ def test_timezone_decides_which_day_a_snapshot_belongs_to():
     assert set(plan_retention([a, b], KeepPolicy(2, 0, 0, "America/New_York"), NOW).keep) == {"b"}
 
 
+@pytest.mark.slow  # runs the restic binary (installed by scripts/setup.sh --test): not a unit test
 def test_same_decisions_as_restic_forget(tmp_path, monkeypatch):
     """Cross-check the bucket walk against restic itself on a local repository."""
     monkeypatch.setenv("TZ", "UTC")

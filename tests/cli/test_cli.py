@@ -12,7 +12,8 @@ from prefect import Flow
 
 from tasks.cluster import kind
 from tests.fixtures.kube import mark_deployment_available  # noqa: F401
-from vibecode_cli import app, main as cli, outcomes
+from vibecode_cli import app, outcomes
+from vibecode_cli import main as cli
 from vibecode_cli.output import Exit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,13 +129,16 @@ def test_exit_codes_come_from_typed_outcomes():
                                                                              message="")])) for s in Status] == \
         [Exit.DONE, Exit.DONE, Exit.FAILED]
 
-    def reap(*outcome: str) -> Exit:
-        return outcomes.reap(ReapReport(dry_run=False, now=t, counts={}, unknown=0,
-                                        rows=[ReapRow(username="a", action="stop", reason="", outcome=o)
-                                              for o in outcome]))
+    from tasks.reaper.steps import OutcomeKind as K
 
-    assert reap() == reap("", "scaled to 0, volumes kept", "dry run: nothing written") == Exit.DONE
-    assert reap("ok", "failed: Conflict: moved") == reap("backup failed: S3 down") == Exit.FAILED
+    def reap(*kinds: K) -> Exit:
+        return outcomes.reap(ReapReport(dry_run=False, now=t, counts={}, unknown=0,
+                                        rows=[ReapRow(username="a", action="stop", reason="", outcome=k.value,
+                                                      outcome_kind=k) for k in kinds]))
+
+    # the kind decides, never the text: a failed backup of a dormant workspace fails the command too
+    assert reap() == reap(K.NONE, K.DONE, K.PLANNED, K.SKIPPED) == Exit.DONE
+    assert reap(K.DONE, K.FAILED) == reap(K.FAILED) == Exit.FAILED
 
 
 def _workspace_pvc(kube, ns, user):

@@ -24,8 +24,8 @@ import pytest
 from tasks.cluster import helm
 from tasks.core.errors import Conflict, PermanentError
 from tasks.core.names import workspace_names
-from tasks.workspace.values import workspace_values
 from tasks.core.settings import get_settings
+from tasks.workspace.values import workspace_values
 
 pytestmark = pytest.mark.usefixtures("helm_bin")
 

@@ -11,10 +11,10 @@ import copy
 
 import pytest
 
-from tasks.people import totp
 from tasks.backup.jobs import backup_job, restore_job
 from tasks.core.names import workspace_names
 from tasks.core.settings import Settings
+from tasks.people import totp
 from tests.fixtures.pss import restricted_violations
 
 
@@ -29,13 +29,13 @@ def _pod(job: dict) -> dict:
 
 BUILT_PODS = {
     "backup (running workspace, pinned to its node)":
-        lambda s: _pod(backup_job(workspace_names("alice"), s, "r1", node="node-1")),
-    "backup (stopped workspace)": lambda s: _pod(backup_job(workspace_names("alice"), s, "r1")),
-    "restore into a new volume": lambda s: _pod(restore_job(workspace_names("alice"), s, "r1",
+        lambda s: _pod(backup_job(workspace_names("alice"), s.backup, s.namespace, "r1", node="node-1")),
+    "backup (stopped workspace)": lambda s: _pod(backup_job(workspace_names("alice"), s.backup, s.namespace, "r1")),
+    "restore into a new volume": lambda s: _pod(restore_job(workspace_names("alice"), s.backup, s.namespace, "r1",
                                                             "ws-alice-restore-r1", "latest")),
-    "restore in place": lambda s: _pod(restore_job(workspace_names("alice"), s, "r1",
+    "restore in place": lambda s: _pod(restore_job(workspace_names("alice"), s.backup, s.namespace, "r1",
                                                    "ws-alice-workspace", "0123abcd")),
-    "totp provisioning": lambda s: _pod(totp.provision_job("alice", s)),
+    "totp provisioning": lambda s: _pod(totp.provision_job("alice", s.identity, s.platform_namespace)),
 }
 
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from tasks.core.errors import PermanentError, ServerError, Timeout
 from tasks.cluster.rollout import await_available
+from tasks.core.errors import PermanentError, ServerError, Timeout
 
 
 def _deployment(kube, ns, name="ws-roll"):

@@ -2,8 +2,8 @@ import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from tasks.core import errors
 from tasks.cluster.kube import map_api_error
+from tasks.core import errors
 
 
 def _api(status, body='{"message": "boom"}', headers=None):

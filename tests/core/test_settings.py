@@ -71,9 +71,7 @@ def test_a_refused_setting_never_echoes_a_secret(monkeypatch):
 
 def test_every_setting_is_described():
     """Descriptions are the UI's and ``--help``'s text; a field without one is undocumented."""
-    from tasks.core.settings import Settings
-
-    from tasks.core.settings import CONCERNS
+    from tasks.core.settings import CONCERNS, Settings
 
     models = {"": Settings, **{f"{c}.": m for c, m in CONCERNS.items()}}
     missing = [prefix + name for prefix, model in models.items() for name, f in model.model_fields.items()

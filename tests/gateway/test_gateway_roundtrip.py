@@ -19,9 +19,10 @@ import pytest
 from flows.offboarding import offboard_user
 from flows.onboarding import onboard_user
 from tests.fixtures.gateway import flow_runs, gateway_settings, start_gateway
-from tests.fixtures.storage import make_tree
+from tests.fixtures.gateway_http import scim_event_id
 from tests.fixtures.people import users_file
 from tests.fixtures.scim_examples import ENTERPRISE, client_for, scim_user
+from tests.fixtures.storage import make_tree
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
 
@@ -58,7 +59,7 @@ def test_create_get_deactivate_reactivate_runs_the_real_flows(platform, kube, ba
             assert created.status_code == 201, created.text
             uid = created.json()["id"]
 
-            hired = _execute(_run_for(hr_deployments, "onboard-user/onboard-user", f"scim-{uid}-v1"))
+            hired = _execute(_run_for(hr_deployments, "onboard-user/onboard-user", scim_event_id(gw, uid, 1)))
             assert hired.state.is_completed(), hired.state
             entry = users_file(kube)["alice"]
             assert entry["disabled"] is False and entry["email"] == "alice@example.com"
@@ -73,7 +74,7 @@ def test_create_get_deactivate_reactivate_runs_the_real_flows(platform, kube, ba
             off = c.patch(f"/Users/{uid}", json={"schemas": [PATCH], "Operations": [
                 {"op": "replace", "path": "active", "value": False}]})
             assert off.status_code in (200, 204) and c.get(f"/Users/{uid}").json()["active"] is False
-            left = _execute(_run_for(hr_deployments, "offboard-user/offboard-user", f"scim-{uid}-v2"))
+            left = _execute(_run_for(hr_deployments, "offboard-user/offboard-user", scim_event_id(gw, uid, 2)))
             assert left.state.is_completed(), left.state
             assert users_file(kube)["alice"]["disabled"] is True
             assert kube.get("Deployment", ns, "ws-alice")["spec"]["replicas"] == 0
@@ -82,7 +83,7 @@ def test_create_get_deactivate_reactivate_runs_the_real_flows(platform, kube, ba
             on = c.patch(f"/Users/{uid}", json={"schemas": [PATCH], "Operations": [
                 {"op": "replace", "value": {"active": True}}]})
             assert on.status_code in (200, 204) and c.get(f"/Users/{uid}").json()["active"] is True
-            back = _execute(_run_for(hr_deployments, "onboard-user/onboard-user", f"scim-{uid}-v3"))
+            back = _execute(_run_for(hr_deployments, "onboard-user/onboard-user", scim_event_id(gw, uid, 3)))
             assert back.state.is_completed(), back.state
             assert users_file(kube)["alice"]["disabled"] is False
             assert kube.get("Deployment", ns, "ws-alice")["spec"]["replicas"] == 1

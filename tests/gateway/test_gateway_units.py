@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 
 import pytest
 
+from tasks.core.settings import Settings
 from tasks.gateway import scim_map, signature
 from tasks.gateway.ratelimit import Bucket, Limiter, client_key, take
 from tasks.gateway.startup import config_problems
-from tasks.core.settings import Settings
 
 KEY = b"k" * 32
 BODY = b'{"event_id": "e1"}'
@@ -194,8 +194,8 @@ def test_vibecode_gateway_refuses_to_start_with_a_short_secret(monkeypatch, caps
 
 # -- ledger fields (additive) ------------------------------------------------------------
 def test_ledger_records_without_scim_are_written_as_before_and_scim_fields_round_trip():
-    from tasks.people.ledger import Record, from_manifest, to_manifest
     from tasks.core.names import SCIM_ID_LABEL
+    from tasks.people.ledger import Record, from_manifest, to_manifest
 
     plain = to_manifest(Record("alice", "E1"), "ns")
     assert "scim" not in plain["data"] and "scim_id" not in plain["data"]

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from gateway.runs import RunStarter
-from tasks.gateway import signature
 from tasks.cluster.localnode.envtest import free_port
+from tasks.gateway import signature
 from tests.fixtures.gateway import flow_runs, gateway_settings, start_gateway
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -232,3 +232,36 @@ def test_health_openapi_and_access_log_without_secrets(gateway, caplog):
         assert secret not in text
     for line in lines:
         assert set(json.loads(line)) == {"request_id", "client", "method", "path", "status", "ms", "bytes_in"}
+
+
+def test_an_answer_that_needs_no_body_waits_for_it_so_the_close_never_resets_the_answer(gateway, caplog):
+    """A body posted to a wrong path (404) is read before the answer (bounded): the connection's
+    close after unread bytes is a reset, on which the client's kernel drops the 404 it has not
+    read yet. Sent in two halves, the answer must come after the second half, the whole body
+    read (the access log's bytes_in), and the connection closed cleanly."""
+    import socket
+    import time
+
+    caplog.set_level(logging.INFO, logger="vibecode.gateway.access")
+    host, port = gateway.url.removeprefix("http://").split(":")
+    body = b"x" * 1000
+    head = (b"POST /v1/not-a-route HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\nConnection: close\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head + body[:400])
+        time.sleep(0.5)
+        s.settimeout(0.2)
+        try:
+            early = s.recv(1)
+        except TimeoutError:
+            early = b""
+        assert early == b"", "answered before the body was read"
+        s.settimeout(10)
+        s.sendall(body[400:])
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 404")
+    (line,) = [json.loads(r.getMessage()) for r in caplog.records
+               if r.name == "vibecode.gateway.access" and "not-a-route" in r.getMessage()]
+    assert line["status"] == 404 and line["bytes_in"] == 1000

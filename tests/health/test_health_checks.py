@@ -13,14 +13,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from tasks.health import steps as health_flow
-from tasks.cluster import kube as kube_adapter
 from tasks.backup.status import rfc3339
-from tasks.health.checks import Observed, evaluate
-from tasks.core.settings import get_settings
+from tasks.cluster import kube as kube_adapter
 from tasks.cluster.localnode.envtest import free_port
+from tasks.core.settings import get_settings
+from tasks.health import steps as health_flow
+from tasks.health.checks import Observed, evaluate
 from tests.fixtures.objects import backup_annotations, deployment, ledger, now, pvc, ts, user, users_secret, workspace
-
 
 
 def observe() -> tuple[dict, Observed]:
@@ -37,7 +36,7 @@ def observe() -> tuple[dict, Observed]:
     obs["bucket_latency"], obs["bucket_error"] = health_flow.probe_backup_bucket.fn()
     observed = Observed(**obs)
     checks, _ = evaluate(observed, datetime.now(timezone.utc), s.namespace, s.health.components,
-                         s.health.slow_seconds)
+                         s.health.slow_seconds, dormancy=timedelta(days=s.reaper.dormancy_days))
     return {c.name: c for c in checks}, observed
 
 

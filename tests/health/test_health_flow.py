@@ -13,52 +13,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.health import check_platform_health
+from tasks.core.settings import get_settings
 from tasks.health.checks import Status
 from tasks.health.sinks import datadog_series, service_check_name
-from tasks.core.names import STOPPED_AT
-from tasks.core.settings import get_settings
-from tests.fixtures.objects import (
-    backup_annotations,
-    deployment,
-    ledger,
-    pvc,
-    ts,
-    user,
-    users_secret,
-    workspace,
-)
 
 pytestmark = pytest.mark.slow
 H = timedelta(hours=1)
-
-
-@pytest.fixture
-def healthy(health_env, prefect_server, monkeypatch):
-    """A platform where every check is ok: a Ready node, Authelia available, two workspaces
-    (alice running, bob stopped by the reaper 40 days ago) with fresh verified backups, both
-    people enabled with a workspace, and the sinks pointed at loopback."""
-    k, ns = health_env["kube"], health_env["ns"]
-    node = f"node-{ns}"
-    k.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
-    health_env["cleanup"].append(("Node", None, node))
-    k.patch_status("Node", None, node, {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                                         "lastHeartbeatTime": ts(), "lastTransitionTime": ts()}]})
-    k.create(deployment(ns, "authelia", 1))
-    k.patch_status("Deployment", ns, "authelia", {"replicas": 1, "availableReplicas": 1, "readyReplicas": 1})
-    k.create(workspace(ns, "alice", 1))
-    k.patch_status("Deployment", ns, "ws-alice", {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1})
-    bob = workspace(ns, "bob", 0)
-    bob["metadata"]["annotations"] = {STOPPED_AT: ts(timedelta(days=40))}
-    k.create(bob)
-    for name in ("alice", "bob"):
-        k.create(pvc(ns, name, backup_annotations("Completed", 2 * H)))
-        k.patch_status("PersistentVolumeClaim", ns, f"ws-{name}-workspace", {"phase": "Bound"})
-        k.create(ledger(ns, name, "active"))
-    k.create(users_secret(ns, {"alice": user(), "bob": user()}))
-    monkeypatch.setenv("VIBECODE_METRICS_ENV", "test")
-    monkeypatch.setenv("VIBECODE_METRICS_CLUSTER", f"c-{ns}")
-    get_settings.cache_clear()
-    return health_env
 
 
 @pytest.fixture

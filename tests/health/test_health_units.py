@@ -8,10 +8,9 @@ from pathlib import Path
 import yaml
 
 from tasks.backup.status import LAST_BACKUP_OUTCOME, LAST_BACKUP_TIME, LAST_BACKUP_VERIFIED, LAST_VERIFIED_TIME, rfc3339
+from tasks.core.names import STOPPED_AT
 from tasks.health.checks import Check, Gauge, HealthReport, Observed, Status, backup_age, counts, evaluate
 from tasks.health.sinks import datadog_series, prometheus_name
-from tasks.core.names import STOPPED_AT
-from tasks.core.settings import Settings
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,12 +41,12 @@ def test_a_failed_night_keeps_the_age_of_the_last_verified_backup():
 
 
 def test_the_backup_flow_stamps_the_last_verified_time():
-    from tasks.backup.status import Outcome, WorkspaceResult, annotations
+    from tasks.backup.status import Outcome, WorkspaceResult, volume_annotations
 
     good = WorkspaceResult(username="a", pvc="p", outcome=Outcome.COMPLETED, snapshot_id="ab12", verified=True)
     bad = WorkspaceResult(username="a", pvc="p", outcome=Outcome.FAILED, reason="x")
-    assert annotations(good, NOW)[LAST_VERIFIED_TIME] == rfc3339(NOW)
-    assert LAST_VERIFIED_TIME not in annotations(bad, NOW)  # a failed night leaves the stamp alone
+    assert volume_annotations(good, NOW)[LAST_VERIFIED_TIME] == rfc3339(NOW)
+    assert LAST_VERIFIED_TIME not in volume_annotations(bad, NOW)  # a failed night leaves the stamp alone
 
 
 def test_counts_dormant_from_the_reapers_stopped_at():
@@ -56,14 +55,14 @@ def test_counts_dormant_from_the_reapers_stopped_at():
         return {"metadata": {"annotations": ann}, "spec": {"replicas": replicas}}
 
     got = {g.labels["state"]: g.value for g in counts(
-        [dep(1), dep(0), dep(0, timedelta(days=2)), dep(0, timedelta(days=31))], None, NOW)}
+        [dep(1), dep(0), dep(0, timedelta(days=2)), dep(0, timedelta(days=31))], None, NOW, timedelta(days=30))}
     assert got == {"running": 1, "stopped": 3, "dormant": 1}
 
 
 def test_without_the_api_server_only_independent_checks_are_made():
     checks, _ = evaluate(Observed(api_latency=None, api_error="ServerError: refused", authelia_status=200,
                                   authelia_body='{"status": "OK"}', authelia_latency=0.01, bucket="b",
-                                  bucket_latency=0.01), NOW, "ns", [], 2.0)
+                                  bucket_latency=0.01), NOW, "ns", [], 2.0, dormancy=None)
     assert {c.name: c.status for c in checks} == {"api": Status.CRITICAL, "authelia": Status.OK,
                                                   "backups.bucket": Status.OK}
 

@@ -17,12 +17,12 @@ import tasks.backup.steps as backup_steps
 from flows.backup import backup_workspaces
 from flows.restore import restore_workspace
 from flows.workspace import provision_workspace
-from tasks.backup.status import Outcome
-from tasks.core.names import workspace_names
 from tasks.backup.restic import SECRET_ENV
+from tasks.backup.status import Outcome
+from tasks.cluster.localnode import node as node_harness
+from tasks.core.names import workspace_names
 from tests.fixtures.node import pv_dir, wait_for
 from tests.fixtures.storage import make_tree, tree_state
-from tasks.cluster.localnode import node as node_harness
 
 pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_cluster", "prefect_server", "helm_bin")]
 

@@ -22,9 +22,9 @@ import yaml
 from flows.offboarding import offboard_user, purge_offboarded
 from flows.onboarding import onboard_user
 from tasks.cluster import helm
+from tasks.core.settings import get_settings
 from tasks.people.hr import parse_request
 from tasks.people.ledger import Ledger
-from tasks.core.settings import get_settings
 from tests.fixtures.identity import authelia_deployment_manifest
 from tests.fixtures.node import pv_dir, wait_for
 from tests.fixtures.storage import restic_for

@@ -183,7 +183,7 @@ def test_postgres_image_initialises_its_volume_once_and_serves_sql_from_a_restri
     _claim(kube, ns, "pg-data")
     kube.create(_pg_pod(node_cluster, ns))
     ip = _service(kube, ns, "postgres", 5432)
-    logs = lambda: _logs(node_cluster, kubectl_bin, ns, "postgres")  # noqa: E731
+    logs = lambda: _logs(node_cluster, kubectl_bin, ns, "postgres")
     pod = _ready_pod(kube, ns, "postgres", logs=logs)
     _assert_restricted_at_runtime(node_cluster, pod, 999)
     assert "postgres: initialised /var/lib/postgresql/data/pgdata" in logs()
@@ -196,6 +196,8 @@ def test_postgres_image_initialises_its_volume_once_and_serves_sql_from_a_restri
         finally:
             await conn.close()
 
+    # Ready in the pod is not yet routed through the ClusterIP (endpoints, then kube-proxy's rules)
+    wait_for("SELECT 1 through the Service", lambda: _try(lambda: asyncio.run(session("SELECT 1"))), 60)
     assert [tuple(r) for r in asyncio.run(session("SELECT 1"))] == [(1,)]
     asyncio.run(session("CREATE TABLE kept (v text)"))
     asyncio.run(session("INSERT INTO kept VALUES ('across restarts')"))
@@ -208,6 +210,7 @@ def test_postgres_image_initialises_its_volume_once_and_serves_sql_from_a_restri
     kube.create(_pg_pod(node_cluster, ns))
     _ready_pod(kube, ns, "postgres", logs=logs)
     assert "initialised" not in logs()
+    wait_for("the new pod through the Service", lambda: _try(lambda: asyncio.run(session("SELECT 1"))), 60)
     assert [tuple(r) for r in asyncio.run(session("SELECT v FROM kept"))] == [("across restarts",)]
 
 

@@ -16,13 +16,16 @@ import sys
 from datetime import datetime
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import vibecode_cli
 from tasks.core.errors import InvalidInput
-from tasks.people.hr import EMPLOYEE_ID_PATTERN, EVENT_ID_PATTERN, HRRequest, allowed_groups, parse_request
 from tasks.core.names import RESERVED_PREFIXES, RESERVED_USERNAMES, USERNAME_PATTERN
 from tasks.core.settings import Settings, get_settings
+from tasks.people.hr import EMPLOYEE_ID_PATTERN, EVENT_ID_PATTERN, HRRequest, allowed_groups, parse_request
+
+pytestmark = pytest.mark.slow  # thousands of generated requests: the full suite runs them, not the unit tier
 
 ALLOWED = ["developers", "sre", "users"]
 HR_SETTINGS = Settings(hr_allowed_groups=ALLOWED, privileged_groups=["admins", "root-ops"])

@@ -7,8 +7,8 @@ import copy
 import pytest
 
 from tasks.core.errors import InvalidInput
-from tasks.people.hr import HRRequest, effective_groups, parse_request
 from tasks.core.settings import Settings
+from tasks.people.hr import HRRequest, effective_groups, parse_request
 
 HIRE = {"event_id": "evt-2026-0001", "type": "employee.hired", "occurred_at": "2026-11-28T09:00:00Z",
         "employee": {"employee_id": "E1001", "email": "alice@example.com", "given_name": "Alice",

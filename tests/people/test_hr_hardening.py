@@ -18,16 +18,16 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.offboarding import offboard_user
 from flows.onboarding import onboard_user
+from tasks.cluster.limits import KUBE_API, ensure_concurrency_limits
 from tasks.core.errors import BackupRequired, InvalidInput
+from tasks.core.settings import Settings, get_settings
 from tasks.people.hr import parse_request
 from tasks.people.identity import UserSpec, get_backend
 from tasks.people.ledger import Ledger
 from tasks.people.record import State
-from tasks.cluster.limits import KUBE_API, ensure_concurrency_limits
-from tasks.core.settings import Settings, get_settings
 from tests.fixtures.concurrency import run_in_threads
-from tests.fixtures.storage import make_tree
 from tests.fixtures.people import HIRE, event, users_file
+from tests.fixtures.storage import make_tree
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
 
@@ -44,7 +44,7 @@ def _artifacts(flow_run_id) -> str:
     return "\n".join(str(a.data) for a in found)
 
 
-def test_termination_with_an_unknown_employee_id_changes_nothing(platform, kube, backup_calls):  # noqa: F811
+def test_termination_with_an_unknown_employee_id_changes_nothing(platform, kube, backup_calls):
     ns = platform["ns"]
     (backup_calls.kubelet.claim_dir("ws-bob-workspace") / "notes.md").write_text("bob's work\n")
     onboard_user(parse_request(HIRE))  # alice is E1001
@@ -67,7 +67,7 @@ def test_termination_with_an_unknown_employee_id_changes_nothing(platform, kube,
     assert left.username == "bob" and left.deletion.startswith("defer")
 
 
-def test_a_late_hire_after_a_termination_does_not_reenable_the_leaver(platform, kube, backup_calls):  # noqa: F811
+def test_a_late_hire_after_a_termination_does_not_reenable_the_leaver(platform, kube, backup_calls):
     ns, inbox = platform["ns"], platform["inbox"]
     backup_calls.verified = True
     onboard_user(parse_request(HIRE))  # occurred 09:00

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from ldap3 import BASE
 
-from tasks.people.identity import UserSpec, get_backend
 from tasks.core.errors import PermanentError
+from tasks.people.identity import UserSpec, get_backend
 from tasks.people.identity.ldapdir import LdapBackend
 from tests.fixtures.identity import admin_connection
 

@@ -10,12 +10,12 @@ import pytest
 
 from flows.offboarding import offboard_user, purge_offboarded
 from flows.onboarding import onboard_user
-from tasks.cluster import helm
 from tasks.backup.status import has_verified_backup
+from tasks.cluster import helm
 from tasks.people.hr import parse_request
 from tasks.people.ledger import Ledger
-from tests.fixtures.storage import make_tree, tree_state
 from tests.fixtures.people import HIRE, event, users_file
+from tests.fixtures.storage import make_tree, tree_state
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
 

@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from tasks.core import mail
-from tasks.people.welcome import welcome_message
 from tasks.core.errors import PermanentError, TransientError
 from tasks.core.settings import Settings, get_settings
+from tasks.people.welcome import welcome_message
 
 
 def _msg(settings):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
 from flows.offboarding import offboard_user, purge_offboarded
 from flows.onboarding import onboard_user
 from tasks.cluster import helm

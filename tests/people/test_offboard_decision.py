@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from tasks.backup.status import RepositoryWord
 from tasks.people.deletion import deletion_decision
 
 T = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
+IN_REPO = RepositoryWord(frozenset({"abc123"}))  # the repository holds the annotated snapshot
 
 
 def pvc(name="ws-alice-workspace", volume="workspace", **ann):
@@ -40,7 +42,8 @@ def test_unverified_or_partial_backups_do_not_count():
 def test_verified_backup_waits_for_retention_then_deletes():
     pvcs = [verified(T + timedelta(minutes=5)), pvc("ws-alice-extensions", "extensions")]
     assert deletion_decision(T, pvcs, T + timedelta(days=29), 30).action == "defer"
-    assert deletion_decision(T, pvcs, T + timedelta(days=30), 30).action == "delete"
+    assert deletion_decision(T, pvcs, T + timedelta(days=30), 30).action == "confirm"  # ask the repository
+    assert deletion_decision(T, pvcs, T + timedelta(days=30), 30, repository=IN_REPO).action == "delete"
 
 
 def test_not_terminated_means_nothing():
@@ -51,6 +54,6 @@ def test_a_final_backup_in_the_same_second_as_the_termination_counts():
     # Annotations keep whole seconds; the termination time has microseconds. Seen in CI as a
     # flaky refusal when the final backup finished within the second of the termination.
     left = T + timedelta(microseconds=772_000)
-    d = deletion_decision(left, [verified(T)], T + timedelta(days=31), 30)
+    d = deletion_decision(left, [verified(T)], T + timedelta(days=31), 30, repository=IN_REPO)
     assert d.action == "delete"
     assert deletion_decision(left, [verified(T - timedelta(seconds=1))], T + timedelta(days=31), 30).action == "refuse"

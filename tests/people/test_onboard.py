@@ -11,14 +11,14 @@ import pytest
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.people.steps import claim_username, ensure_identity
 from flows.onboarding import onboard_user, run_hr_event
 from tasks.cluster import helm
 from tasks.core.errors import InvalidInput
+from tasks.core.settings import get_settings
 from tasks.people.hr import parse_request
 from tasks.people.identity import UserSpec
 from tasks.people.ledger import Ledger
-from tasks.core.settings import get_settings
+from tasks.people.steps import claim_username, ensure_identity
 from tests.fixtures.concurrency import run_in_threads
 from tests.fixtures.people import HIRE, event, users_file
 
@@ -67,7 +67,6 @@ def test_replays_and_duplicate_hires_converge_to_one_of_everything(platform, kub
 
 
 def test_update_changes_name_email_and_groups_in_place(platform, kube):
-    ns = platform["ns"]
     onboard_user(parse_request(HIRE))
     upd = event("evt-2026-0003", "employee.updated", email="a.liddell@example.com", username=None,
                 family_name="Hargreaves", groups=["sre"])

@@ -8,7 +8,21 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tasks.people.record import WELCOME_CLAIM_SECONDS, Record, State, Welcome, WelcomeStatus, admit, claim_welcome, finish_event, from_data, release_welcome, stale_reason, to_data, welcome_sent
+from tasks.people.record import (
+    WELCOME_CLAIM_SECONDS,
+    Record,
+    State,
+    Welcome,
+    WelcomeStatus,
+    admit,
+    claim_welcome,
+    finish_event,
+    from_data,
+    release_welcome,
+    stale_reason,
+    to_data,
+    welcome_sent,
+)
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)

@@ -21,10 +21,10 @@ import yaml
 
 from flows.offboarding import purge_offboarded
 from flows.onboarding import onboard_user
+from tasks.core.settings import Settings, get_settings
 from tasks.people import totp
 from tasks.people.hr import parse_request
 from tasks.people.ledger import Ledger
-from tasks.core.settings import Settings, get_settings
 from tests.fixtures.kube import finish_job
 from tests.fixtures.people import HIRE, event
 
@@ -93,8 +93,8 @@ def test_expired_handoffs_decides_by_annotation_and_label():
 def test_manifests_are_accepted_and_the_job_holds_no_secret(kube, platform_namespace):
     s = Settings(platform_namespace=platform_namespace)
     value = totp.mint_secret()
-    sec = kube.create(totp.handoff_secret("alice", value, s, NOW), exist_ok=False)
-    job = kube.create(totp.provision_job("alice", s), exist_ok=False)
+    sec = kube.create(totp.handoff_secret("alice", value, s.identity, s.platform_namespace, NOW), exist_ok=False)
+    job = kube.create(totp.provision_job("alice", s.identity, s.platform_namespace), exist_ok=False)
 
     assert base64.b64decode(sec["data"][totp.SECRET_KEY]).decode() == value
     meta = sec["metadata"]
@@ -103,7 +103,7 @@ def test_manifests_are_accepted_and_the_job_holds_no_secret(kube, platform_names
             "vibecode.dev/purpose": "totp-handoff"}.items() <= meta["labels"].items()
     assert datetime.fromisoformat(meta["annotations"][totp.EXPIRES_AT]) == NOW + timedelta(hours=72)
 
-    serialized = json.dumps(job) + json.dumps(totp.provision_job("alice", s))
+    serialized = json.dumps(job) + json.dumps(totp.provision_job("alice", s.identity, s.platform_namespace))
     assert value not in serialized
     assert value[:16] not in serialized and base64.b64encode(value.encode()).decode() not in serialized
     spec = job["spec"]
@@ -130,8 +130,8 @@ def test_totp_secret_is_in_no_argv_or_environment_of_the_authelia_job(kube, plat
     container's argv and environment (after the kubelet's $(VAR) expansion) never hold it."""
     s = Settings(platform_namespace=platform_namespace)
     value = totp.mint_secret()
-    sec = kube.create(totp.handoff_secret("alice", value, s, NOW), exist_ok=False)
-    job = kube.create(totp.provision_job("alice", s), exist_ok=False)
+    sec = kube.create(totp.handoff_secret("alice", value, s.identity, s.platform_namespace, NOW), exist_ok=False)
+    job = kube.create(totp.provision_job("alice", s.identity, s.platform_namespace), exist_ok=False)
     pod = job["spec"]["template"]["spec"]
     (c,) = pod["containers"]
 
@@ -170,7 +170,7 @@ def _job_controller(kube, ns, outcome: dict, stop: threading.Event):
 
 
 @pytest.fixture
-def totp_platform(prefect_server, helm_bin, platform, kube, monkeypatch):  # noqa: F811 - imported fixture
+def totp_platform(prefect_server, helm_bin, platform, kube, monkeypatch):
     ns = platform["pns"]  # Authelia's configuration, the hand-off Secrets and their Jobs
     monkeypatch.setenv("VIBECODE_TOTP_PREPROVISION", "true")
     monkeypatch.setenv("VIBECODE_TOTP_POLL_SECONDS", "0.1")
@@ -325,8 +325,8 @@ def test_cli_refuses_before_authelia_has_the_secret(kube, platform_namespace, ca
 
     s = get_settings()
     value = totp.mint_secret()
-    kube.create(totp.handoff_secret("bob", value, s, datetime.now(timezone.utc)))
-    kube.create(totp.provision_job("bob", s))  # no controller: still running
+    kube.create(totp.handoff_secret("bob", value, s.identity, s.platform_namespace, datetime.now(timezone.utc)))
+    kube.create(totp.provision_job("bob", s.identity, s.platform_namespace))  # no controller: still running
     assert cli(["totp-handoff", "bob"]) == 1
     captured = capsys.readouterr()
     assert "not registered" in captured.err and value not in captured.out + captured.err
@@ -337,8 +337,8 @@ def test_cli_refuses_before_authelia_has_the_secret(kube, platform_namespace, ca
 def test_purge_deletes_expired_handoff_secrets_only(kube, platform_namespace):
     s = get_settings()
     now = datetime.now(timezone.utc)
-    kube.create(totp.handoff_secret("old", totp.mint_secret(), s, now - timedelta(hours=73)))
-    kube.create(totp.handoff_secret("new", totp.mint_secret(), s, now - timedelta(hours=1)))
+    kube.create(totp.handoff_secret("old", totp.mint_secret(), s.identity, s.platform_namespace, now - timedelta(hours=73)))
+    kube.create(totp.handoff_secret("new", totp.mint_secret(), s.identity, s.platform_namespace, now - timedelta(hours=1)))
 
     out = purge_offboarded(now=now)
 
@@ -349,11 +349,11 @@ def test_purge_deletes_expired_handoff_secrets_only(kube, platform_namespace):
 
 
 def test_waiting_for_a_job_that_never_ends_is_a_transient_timeout(kube, platform_namespace):
-    from tasks.people.totp_steps import _wait_for_job
     from tasks.core.errors import Timeout, is_transient
+    from tasks.people.totp_steps import _wait_for_job
 
     s = get_settings()
-    kube.create(totp.provision_job("carol", s))  # no controller: it never ends
+    kube.create(totp.provision_job("carol", s.identity, s.platform_namespace))  # no controller: it never ends
     t0 = time.monotonic()
     with pytest.raises(Timeout) as exc:
         _wait_for_job(kube, platform_namespace, "vibecode-totp-carol", timeout=0.6, first_poll=0.1)
@@ -383,7 +383,7 @@ def test_provision_plan_table(job, secret, plan):
 
 def test_handoff_verdict_table():
     s = Settings()
-    fresh = totp.handoff_secret("alice", totp.mint_secret(), s, NOW)
+    fresh = totp.handoff_secret("alice", totp.mint_secret(), s.identity, s.platform_namespace, NOW)
     assert totp.handoff_verdict(None, "succeeded", NOW) == "nothing"
     assert totp.handoff_verdict(fresh, "running", NOW) == "not registered"
     assert totp.handoff_verdict(fresh, "absent", NOW) == "not registered"

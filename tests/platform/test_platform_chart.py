@@ -20,10 +20,20 @@ import yaml
 from tasks.platform.access import Subject, decide
 from tasks.platform.values import AUTHELIA_SECRET_FILES, FLOWS_RULES, GATEWAY_LABEL, SECRET_KEYS
 from tests.fixtures import netpol
-from tests.fixtures.render import (AUTHELIA_SCHEMA, PLATFORM_CHART, WORKSPACE_CHART, cel_rules, crd_index, crd_problems,
-                                   is_crd_kind, require_upstream,
-                                   helm_runner, kubernetes_problems, pod_specs, render)
 from tests.fixtures.pss import restricted_violations
+from tests.fixtures.render import (
+    AUTHELIA_SCHEMA,
+    PLATFORM_CHART,
+    WORKSPACE_CHART,
+    cel_rules,
+    crd_problems,
+    helm_runner,
+    is_crd_kind,
+    kubernetes_problems,
+    pod_specs,
+    render,
+    require_upstream,
+)
 
 K8S_VERSIONS = ["1.33.0", "1.37.0"]
 PNS, WNS, ONS = "vibecode-platform", "vibecode-workspaces", "vibecode-ops"

@@ -29,7 +29,8 @@ def _files(container, pod):
 
 
 def test_the_job_reads_the_storage_secrets_like_the_authelia_deployment(chart):
-    job = totp.provision_job("alice", Settings())
+    s = Settings()
+    job = totp.provision_job("alice", s.identity, s.platform_namespace)
     pod = job["spec"]["template"]["spec"]
     [c] = pod["containers"]
     dep = next(d for d in chart if d["kind"] == "Deployment" and d["metadata"]["name"] == "authelia")
@@ -48,7 +49,8 @@ def test_the_job_reads_the_storage_secrets_like_the_authelia_deployment(chart):
 
 
 def test_the_charts_totp_policy_selects_the_job(chart):
-    job = totp.provision_job("alice", Settings())
+    s = Settings()
+    job = totp.provision_job("alice", s.identity, s.platform_namespace)
     labels = job["spec"]["template"]["metadata"]["labels"]
     pol = next(d for d in chart if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "totp-provision")
     assert pol["metadata"]["namespace"] == job["metadata"]["namespace"]

@@ -7,8 +7,14 @@ import pytest
 
 from tasks.core.errors import InvalidInput
 from tasks.core.settings import Settings
-from tasks.platform.values import (COMPONENTS, FLOWS_RULES, ClusterNetwork, is_public_domain, platform_values,
-                                   split_reference)
+from tasks.platform.values import (
+    COMPONENTS,
+    FLOWS_RULES,
+    ClusterNetwork,
+    is_public_domain,
+    platform_values,
+    split_reference,
+)
 from tests.fixtures.render import PLATFORM_CHART, helm_runner, render
 
 D = "sha256:" + "a" * 64

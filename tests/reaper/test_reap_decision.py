@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
+from tasks.backup.status import RepositoryWord
+from tasks.core.settings import Settings, check_probe_base
 from tasks.people.deletion import deletion_decision
-from tasks.core.settings import check_probe_base
-from tasks.reaper.decide import Policy, Probe, Workspace, decide, parse_healthz, policy_for, probe_url, rfc3339, stop_patch, workspaces_from
-from tasks.core.settings import Settings
+from tasks.reaper.decide import (
+    Policy,
+    Probe,
+    Workspace,
+    decide,
+    parse_healthz,
+    policy_for,
+    probe_url,
+    rfc3339,
+    stop_patch,
+    workspaces_from,
+)
 
 T = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 H, M = timedelta(hours=1), timedelta(minutes=1)
@@ -37,6 +51,9 @@ def warned(at: datetime, rule="idle") -> dict:
     return {"vibecode.dev/idle-warned-at": rfc3339(at), "vibecode.dev/idle-warning": rule}
 
 
+IN_REPO = RepositoryWord(frozenset({"abc123"}))  # what the repository holds: the annotated snapshot
+
+
 def W(replicas=1, up=T - 20 * H, ann=None, volumes=None, busy=""):
     return Workspace("alice", replicas, ann or {}, up, tuple(volumes if volumes is not None else [vol()]), busy, "7")
 
@@ -58,7 +75,8 @@ CASES = [
     ("failed probe is kept, even when warned", W(ann=warned(T - H)), Probe(False, error="timeout"), "keep",
      "unknown"),
     ("not probed is kept", W(), None, "keep", "unknown"),
-    ("exempt", W(ann={"vibecode.dev/reap": "false", **warned(T - H)}), beat(5 * H), "keep", "exempt"),
+    ("exempt: the standing warning is cleared", W(ann={"vibecode.dev/reap": "false", **warned(T - H)}), beat(5 * H),
+     "cancel-warning", "exempt"),
     ("backup running", W(busy="a backup Job is running", ann=warned(T - H)), beat(5 * H), "keep", "backup"),
     ("open tab: running 12h - lead: warn (max session)", W(up=T - 12 * H + 15 * M), beat(timedelta(seconds=30)),
      "warn", "maximum session"),
@@ -77,10 +95,10 @@ CASES = [
     ("dormant, backup from before the stop: back up first",
      W(replicas=0, ann={"vibecode.dev/stopped-at": rfc3339(T - timedelta(days=31))},
        volumes=[backed_up(T - timedelta(days=32))]), None, "backup", "no verified backup"),
-    ("dormant, verified backup after the stop: delete",
-     W(replicas=0, ann={"vibecode.dev/stopped-at": rfc3339(T - timedelta(days=31))},
-       volumes=[backed_up(T - timedelta(days=20)), vol("ws-alice-extensions", "extensions")]), None, "delete",
-     "verified backup"),
+    ("dormant, verified backup after the stop, confirmed in the repository: delete",
+     replace(W(replicas=0, ann={"vibecode.dev/stopped-at": rfc3339(T - timedelta(days=31))},
+               volumes=[backed_up(T - timedelta(days=20)), vol("ws-alice-extensions", "extensions")]),
+             repository=IN_REPO), None, "delete", "verified backup"),
     ("dormant, unverified backup after the stop: back up",
      W(replicas=0, ann={"vibecode.dev/stopped-at": rfc3339(T - timedelta(days=31))},
        volumes=[backed_up(T - timedelta(days=20), **{"vibecode.dev/last-backup-verified": "false"})]), None,
@@ -88,11 +106,11 @@ CASES = [
     ("dormant, no volume at all: keep",
      W(replicas=0, ann={"vibecode.dev/stopped-at": rfc3339(T - timedelta(days=31))}, volumes=[]), None, "keep",
      "no workspace volume"),
-    ("release gone, volumes 91 days: delete volumes",
-     W(replicas=None, up=None, volumes=[backed_up(T - timedelta(days=80), **{
+    ("release gone, volumes 91 days, confirmed in the repository: delete volumes",
+     replace(W(replicas=None, up=None, volumes=[backed_up(T - timedelta(days=80), **{
          "vibecode.dev/stopped-at": rfc3339(T - timedelta(days=91)),
-         "vibecode.dev/dormant-deleted-at": rfc3339(T - timedelta(days=60))})]), None, "delete-volumes",
-     "verified backup"),
+         "vibecode.dev/dormant-deleted-at": rfc3339(T - timedelta(days=60))})]), repository=IN_REPO), None,
+     "delete-volumes", "verified backup"),
     ("release gone, volumes 60 days: keep",
      W(replicas=None, up=None, volumes=[backed_up(T - timedelta(days=50), **{
          "vibecode.dev/stopped-at": rfc3339(T - timedelta(days=60)),
@@ -122,7 +140,7 @@ def test_dormancy_off_and_stop_patch_is_guarded():
 
 # -- properties --------------------------------------------------------------------------------
 durations = st.integers(min_value=0, max_value=40 * 24 * 3600).map(lambda s: timedelta(seconds=s))
-maybe = lambda s: st.none() | s  # noqa: E731
+maybe = lambda s: st.none() | s
 policies = st.builds(
     lambda idle, lead_frac, maxs, dorm: Policy(timedelta(seconds=idle), timedelta(seconds=int(idle * lead_frac)),
                                                None if maxs is None else timedelta(seconds=maxs),
@@ -172,7 +190,7 @@ def _activity(w: Workspace, p: Probe) -> list[datetime]:
 @given(workspaces(), probes, policies)
 def test_never_stop_without_an_old_enough_warning_and_no_activity_since(w, p, policy):
     d = decide(w, p, T, policy)
-    assert d.action in ("keep", "cancel-warning", "warn", "stop", "backup", "delete", "delete-volumes")
+    assert d.action in ("keep", "cancel-warning", "warn", "stop", "backup", "delete", "delete-volumes", "confirm")
     if d.action != "stop":
         return
     from tasks.reaper.decide import parse_time

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from flows.reaper import reap_idle_workspaces, resume_workspace
-from tasks.reaper.probe import probe_all, probe_one
-from tasks.reaper.decide import rfc3339
 from tasks.core.settings import get_settings
+from tasks.reaper.decide import rfc3339
+from tasks.reaper.probe import probe_all, probe_one
 from tests.fixtures.reaper import add_workspace, owners_secret, play_controller, rows
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -16,22 +16,13 @@ import pytest
 import tasks.backup.steps as backup_flow
 from flows.reaper import reap_idle_workspaces
 from tasks.cluster import helm
-from tasks.core.names import workspace_names
-from tasks.workspace.values import workspace_values
-from tasks.reaper.decide import rfc3339
-from tasks.core.settings import get_settings
 from tasks.cluster.localnode.envtest import free_port
+from tasks.core.settings import get_settings
+from tasks.reaper.decide import rfc3339
+from tests.fixtures.reaper import install_stopped
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
 DAY = timedelta(days=1)
-
-
-def install_stopped(kube, ns, user, stopped_at: datetime):
-    s = get_settings()
-    names = workspace_names(user)
-    helm.install_or_upgrade(names.release, s.workspace.chart, workspace_values(names, s, replicas=0), ns, s)
-    kube.annotate("Deployment", ns, names.deployment, {"vibecode.dev/stopped-at": rfc3339(stopped_at),
-                                                       "vibecode.dev/stop-reason": "idle: played"})
 
 
 def volumes(kube, ns, user):

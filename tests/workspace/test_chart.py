@@ -259,8 +259,8 @@ def test_schema_rejects_bad_field_values(helm, args, field):
 def test_values_from_the_ops_builder_pass_the_schema(helm, tmp_path):
     """The Python builder (tasks.workspace.values.workspace_values) and this chart share a contract."""
     from tasks.core.names import workspace_names
-    from tasks.workspace.values import GatewayRef, workspace_values
     from tasks.core.settings import Settings
+    from tasks.workspace.values import GatewayRef, workspace_values
 
     values = workspace_values(workspace_names("carol"), Settings(), replicas=0)
     values_file = tmp_path / "values.json"

@@ -6,14 +6,12 @@ import threading
 import time
 
 import pytest
+from prefect.exceptions import ParameterTypeError
 
 from flows.workspace import provision_workspace
 from tasks.cluster import helm
-from prefect.exceptions import ParameterTypeError
-
 from tasks.core.errors import Invalid, InvalidInput
 from tasks.core.settings import get_settings
-from tests.fixtures.gatewayapi import gateway_api_crds_standin  # noqa: F401 - a fixture
 from tests.fixtures.kube import mark_deployment_available
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")

@@ -122,7 +122,8 @@ def _wait_ready(url: str, token: str, ca: Path, procs: list[subprocess.Popen], l
     while time.monotonic() < deadline:
         for p in procs:
             if p.poll() is not None:
-                raise RuntimeError(f"{p.args[0]} exited with {p.returncode}; see {log}:\n{log.read_text()[-3000:]}")
+                binary = p.args[0] if isinstance(p.args, (list, tuple)) else p.args
+                raise RuntimeError(f"{binary!s} exited with {p.returncode}; see {log}:\n{log.read_text()[-3000:]}")
         try:
             r = httpx.get(f"{url}/readyz", headers={"Authorization": f"Bearer {token}"}, verify=str(ca), timeout=2)
             if r.status_code == 200:

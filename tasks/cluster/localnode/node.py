@@ -399,7 +399,7 @@ def start(code_server: bool = True, pv_count: int = 24, lock_timeout: float = 18
         except BlockingIOError:
             if time.monotonic() > deadline:
                 os.close(fd)
-                raise RuntimeError(f"another node holds {LOCK} for more than {lock_timeout:.0f}s")
+                raise RuntimeError(f"another node holds {LOCK} for more than {lock_timeout:.0f}s") from None
             time.sleep(2)
     cleanup_stale()
     # Images first (cached; a first build takes minutes), so the node's clock starts after.

@@ -15,40 +15,23 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import random
 import time
 from typing import Callable
 
-import yaml
-
 from tasks.core.errors import Conflict, PermanentError
+from tasks.core.names import USERS_CHECKSUM_ANNOTATION
+from tasks.core.settings import Settings, get_settings
+from tasks.people import usersdb
 from tasks.people.identity import Change, UserSpec, UserState
 from tasks.people.identity.passwords import unusable_argon2_hash
-from tasks.core.settings import Settings, get_settings
+from tasks.people.usersdb import USERS_KEY
 
-USERS_KEY = "users_database.yml"
-CHECKSUM_ANNOTATION = "vibecode.dev/users-checksum"
+CHECKSUM_ANNOTATION = USERS_CHECKSUM_ANNOTATION  # on Authelia's pod template
 MAX_ATTEMPTS = 40
 
 
 # -- pure document operations (unit-tested without a cluster) -------------------------
-def load_users(text: str | None) -> dict:
-    doc = yaml.safe_load(text or "") or {}
-    if not isinstance(doc, dict):
-        raise PermanentError(f"{USERS_KEY} is not a mapping")
-    doc["users"] = doc.get("users") or {}
-    return doc
-
-
-def dump_users(doc: dict) -> str:
-    return yaml.safe_dump(doc, sort_keys=True, allow_unicode=True, default_flow_style=False)
-
-
-def checksum(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _attributes(spec: UserSpec) -> dict:
     return {
         "displayname": spec.displayname,
@@ -131,7 +114,7 @@ class FileBackend:
                                  "(it owns the Authelia users database)")
         raw = (secret.get("data") or {}).get(USERS_KEY)
         text = base64.b64decode(raw).decode() if raw else ""
-        return secret, load_users(text)
+        return secret, usersdb.load(text)
 
     def get(self, username: str) -> UserState | None:
         entry = self._read()[1]["users"].get(username)
@@ -156,11 +139,11 @@ class FileBackend:
     def _update(self, mutate: Callable[[dict], tuple[dict, Change]]) -> Change:
         for attempt in range(MAX_ATTEMPTS):
             secret, current_text = self._read_text()
-            new_doc, change = mutate(load_users(current_text))
+            new_doc, change = mutate(usersdb.load(current_text))
             if change in ("unchanged", "absent"):
-                self.roll_authelia(checksum(current_text))  # converge: a lost roll is redone here
+                self.roll_authelia(usersdb.checksum(current_text))  # converge: a lost roll is redone here
                 return change
-            text = dump_users(new_doc)
+            text = usersdb.dump(new_doc)
             secret.setdefault("data", {})[USERS_KEY] = base64.b64encode(text.encode()).decode()
             secret["metadata"].pop("managedFields", None)  # resourceVersion stays: it is the guard
             try:
@@ -168,7 +151,7 @@ class FileBackend:
             except Conflict:
                 time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))  # full jitter
                 continue
-            self.roll_authelia(checksum(text))
+            self.roll_authelia(usersdb.checksum(text))
             return change
         raise Conflict(f"users database still contended after {MAX_ATTEMPTS} attempts")
 

@@ -17,7 +17,17 @@ from __future__ import annotations
 import logging
 import ssl
 
-from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE, Connection, Server, Tls
+from ldap3 import (
+    BASE,
+    HASHED_SALTED_SHA512,
+    MODIFY_ADD,
+    MODIFY_DELETE,
+    MODIFY_REPLACE,
+    SUBTREE,
+    Connection,
+    Server,
+    Tls,
+)
 from ldap3.core.exceptions import (
     LDAPAssertionFailedResult,
     LDAPAttributeOrValueExistsResult,
@@ -34,12 +44,11 @@ from ldap3.utils.asn1 import encode as asn1_encode
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 from ldap3.utils.hashed import hashed
-from ldap3 import HASHED_SALTED_SHA512
 
 from tasks.core.errors import Conflict, PermanentError, ServerError
+from tasks.core.settings import Settings, get_settings
 from tasks.people.identity import Change, UserSpec, UserState
 from tasks.people.identity.passwords import random_secret
-from tasks.core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +153,7 @@ class LdapBackend:
         with self._connect() as conn:
             conn.search(self.people, "(objectClass=inetOrgPerson)", SUBTREE, attributes=["uid"])
             names = [str(e.uid.value) for e in conn.entries]
-            return {n: self._read(conn, n) for n in names}
+            return {n: st for n in names if (st := self._read(conn, n)) is not None}
 
     def upsert(self, spec: UserSpec) -> Change:
         with self._connect() as conn:
