@@ -40,10 +40,10 @@ from tasks.platform.steps import (
     ensure_tag_limits,
     install_component,
     observe_cluster,
-    read_gateway,
+    list_platform_gateways,
     read_platform_facts,
 )
-from tasks.workspace.values import workspace_values
+from tasks.workspace.values import platform_gateway, workspace_values
 
 
 class BootstrapResult(BaseModel):
@@ -69,7 +69,8 @@ def _use_cluster(cluster_name: str, existing_kubeconfig: Path | None, kube_conte
         if plan and not kind_cluster_exists(cluster_name, kubeconfig):
             raise RuntimeError(f"plan: the KIND cluster {cluster_name} does not exist; a run would create it "
                                f"(kind {get_settings().platform.lock_file.name} node image) and install everything")
-        state = ensure_kind_cluster(cluster_name, kubeconfig)
+        state = ensure_kind_cluster(cluster_name, kubeconfig, load_lock(get_settings().platform.lock_file)
+                                    .node_image.pinned_ref)
         where = f"KIND cluster {cluster_name} ({state})"
     else:
         kubeconfig = existing_kubeconfig
@@ -182,7 +183,8 @@ def _demo_workspace(desired: DesiredRelease, lock, bundle: Path | None, plan: bo
     provisioning would install (then only its readiness is checked, so a rerun stays cheap)."""
     names = workspace_names(desired.values["username"])
     s = get_settings()
-    desired = replace(desired, values=workspace_values(names, s, gateway=read_gateway()))
+    gateway = platform_gateway(list_platform_gateways(), s)
+    desired = replace(desired, values=workspace_values(names, s, gateway=gateway))
     decided = install_component(desired, lock, bundle, plan=True)  # decides only
     if plan:
         return decided

@@ -13,8 +13,6 @@ from pathlib import Path
 
 from tasks.core.errors import PermanentError, ServerError
 
-from tasks.platform.lock import load_lock
-
 KIND_VERSION = "v0.32.0"  # = deployments/platform.lock.yaml kind.version (a test holds them equal)
 
 DOCKER_HELP = ("Docker is needed to run KIND. Install Docker Engine (Debian: `apt-get install docker.io`, "
@@ -62,13 +60,9 @@ def parse_clusters(output: str) -> list[str]:
     return [line.strip() for line in output.splitlines() if line.strip() and " " not in line.strip()]
 
 
-def node_image() -> str:
-    """The node image, pinned by digest in the lock (kindest/node:vX@sha256:...)."""
-    return load_lock().node_image.pinned_ref
-
-
-def create_args(name: str, config: Path, kubeconfig: Path, image: str | None = None) -> list[str]:
-    return ["kind", "create", "cluster", "--name", name, "--config", str(config), "--image", image or node_image(),
+def create_args(name: str, config: Path, kubeconfig: Path, image: str) -> list[str]:
+    """``image``: the node image, pinned by digest in the lock (kindest/node:vX@sha256:...)."""
+    return ["kind", "create", "cluster", "--name", name, "--config", str(config), "--image", image,
             "--kubeconfig", str(kubeconfig), "--wait", "120s"]
 
 
@@ -80,7 +74,7 @@ def cluster_exists(name: str) -> bool:
     return listed.returncode == 0 and name in parse_clusters(listed.stdout)
 
 
-def ensure_cluster(name: str, config: Path, kubeconfig: Path) -> str:
+def ensure_cluster(name: str, config: Path, kubeconfig: Path, image: str) -> str:
     """Create the cluster if absent; always (re)write its kubeconfig. Returns created|reused."""
     problems = missing_prerequisites()
     if problems:
@@ -95,7 +89,7 @@ def ensure_cluster(name: str, config: Path, kubeconfig: Path) -> str:
         if res.returncode != 0:
             raise ServerError(f"kind export kubeconfig failed: {res.stderr.strip()}")
         return "reused"
-    res = subprocess.run(create_args(name, config, kubeconfig), capture_output=True, text=True)
+    res = subprocess.run(create_args(name, config, kubeconfig, image), capture_output=True, text=True)
     if res.returncode != 0:
         raise ServerError(f"kind create cluster failed: {res.stderr.strip()[-2000:]}")
     return "created"

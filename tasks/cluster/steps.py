@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @task(name="ensure-kind-cluster", **transient_retries(2))
-def ensure_kind_cluster(name: str, kubeconfig: Path) -> str:
-    return kind.ensure_cluster(name, ROOT / "kind" / "cluster.yaml", kubeconfig)
+def ensure_kind_cluster(name: str, kubeconfig: Path, image: str) -> str:
+    """``image``: the node image, pinned in the lock."""
+    return kind.ensure_cluster(name, ROOT / "kind" / "cluster.yaml", kubeconfig, image)
 
 
 @task(name="kind-cluster-exists", **transient_retries(2))

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from tasks.cluster import helm, kube
 from tasks.cluster.limits import desired_limits
 from tasks.core.errors import NotFound, PermanentError, Timeout
-from tasks.core.names import PART_OF, PART_OF_LABEL
+from tasks.core.names import MANAGED_BY_LABEL, PART_OF, PART_OF_LABEL
 from tasks.core.settings import get_settings
 from tasks.core.steps import transient_retries
 from tasks.platform import credentials
@@ -55,7 +55,7 @@ def _ns_manifest(name: str, release: str | None, release_ns: str, restricted: bo
     labels = {PART_OF_LABEL: PART_OF, **(PSA_RESTRICTED if restricted else {})}
     meta: dict = {"name": name, "labels": labels}
     if release:
-        labels["app.kubernetes.io/managed-by"] = "Helm"
+        labels[MANAGED_BY_LABEL] = "Helm"
         meta["annotations"] = {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": release_ns}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
@@ -283,14 +283,13 @@ def read_platform_facts() -> dict[str, str]:
     return facts
 
 
-@task(name="read-platform-gateway", **RETRY)
-def read_gateway():
-    """The Gateway workspaces attach to, as provisioning finds it (by label, from the cluster)."""
+@task(name="list-platform-gateways", **RETRY)
+def list_platform_gateways() -> list[dict]:
+    """The Gateways the platform chart labels for workspaces (one LIST by label), as provisioning
+    finds them; none when the Gateway API is not installed at all."""
     from tasks.platform.values import GATEWAY_SELECTOR
-    from tasks.workspace.values import platform_gateway
 
     try:
-        gateways = kube.connect().list_all("Gateway", GATEWAY_SELECTOR)
-    except NotFound:  # no Gateway API in this cluster
-        gateways = []
-    return platform_gateway(gateways, get_settings())
+        return kube.connect().list_all("Gateway", GATEWAY_SELECTOR)
+    except NotFound:
+        return []

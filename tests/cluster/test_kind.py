@@ -34,11 +34,11 @@ def test_parse_clusters():
 def test_create_args_use_the_repo_config_and_the_pinned_node_image(tmp_path):
     from tasks.platform.lock import load_lock
 
-    args = kind.create_args("vibecode", ROOT / "kind" / "cluster.yaml", tmp_path / "kc")
+    pinned = load_lock().node_image.pinned_ref
+    args = kind.create_args("vibecode", ROOT / "kind" / "cluster.yaml", tmp_path / "kc", pinned)
     assert args[:4] == ["kind", "create", "cluster", "--name"] and str(ROOT / "kind" / "cluster.yaml") in args
-    image = args[args.index("--image") + 1]
-    assert image == load_lock().node_image.pinned_ref
-    assert image.startswith("docker.io/kindest/node:v1.36.1@sha256:")
+    assert args[args.index("--image") + 1] == pinned
+    assert pinned.startswith("docker.io/kindest/node:v1.36.1@sha256:")
 
 
 def test_the_kind_version_is_the_locks_and_an_older_kind_is_reported():
