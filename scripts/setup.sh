@@ -6,6 +6,7 @@
 #   scripts/setup.sh --test   everything: the runtime, the dev venv, and the real test stack: etcd, kube-apiserver (built once
 #                             from Debian's source package and cached), restic, slapd,
 #                             prometheus-pushgateway, postgresql-15 (Prefect's team database),
+#                             docker-registry (+ umoci, skopeo),
 #                             and the test extras; for the real node (tests marked
 #                             `node`): containerd, runc, CNI plugins, kubelet & co.
 #                             (same build), code-server, and the local images
@@ -24,6 +25,11 @@ if $with_tests; then
   have ldapadd || need_apt+=(ldap-utils)
   have prometheus-pushgateway || need_apt+=(prometheus-pushgateway)
   [[ -x /usr/lib/postgresql/15/bin/initdb ]] || need_apt+=(postgresql-15)
+  # An OCI registry on loopback (distribution 2.8.2) for the platform's charts and images in the
+  # bootstrap and air-gap tests, and the tools that build and copy OCI images there.
+  have docker-registry || need_apt+=(docker-registry)
+  have umoci || need_apt+=(umoci)
+  have skopeo || need_apt+=(skopeo)
   # For the Kubernetes build and code-server (installed here, before they run in parallel below).
   for pkg in golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev libkrb5-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
@@ -34,6 +40,11 @@ if ((${#need_apt[@]})); then
   echo "setup: apt-get install ${need_apt[*]}" >&2
   as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need_apt[@]}" >/dev/null
+  # Debian's docker-registry package enables a system registry on :5000 (every interface) where
+  # systemd runs; the tests start their own on loopback, so that one is switched off.
+  if [[ " ${need_apt[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
+    as_root systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 # The two long one-off builds (Kubernetes from source, ~12 min; code-server from npm, ~4 min)

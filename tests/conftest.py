@@ -11,6 +11,8 @@
 - ``fixtures.node``     a real one-node cluster (kubelet, containerd) for tests marked ``node``
 - ``fixtures.gateway``  the HR gateway on loopback, with the HR deployments registered
 - ``fixtures.codeserver`` real code-server processes on loopback
+- ``fixtures.registry`` OCI registries on loopback with the upstream charts' stand-ins and test images
+- ``fixtures.platform`` bootstrap settings and the controller stand-in
 - ``fixtures.people``   the onboarding/offboarding platform (namespaces, users Secret, inbox)
 - ``fixtures.reaper``   a closed port for a workspace that does not answer
 
@@ -40,6 +42,8 @@ pytest_plugins = [
     "tests.fixtures.node",
     "tests.fixtures.gateway",
     "tests.fixtures.codeserver",
+    "tests.fixtures.registry",
+    "tests.fixtures.platform",
     "tests.fixtures.people",
     "tests.fixtures.reaper",
     "tests.fixtures.gatewayapi",

@@ -12,6 +12,13 @@ so it is applied. A release left ``pending-*`` (helm killed mid-operation, a los
 connection) is recovered, rolled back to its last deployed revision or, if none was ever
 deployed, uninstalled, once it has been pending longer than any operation of ours takes
 (``helm_pending_grace_seconds``); until then it is a transient conflict.
+
+Upstream charts come pinned (:mod:`tasks.platform.lock`): :func:`fetch_chart` gets the archive
+from an OCI registry or a chart repository at the exact version (or from an air-gapped bundle),
+checks its sha256 against the lock and keeps it in a cache, so a rerun neither downloads nor
+trusts anything new; the archive's sha256 is then the "chart digest" of the release.
+
+:data:`CALLS` counts every helm invocation by subcommand (the bootstrap benchmark reports it).
 """
 
 from __future__ import annotations
@@ -19,6 +26,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
+import subprocess
+import tempfile
+import threading
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +37,7 @@ from typing import Any
 
 from pyhelm3 import Client
 from pyhelm3 import errors as helm_errors
+from pyhelm3.command import Command
 
 from tasks.core.errors import Conflict, Invalid, NotFound, PermanentError, ServerError, VibecodeError
 from tasks.core.settings import Settings, get_settings
@@ -33,6 +45,26 @@ from tasks.core.settings import Settings, get_settings
 CACHE_BIN = Path.home() / ".cache" / "vibecode" / "bin" / "helm"
 DIGEST_PREFIX = "vibecode chart-digest=sha256:"
 PENDING = frozenset({"pending-install", "pending-upgrade", "pending-rollback"})
+CHART_CACHE = Path.home() / ".cache" / "vibecode" / "charts"
+CALLS: Counter[str] = Counter()  # helm invocations by subcommand, since the process started
+_calls_lock = threading.Lock()
+
+
+def _count(argv: list) -> None:
+    with _calls_lock:
+        CALLS[str(argv[0]) if argv else "?"] += 1
+
+
+class _CountingCommand(Command):
+    """pyhelm3's command runner, counting each helm process it starts."""
+
+    async def run(self, command, input=None):
+        _count(command)
+        return await super().run(command, input)
+
+    def client_version(self):
+        _count(["version"])
+        return super().client_version()
 
 
 @dataclass(frozen=True)
@@ -80,9 +112,24 @@ def map_helm_error(exc: BaseException, what: str) -> VibecodeError:
     return PermanentError(msg)
 
 
+_clients: dict[tuple, Client] = {}
+
+
 def _client(settings: Settings) -> Client:
-    return Client(executable=helm_executable(settings), kubeconfig=settings.kubeconfig,
-                  kubecontext=settings.kube_context)
+    """One client per (binary, kubeconfig, context): building one runs ``helm version``."""
+    exe = helm_executable(settings)
+    key = (exe, str(settings.kubeconfig or ""), settings.kube_context or "")
+    with _calls_lock:
+        found = _clients.get(key)
+    if found is None:
+        command = _CountingCommand(executable=exe, kubeconfig=settings.kubeconfig,
+                                   kubecontext=settings.kube_context, default_timeout="5m",
+                                   history_max_revisions=10, insecure_skip_tls_verify=False,
+                                   kubeapiserver=None, kubetoken=None, unpack_directory=None)
+        found = Client(command, executable=exe)
+        with _calls_lock:
+            _clients[key] = found
+    return found
 
 
 def _run(coro, what: str):
@@ -94,8 +141,19 @@ def _run(coro, what: str):
         raise map_helm_error(exc, what) from exc
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def chart_digest(chart: Path) -> str:
-    """SHA-256 over every file of the chart directory (relative path and bytes, in path order)."""
+    """SHA-256 of a chart archive (.tgz), or over every file of a chart directory (relative
+    path and bytes, in path order)."""
+    if Path(chart).is_file():
+        return file_sha256(chart)
     h = hashlib.sha256()
     for path in sorted(p for p in Path(chart).rglob("*") if p.is_file()):
         rel = path.relative_to(chart).as_posix().encode()
@@ -190,3 +248,118 @@ def status(release: str, namespace: str, settings: Settings | None = None) -> Re
         return ReleaseResult(release, namespace, rev.revision, rev.status.value, changed=False)
 
     return _run(go(), f"helm status {namespace}/{release}")
+
+
+# -- pinned upstream charts ------------------------------------------------------------
+def _loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name in ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def pull_args(repository: str, name: str, version: str, destination: Path) -> list[str]:
+    """``helm pull`` of one exact version, for an OCI reference or a chart repository. A registry
+    on loopback speaks plain HTTP (the one-node cluster's and the tests' registry)."""
+    if repository.startswith("oci://"):
+        args = ["pull", repository, "--version", version, "--destination", str(destination)]
+        if _loopback(repository.removeprefix("oci://").split("/", 1)[0]):
+            args.append("--plain-http")
+        return args
+    return ["pull", name, "--repo", repository, "--version", version, "--destination", str(destination)]
+
+
+def fetch_chart(name: str, repository: str, version: str | None, digest: str | None, *,
+                bundle_dir: Path | None = None, cache_dir: Path | None = None,
+                settings: Settings | None = None) -> Path:
+    """The chart archive ``name``-``version``, checked against ``digest`` (sha256:...).
+
+    From ``bundle_dir/charts`` when given (never the network), else from the cache, else pulled
+    from ``repository`` into the cache. An archive whose digest differs from the pin is
+    refused and never cached; an unpinned chart is refused before anything is fetched."""
+    if version is None or digest is None:
+        raise PermanentError(f"chart {name} from {repository} is not pinned (version and archive digest); "
+                             f"refusing to install it")
+    want = digest.removeprefix("sha256:")
+    file_name = f"{name}-{version}.tgz"
+    if bundle_dir is not None:
+        path = Path(bundle_dir) / "charts" / file_name
+        if not path.is_file():
+            raise PermanentError(f"the bundle {bundle_dir} has no {file_name}")
+        got = file_sha256(path)
+        if got != want:
+            raise PermanentError(f"{path}: sha256 {got} is not the pinned {digest}; the bundle was altered")
+        return path
+    cache = Path(cache_dir or CHART_CACHE)
+    cached = cache / f"{name}-{version}-{want[:16]}.tgz"
+    if cached.is_file() and file_sha256(cached) == want:
+        return cached
+    cache.mkdir(parents=True, exist_ok=True)
+    s = settings or get_settings()
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        argv = pull_args(repository, name, version, Path(tmp))
+        _count(argv)
+        proc = subprocess.run([helm_executable(s), *argv], capture_output=True, text=True)
+        if proc.returncode != 0:
+            text = proc.stderr.strip()
+            msg = f"helm pull {name} {version} from {repository}: {text.splitlines()[-1] if text else proc.returncode}"
+            if "not found" in text.lower():
+                raise NotFound(msg)
+            raise ServerError(msg)  # a registry that did not answer: transient
+        pulled = list(Path(tmp).glob("*.tgz"))
+        if len(pulled) != 1:
+            raise PermanentError(f"helm pull {name} {version} left {len(pulled)} archives")
+        got = file_sha256(pulled[0])
+        if got != want:
+            raise PermanentError(f"chart {name} {version} from {repository} has sha256 {got}, not the pinned "
+                                 f"{digest}: refusing it (a re-published chart, or not the chart we pinned)")
+        pulled[0].replace(cached)
+    return cached
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """What is deployed, for a plan (nothing here changes the cluster)."""
+
+    revision: int
+    status: str
+    chart_version: str
+    chart_digest: str | None  # from our description; None when installed by someone else
+    values: dict
+    resources: tuple[tuple[str, str | None, str], ...]  # (kind, namespace, name) of its manifest
+
+
+def decode_release(secret: dict) -> dict:
+    """helm's record of one revision, from the Secret its default storage driver keeps it in
+    (``sh.helm.release.v1.<name>.v<revision>``: base64 of gzipped JSON, base64 again by the API)."""
+    import base64
+    import gzip
+    import json
+
+    return json.loads(gzip.decompress(base64.b64decode(base64.b64decode(secret["data"]["release"]))))
+
+
+def release_state(release: str, namespace: str, settings: Settings | None = None) -> ReleaseState | None:
+    """The current revision of ``release``, or None when there is none.
+
+    Read from helm's own record (one LIST of its Secrets by label) rather than from three helm
+    processes (status, get metadata, get values): the same data, and a no-op bootstrap asks for it
+    once per release. A release kept by another storage driver (HELM_DRIVER) is not seen here,
+    so it is planned as an install and helm itself then finds it."""
+    from tasks.cluster import kube
+
+    s = settings or get_settings()
+    records = kube.connect(s).list("Secret", namespace, f"owner=helm,name={release}")
+    if not records:
+        return None
+    latest = max(records, key=lambda r: int((r["metadata"].get("labels") or {}).get("version", 0)))
+    rel = decode_release(latest)
+    info = rel.get("info") or {}
+    desc = info.get("description") or ""
+    digest = desc.removeprefix(DIGEST_PREFIX) if desc.startswith(DIGEST_PREFIX) else None
+    import yaml
+
+    resources = tuple((r.get("kind", ""), (r.get("metadata") or {}).get("namespace") or namespace,
+                       (r.get("metadata") or {}).get("name", ""))
+                      for r in yaml.safe_load_all(rel.get("manifest") or "") if isinstance(r, dict))
+    return ReleaseState(int(rel.get("version", 0)), str(info.get("status", "unknown")),
+                        str(((rel.get("chart") or {}).get("metadata") or {}).get("version", "")), digest,
+                        rel.get("config") or {}, resources)

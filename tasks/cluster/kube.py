@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any, Iterator, cast
@@ -55,6 +56,7 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
     "NetworkPolicy": ("networking", "network_policy", True),
     "Node": ("core", "node", False),
     "StatefulSet": ("apps", "stateful_set", True),
+    "DaemonSet": ("apps", "daemon_set", True),
     "CustomResourceDefinition": ("apiextensions", "custom_resource_definition", False),
     "Role": ("rbac", "role", True),
     "RoleBinding": ("rbac", "role_binding", True),
@@ -66,10 +68,16 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
 # CustomObjectsApi; listing one whose CRD is not installed raises NotFound.
 _CUSTOM_KINDS: dict[str, tuple[str, str, str, bool]] = {
     "Certificate": ("cert-manager.io", "v1", "certificates", True),
+    "ClusterIssuer": ("cert-manager.io", "v1", "clusterissuers", False),
     "Gateway": ("gateway.networking.k8s.io", "v1", "gateways", True),
     "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes", True),
     "GatewayClass": ("gateway.networking.k8s.io", "v1", "gatewayclasses", False),
 }
+
+# API requests made through this module, by HTTP method, since the process started (the
+# bootstrap benchmark reports them; helm's own requests are not included).
+CALLS: Counter[str] = Counter()
+_calls_lock = threading.Lock()
 
 
 class _Retry(urllib3.Retry):
@@ -155,6 +163,14 @@ class Kube:
 
     def __init__(self, api_client: client.ApiClient, request_timeout: float = 30.0):
         self.api_client = api_client
+        call_api = api_client.call_api
+
+        def counted(method, *args, **kw):
+            with _calls_lock:
+                CALLS[str(method).upper()] += 1
+            return call_api(method, *args, **kw)
+
+        api_client.call_api = counted  # type: ignore[method-assign]  # counts each request for the benchmarks
         self.request_timeout = request_timeout
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)

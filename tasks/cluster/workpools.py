@@ -34,7 +34,7 @@ FLOWS_NAMESPACE = "vibecode-ops"
 FLOWS_SERVICE_ACCOUNT = "vibecode-flows"
 PLATFORM_SECRET = "vibecode-platform-secrets"
 
-Outcome = Literal["created", "updated", "unchanged"]
+Outcome = Literal["created", "updated", "unchanged", "would create", "would update"]
 
 
 def kubernetes_template(path: Path = KUBERNETES_TEMPLATE) -> dict[str, Any]:
@@ -53,17 +53,20 @@ def desired_pools() -> dict[str, tuple[str, dict[str, Any]]]:
             KUBERNETES_POOL: ("kubernetes", kubernetes_template())}
 
 
-def ensure_work_pool(name: str, type_: str, template: dict[str, Any], client=None) -> Outcome:
+def ensure_work_pool(name: str, type_: str, template: dict[str, Any], client=None, plan: bool = False) -> Outcome:
     """Create the pool with ``template``, or bring an existing pool's template in step.
+    With ``plan``, only say what would be done.
 
     A pool of another type is an operator's mistake that an update cannot fix (Prefect
     does not change a pool's type): refused, nothing changed."""
     if client is None:
         with get_client(sync_client=True) as own:
-            return ensure_work_pool(name, type_, template, own)
+            return ensure_work_pool(name, type_, template, own, plan)
     try:
         pool = client.read_work_pool(name)
     except ObjectNotFound:
+        if plan:
+            return "would create"
         client.create_work_pool(WorkPoolCreate(name=name, type=type_, base_job_template=template))
         return "created"
     if pool.type != type_:
@@ -71,13 +74,15 @@ def ensure_work_pool(name: str, type_: str, template: dict[str, Any], client=Non
                              f"delete it (prefect work-pool delete {name}) and bootstrap again")
     if pool.base_job_template == template:
         return "unchanged"
+    if plan:
+        return "would update"
     client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
     return "updated"
 
 
-def ensure_work_pools(client=None) -> dict[str, Outcome]:
+def ensure_work_pools(client=None, plan: bool = False) -> dict[str, Outcome]:
     if client is None:
         with get_client(sync_client=True) as own:
-            return ensure_work_pools(own)
-    return {name: ensure_work_pool(name, type_, template, client)
+            return ensure_work_pools(own, plan)
+    return {name: ensure_work_pool(name, type_, template, client, plan)
             for name, (type_, template) in desired_pools().items()}

@@ -154,6 +154,7 @@ def workspace_names(username: str) -> WorkspaceNames:
 # code (tests/core/test_vocabulary.py fails on a key typed out elsewhere); the charts use the
 # same keys in their templates.
 PART_OF_LABEL = "app.kubernetes.io/part-of"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"  # "Helm" on objects a release owns (or may adopt)
 NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 USER_LABEL = "vibecode.dev/user"

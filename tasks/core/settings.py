@@ -320,6 +320,51 @@ class GatewaySettings(BaseModel):
     scim_max_results: int = Field(100, ge=1, le=1000, description="Largest SCIM list page")
 
 
+class PlatformSettings(BaseModel):
+    """Bootstrap of the platform (flows/bootstrap.py): the lock, the charts, where they go."""
+
+    model_config = {"extra": "forbid", "hide_input_in_errors": True}
+
+    lock_file: Path = Field(
+        Path(__file__).resolve().parents[2] / "deployments" / "platform.lock.yaml",
+        description="The lock of every upstream chart and image the platform runs")
+    chart: Path = Field(
+        Path(__file__).resolve().parents[2] / "charts" / "vibecode-platform",
+        description="Path of the vibecode-platform chart (Gateway, issuers, Authelia, its stores, policies)")
+    release: str = Field("vibecode-platform", description="Release of the platform chart (platform namespace)")
+    secret_name: str = Field(
+        "vibecode-platform-secrets",
+        description="Secret (platform namespace) of the generated platform secrets; bootstrap creates it once")
+    cert_manager_namespace: str = Field("cert-manager", description="Namespace of the cert-manager release")
+    envoy_gateway_namespace: str = Field(
+        "envoy-gateway-system", description="Namespace of the Envoy Gateway release")
+    hr_gateway_chart: Path = Field(
+        Path(__file__).resolve().parents[2] / "deployments" / "gateway", description="The HR gateway's chart")
+    hr_gateway_release: str = Field("vibecode-gateway", description="Release of the HR gateway (platform namespace)")
+    registry_reachable: bool = Field(
+        True, description="Whether the nodes can pull the pinned images (from their registries, or the "
+                          "bundle's mirror). False on a cluster that cannot (this machine's one-node "
+                          "cluster): a component then runs only if its images are already on a node")
+    image_overrides: dict[str, str] = Field(
+        default_factory=dict,
+        description="Lock image key -> an image built on this machine instead of the pinned one "
+                    "(scripts/up's one-node cluster: seaweedfs, postgres, redis); reported as such")
+    mirror_registry: str | None = Field(
+        None, description="Air-gapped installs: the registry (host[:port]) the cluster pulls the bundle's "
+                          "images from; pods then run <mirror>/<path>@<pinned digest>")
+    mirror_push_registry: str | None = Field(
+        None, description="Where this machine pushes the bundle's images, when it reaches the mirror at "
+                          "another address than the nodes do (default: mirror_registry)")
+    ready_timeout_seconds: float = Field(
+        600, gt=0, description="How long bootstrap waits for each component to become ready")
+    ready_poll_seconds: float = Field(1.0, gt=0, description="Pause between readiness checks")
+    storage_class: str | None = Field(
+        None, description="StorageClass of the platform's volumes (SeaweedFS, PostgreSQL, Redis); unset: the "
+                          "chart's default (the cluster's default class)")
+    s3_store_size: str | None = Field(
+        None, description="Size of SeaweedFS's volume (the backups); unset: the chart's default")
+
+
 class ReaperSettings(BaseModel):
     """Idle reaping (decisions in tasks.reaper.decide): timeouts, dormancy, probes."""
 
@@ -406,7 +451,7 @@ class ReaperSettings(BaseModel):
 
 CONCERNS: dict[str, type[BaseModel]] = {
     "workspace": WorkspaceSettings, "identity": IdentitySettings, "mail": MailSettings, "backup": BackupSettings,
-    "health": HealthSettings, "gateway": GatewaySettings, "reaper": ReaperSettings,
+    "health": HealthSettings, "gateway": GatewaySettings, "reaper": ReaperSettings, "platform": PlatformSettings,
 }
 
 # The flat names of the settings before they were nested: flat name -> (concern, field).
@@ -602,6 +647,7 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=HealthSettings, description=HealthSettings.__doc__)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings, description=GatewaySettings.__doc__)
     reaper: ReaperSettings = Field(default_factory=ReaperSettings, description=ReaperSettings.__doc__)
+    platform: PlatformSettings = Field(default_factory=PlatformSettings, description=PlatformSettings.__doc__)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -59,7 +59,9 @@ def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 
                      gateway: GatewayRef | None = None) -> dict[str, Any]:
     """Values for ``charts/vibecode-workspace``; the chart's values.schema.json is the contract.
     ``gateway`` None: no HTTPRoute (the cluster has no platform Gateway)."""
-    repository, _, tag = settings.workspace.image.rpartition(":")
+    name, _, digest = settings.workspace.image.partition("@")
+    repository, _, tag = name.rpartition(":")
+    image = {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent", **({"digest": digest} if digest else {})}
     route: dict[str, Any] = {"enabled": gateway is not None}
     if gateway is not None:
         route["gateway"] = {"name": gateway.name, "namespace": gateway.namespace, "sectionName": gateway.section_name}
@@ -67,7 +69,7 @@ def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 
         "username": names.username,
         "domain": settings.domain,
         "replicas": replicas,
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "image": image,
         "persistence": {
             "storageClass": settings.workspace.storage_class or "",
             "workspace": {"size": settings.workspace.size},

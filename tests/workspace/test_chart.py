@@ -201,7 +201,7 @@ def test_schema_accepts_boundary_usernames(helm, username):
 
 @pytest.mark.parametrize("key, where, unknown", [
     ("bogus", "", "bogus"),
-    ("image.digest", "/image", "digest"),
+    ("image.sha", "/image", "sha"),
     ("resources.requests.gpu", "/resources/requests", "gpu"),
     ("persistence.workspace.sizee", "/persistence/workspace", "sizee"),
     ("persistence.data.size", "/persistence", "data"),
@@ -217,6 +217,15 @@ def test_schema_accepts_boundary_usernames(helm, username):
 def test_schema_rejects_unknown_keys_at_every_level(helm, key, where, unknown):
     err = _expect_schema_error(helm, "--set-string", f"{key}=1")
     assert f"at '{where}': additional properties '{unknown}' not allowed" in err, err
+
+
+def test_an_image_digest_pins_the_pull(helm):
+    digest = "sha256:" + "ab" * 32
+    dep = _one(_render(helm, "--set-string", f"image.digest={digest}"), "Deployment")
+    image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.endswith(f":4.101.2@{digest}")
+    err = _expect_schema_error(helm, "--set-string", "image.digest=sha256:short")
+    assert "/image/digest" in err
 
 
 @pytest.mark.parametrize("replicas", ["2", "-1"])
@@ -484,20 +493,16 @@ def test_notes_give_url_status_and_keep_warning(helm):
 
 
 def test_kind_cluster_config():
+    """KIND v0.32: three nodes; the control plane maps host 80/443 to the Envoy proxy's NodePorts
+    (no ingress-nginx: it was retired), the node image comes from the lock (not named here)."""
     cfg = yaml.safe_load(KIND_CONFIG.read_text())
     assert cfg["kind"] == "Cluster"
     assert cfg["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     assert cfg["name"] == "vibecode"
     nodes = cfg["nodes"]
     assert [n["role"] for n in nodes] == ["control-plane", "worker", "worker"]
-
     cp = nodes[0]
-    patches = [yaml.safe_load(p) for p in cp["kubeadmConfigPatches"]]
-    init = [p for p in patches if p["kind"] == "InitConfiguration"]
-    assert len(init) == 1
-    node_labels = init[0]["nodeRegistration"]["kubeletExtraArgs"]["node-labels"]
-    assert "ingress-ready=true" in node_labels.split(",")
+    assert "kubeadmConfigPatches" not in cp  # no ingress-ready label: nothing selects it any more
     ports = {(m["containerPort"], m["hostPort"], m.get("protocol", "TCP")) for m in cp["extraPortMappings"]}
-    assert ports == {(80, 80, "TCP"), (443, 443, "TCP")}
-
-    assert sorted(n["labels"]["tier"] for n in nodes[1:]) == ["code-server", "monitoring"]
+    assert ports == {(30080, 80, "TCP"), (30443, 443, "TCP")}
+    assert sorted(n["labels"]["tier"] for n in nodes[1:]) == ["code-server", "platform"]
