@@ -93,13 +93,22 @@ def render_health(console, report) -> None:
 def register(app: typer.Typer) -> None:
     @app.command(rich_help_panel=PANEL, epilog=examples(
         ("vibecode up", "on KIND (needs Docker and kind)"),
-        ("vibecode up --kubeconfig ~/.kube/config --user alice", "on a cluster that already runs")))
+        ("vibecode up --kubeconfig ~/.kube/config --user alice", "on a cluster that already runs"),
+        ("vibecode up --plan", "what a run would create or upgrade, and why; changes nothing"),
+        ("vibecode up --bundle /media/usb/vibecode", "no network: charts and images from `vibecode bundle`")))
     def up(cluster: Annotated[str | None, typer.Option(help="KIND cluster name (default: setting kind_cluster_name).")] = None,
            user: Annotated[str, typer.Option(help="The first workspace to provision.")] = "demo",
            kubeconfig: Annotated[Path | None, typer.Option(help="Use this running cluster instead of KIND.")] = None,
-           # ── lead: `up --bundle` (the bootstrap branch) adds its option here ──
+           context: Annotated[str | None, typer.Option(help="The kubeconfig's context (default: its current one).")] = None,
+           bundle: Annotated[Path | None, typer.Option(help="Install from this air-gapped bundle (`vibecode bundle`).",
+                                                       file_okay=False)] = None,
+           plan: Annotated[bool, typer.Option("--plan", help="Say what would change and why; change nothing.")] = False,
            as_json: Json = False) -> int:
-        """Create or reuse the cluster, install the platform and provision a first workspace."""
+        """Create or reuse the cluster, install the platform and provision a first workspace.
+
+        Every component in order behind a readiness gate; a rerun changes nothing and says
+        so, a rerun after a failure resumes where it stopped. Summary artifact:
+        bootstrap-platform in the Prefect UI."""
         from tasks.cluster import kind
         from tasks.core.names import validate_username
         from tasks.core.settings import get_settings
@@ -108,6 +117,11 @@ def register(app: typer.Typer) -> None:
         name = cluster or get_settings().kind_cluster_name
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", name):
             raise InvalidInput("cluster", "must be a lowercase DNS label of at most 31 characters")
+        if bundle is not None and not (bundle / "manifest.json").is_file():
+            raise InvalidInput("bundle", f"{str(bundle)[:200]!r} holds no bundle (no manifest.json): "
+                                         f"write one with `vibecode bundle DIR`")
+        if context is not None and kubeconfig is None:
+            raise InvalidInput("context", "needs --kubeconfig (KIND's cluster has one context)")
         if kubeconfig is not None:
             if not kubeconfig.is_file():
                 raise InvalidInput("kubeconfig", f"{str(kubeconfig)[:200]!r} is not a file")
@@ -117,10 +131,23 @@ def register(app: typer.Typer) -> None:
                 raise MissingPrerequisite([f"cannot bring the platform up on KIND here: {p}" for p in problems])
         from flows.bootstrap import bootstrap_platform
 
-        with progress(f"Bringing the platform up ({'cluster of ' + str(kubeconfig) if kubeconfig else 'KIND ' + name})"):
-            result = bootstrap_platform(cluster_name=name, workspace_user=user, existing_kubeconfig=kubeconfig)
+        where = f"cluster of {kubeconfig}" if kubeconfig else f"KIND {name}"
+        with progress(f"{'Planning' if plan else 'Bringing the platform up'} ({where})"):
+            result = bootstrap_platform(cluster_name=name, workspace_user=user, existing_kubeconfig=kubeconfig,
+                                        kube_context=context, bundle=bundle, plan=plan)
 
         def render(console) -> None:
+            from rich.table import Table
+
+            table = Table(title=f"Platform {'plan' if plan else 'components'} on {result.cluster}", title_justify="left")
+            for col in ("component", "action", "seconds", "detail"):
+                table.add_column(col)
+            for o in result.components:
+                table.add_row(o.component, o.action, f"{o.seconds:.1f}", o.detail[:160])
+            console.print(table)
+            if plan:
+                console.print("[bold]Plan only[/bold]: nothing changed.")
+                return
             console.print(f"[bold green]Platform up.[/bold green] Workspace of {result.username}: "
                           f"[bold]{result.url}[/bold] (release {result.release} revision {result.revision}, "
                           f"{result.ready})\nPrefect UI: [bold]{prefect_ui()}[/bold]", soft_wrap=True)

@@ -35,7 +35,7 @@ def no_flow_may_run(monkeypatch):
 
 def test_every_flow_has_its_command():
     assert {"up", "status", "onboard", "offboard", "backup", "restore", "reap", "resume", "health", "gateway",
-            "deploy", "provision", "totp-handoff", "rotate-restic-password", "limits"} <= set(COMMANDS)
+            "deploy", "provision", "totp-handoff", "rotate-restic-password", "limits", "bundle"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -81,6 +81,12 @@ def test_up_explains_missing_prerequisites(monkeypatch, capsys, no_flow_may_run)
     (["up", "--user", "admin"], "user"),
     (["up", "--kubeconfig", "/nonexistent/kubeconfig"], "kubeconfig"),
     (["up", "--cluster", "Not_A_Label", "--kubeconfig", "/etc/hostname"], "cluster"),
+    (["up", "--bundle", "/etc", "--kubeconfig", "/etc/hostname"], "bundle"),
+    (["up", "--context", "prod"], "context"),
+    (["bundle", "/etc"], "directory"),
+    (["bundle", "/tmp/vibecode-new-bundle", "--exclude", "no-such-part"], "exclude"),
+    (["bundle", "/tmp/vibecode-new-bundle", "--built", "hr-gateway"], "built"),
+    (["bundle", "/tmp/vibecode-new-bundle", "--built", "no-such-image=oci:/x:1"], "built"),
 ])
 def test_bad_input_is_refused_naming_the_field_before_any_flow_runs(argv, field, no_flow_may_run, capsys):
     assert cli(argv) == 2

@@ -20,16 +20,22 @@ from tests.fixtures.registry import make_upstream, start_registry
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server", "helm_bin")]
 
 
-def test_bundle_then_install_with_no_network(kube, apiserver, platform_env, helm_bin, tmp_path, monkeypatch):
-    from flows.bootstrap import bootstrap_platform
-    from flows.bundle import bundle
+def test_bundle_then_install_with_no_network(kube, apiserver, platform_env, helm_bin, tmp_path, monkeypatch, capsys):
+    """Through the command line, as an operator runs it: `vibecode bundle DIR`, then
+    `vibecode up --kubeconfig ... --bundle DIR` twice."""
+    from vibecode_cli import main as cli
+
+    def vibecode(*argv: str) -> dict:
+        capsys.readouterr()
+        assert cli([*argv, "--json"]) == 0, capsys.readouterr()
+        return json.loads(capsys.readouterr().out)
 
     up = make_upstream(tmp_path / "internet", helm_bin)
     monkeypatch.setenv("VIBECODE_PLATFORM__LOCK_FILE", str(up.lock_file))
     monkeypatch.setenv("VIBECODE_WORKSPACE__IMAGE", up.lock.image("code-server").image)
     get_settings.cache_clear()
     directory = tmp_path / "bundle"
-    manifest = bundle(directory, exclude=["datadog"])
+    manifest = vibecode("bundle", str(directory), "--exclude", "datadog")
 
     assert {c["key"] for c in manifest["charts"]} == {"envoy-gateway", "cert-manager"}
     assert {e["entry"] for e in manifest["left_out"]} >= {"chart datadog", "image datadog-agent", "image hr-gateway"}
@@ -53,13 +59,13 @@ def test_bundle_then_install_with_no_network(kube, apiserver, platform_env, helm
     namespaces = [s.platform_namespace, s.namespace, s.platform.cert_manager_namespace, s.platform.envoy_gateway_namespace]
     try:
         with ControllerStandIn(kube, set(namespaces)):
-            first = bootstrap_platform(existing_kubeconfig=apiserver.kubeconfig, bundle=directory)
-            again = bootstrap_platform(existing_kubeconfig=apiserver.kubeconfig, bundle=directory)
-        actions = {o.component: o.action for o in first.components}
+            first = vibecode("up", "--kubeconfig", str(apiserver.kubeconfig), "--bundle", str(directory))
+            again = vibecode("up", "--kubeconfig", str(apiserver.kubeconfig), "--bundle", str(directory))
+        actions = {o["component"]: o["action"] for o in first["components"]}
         assert actions["cert-manager"] == actions["envoy-gateway"] == actions["vibecode-platform"] == "installed"
         assert actions["demo-workspace"] == "installed"
         assert actions["hr-gateway"] == "skipped" and actions["datadog"] == "skipped"
-        assert not again.changed
+        assert not again["changed"] and first["changed"]
 
         images = []
         for ns in namespaces:
