@@ -50,14 +50,18 @@ def check_platform_health() -> HealthReport:
     def left() -> float:
         return max(0.0, deadline - time.monotonic())
 
+    latency: float | None
+    listed: Listing | None
     latency, api_error = outcome(api, left())
     listed, list_error = outcome(objects, left())
     if latency is not None and listed is None:  # reachable, yet a LIST failed: that is the finding
         latency, api_error = None, list_error
-    probed, crash = outcome(authelia, left())
-    status, body, seconds, http_error = probed or (None, "", 0.0, crash)
-    probed, crash = outcome(bucket, left())
-    bucket_latency, bucket_error = probed or (None, crash)
+    http_probe: tuple[int | None, str, float, str] | None
+    http_probe, crash = outcome(authelia, left())
+    status, body, seconds, http_error = http_probe or (None, "", 0.0, crash)
+    bucket_probe: tuple[float | None, str] | None
+    bucket_probe, bucket_crash = outcome(bucket, left())
+    bucket_latency, bucket_error = bucket_probe or (None, bucket_crash)
     listing = listed if isinstance(listed, Listing) else Listing()
     obs = Observed(**dict(listing), api_latency=latency, api_error=api_error, authelia_status=status,
                    authelia_body=body, authelia_latency=seconds, authelia_error=http_error,
@@ -65,14 +69,16 @@ def check_platform_health() -> HealthReport:
     dormancy = timedelta(days=s.reaper.dormancy_days) if s.reaper.dormancy_days else None
     checks, gauges = evaluate(obs, _now(), s.namespace, s.health.components, s.health.slow_seconds,
                               dormancy=dormancy)
-    publish_workspace_overview(quote(dict(listed) if isinstance(listed, Listing) else None), _now(),
-                               quiet=True)  # the UI's workspace list (workspace-overview)
+    # quote(): Prefect passes the value as it is (mypy sees a wrapper, hence the ignores)
+    publish_workspace_overview(quote(dict(listed) if isinstance(listed, Listing) else None),  # type: ignore[call-overload]
+                               _now(), quiet=True)  # the UI's workspace list (workspace-overview)
     report = HealthReport(started=started, finished=_now(), checks=checks, gauges=gauges)
 
     sinks = {"pushgateway": (to_pushgateway, bool(s.health.pushgateway_url)),
              "datadog": (to_datadog, s.health.datadog_api_key is not None or bool(s.health.datadog_api_key_block))}
     # quote(): Prefect would otherwise walk every gauge looking for futures to resolve
-    futures = {name: sink.submit(quote(report)) for name, (sink, configured) in sinks.items() if configured}
+    futures = {name: sink.submit(quote(report))  # type: ignore[call-overload]
+               for name, (sink, configured) in sinks.items() if configured}
     for name, (_, configured) in sinks.items():
         if not configured:
             report.sinks[name] = "not configured"

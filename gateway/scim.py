@@ -42,7 +42,7 @@ import re
 import urllib.parse
 import uuid
 from dataclasses import replace
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, cast
 
 import anyio
 from pydantic import EmailStr
@@ -108,7 +108,8 @@ class VibeUser(User):
     """The core User schema as VibeCode serves it: a name and an email are required."""
 
     name: Annotated[VibeName | None, Required.true] = None
-    emails: Annotated[list[VibeEmail] | None, Required.true] = None
+    # a narrower item type than User's (pydantic validates it); mypy sees an incompatible override
+    emails: Annotated[list[VibeEmail] | None, Required.true] = None  # type: ignore[assignment]
 
 
 BEARER = AuthenticationScheme(type=AuthenticationScheme.Type.oauthbearertoken, name="OAuth Bearer Token",
@@ -123,7 +124,9 @@ def provider(max_results: int) -> ScimProvider:
         filter=Filter(supported=True, max_results=max_results), change_password=ChangePassword(supported=False),
         sort=Sort(supported=False), etag=ETag(supported=True), authentication_schemes=[BEARER])
     return ScimProvider(models=[VibeUser, EnterpriseUser],
-                        resource_types=[ResourceType.from_resource(VibeUser[EnterpriseUser])], config=config)
+                        resource_types=[ResourceType.from_resource(
+                            VibeUser[EnterpriseUser])],  # type: ignore[misc]  # scim2-models' extension syntax, generic at runtime
+                        config=config)
 
 
 class ServiceUnavailable(SCIMException):
@@ -255,7 +258,7 @@ class LedgerStorage(AsyncScimStorage):
         found = [self._resource(resource_type, r, model) for r in records if r.scim]
         if search_request.filter is not None:
             found = [r for r in found if search_request.filter.match(r)]
-        found.sort(key=lambda r: r.id)
+        found.sort(key=lambda r: r.id or "")
         start = search_request.start_index_0 or 0
         stop = None if search_request.count is None else start + search_request.count
         return SearchPage(len(found), found[start:stop])
@@ -323,7 +326,7 @@ class LedgerStorage(AsyncScimStorage):
 
     async def update(self, resource_type: ResourceType, resource: Resource[Any], *,
                      expected_version: str | None = None) -> Resource[Any]:
-        rec = await self._record(resource.id)
+        rec = await self._record(resource.id or "")  # no id: not found, like an unknown one
         old_state = self._state(rec)
         old_version = old_state["version"]
         if expected_version is not None and expected_version != _version_tag(old_version):
@@ -387,7 +390,7 @@ _MODELS: dict[str, type[Resource[Any]]] = {}
 
 
 def type_model(resource_type: ResourceType) -> type[Resource[Any]]:
-    return _MODELS[resource_type.name]
+    return _MODELS[resource_type.name or ""]
 
 
 class GatewayScimApp(ASGIApplication):
@@ -398,7 +401,9 @@ class GatewayScimApp(ASGIApplication):
         super().__init__(storage, scim_provider, ScimService(scim_provider))
         self._token = token.encode()
         for rt in scim_provider.resource_types:
-            _MODELS[rt.name] = scim_provider.model_for(rt)
+            model = scim_provider.model_for(rt)
+            if rt.name and model is not None:
+                _MODELS[rt.name] = cast(type[Resource[Any]], model)
         self.retry_after = "10"
 
     def check_auth(self, request: ScimRequest) -> None:

@@ -9,8 +9,10 @@ sink that is down is named in the result and never hides the checks.
 from __future__ import annotations
 
 import base64
+from typing import Any, cast
 
 from prefect import task
+from prefect.futures import PrefectFuture
 
 from tasks.cluster import kube
 from tasks.core.errors import NotFound, PermanentError
@@ -82,6 +84,8 @@ def probe_backup_bucket() -> tuple[float | None, str]:
 @task(name="push-pushgateway", **RETRY)
 def to_pushgateway(report: HealthReport) -> str:
     s = get_settings()
+    if not s.health.pushgateway_url:
+        raise PermanentError("no Pushgateway URL configured (VIBECODE_HEALTH__PUSHGATEWAY_URL)")
     n = push_prometheus(report, s.health.pushgateway_url, s.health.metrics_env, s.health.metrics_cluster, s.health.timeout_seconds)
     return f"ok ({n} series)"
 
@@ -94,7 +98,8 @@ def _datadog_key() -> str | None:
     if s.health.datadog_api_key_block:
         from prefect.blocks.system import Secret
 
-        return str(Secret.load(s.health.datadog_api_key_block).get())
+        block = cast(Secret, Secret.load(s.health.datadog_api_key_block))  # sync here: a task, not a coroutine
+        return str(block.get())
     return None
 
 
@@ -102,12 +107,14 @@ def _datadog_key() -> str | None:
 def to_datadog(report: HealthReport) -> str:
     s = get_settings()
     key = _datadog_key()
+    if key is None:
+        raise PermanentError("no Datadog API key configured (VIBECODE_HEALTH__DATADOG_API_KEY or its Secret block)")
     n = send_datadog(report, key, s.health.datadog_site, s.health.datadog_host, s.health.metrics_env, s.health.metrics_cluster,
                      s.health.timeout_seconds)
     return f"ok ({n} series)"
 
 
-def outcome(future, timeout: float | None = None) -> tuple[object, str]:
+def outcome(future: PrefectFuture[Any], timeout: float | None = None) -> tuple[Any, str]:
     """(result, "") or (None, the error): a probe that failed, or did not answer within
     ``timeout`` (the rest of the run's budget), is a finding, not a crash or a hang."""
     try:
