@@ -121,6 +121,14 @@ def already_initialised(stderr: str) -> bool:
     return "config file already exists" in low or "already initialized" in low
 
 
+def bucket_made_meanwhile(stderr: str) -> bool:
+    """``restic init`` lost a race for the bucket: restic 0.14 checks that the bucket exists,
+    then creates it, and a second init (another workspace's repository in the same bucket)
+    between the two gets S3's BucketAlreadyOwnedByYou. The bucket is there now: init again."""
+    low = stderr.lower()
+    return "bucketalreadyownedbyyou" in low or "succeeded and you already own it" in low
+
+
 def newest_good(snapshots: list["Snapshot"], username: str) -> "Snapshot | None":
     """What "latest" restores: the newest snapshot of this workspace that is neither partial
     nor a pre-restore safety copy (those are restorable by id)."""

@@ -13,7 +13,15 @@ import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tasks.backup.restic import SECRET_ENV, Snapshot, already_initialised, check_args, classify_failure, plain_env
+from tasks.backup.restic import (
+    SECRET_ENV,
+    Snapshot,
+    already_initialised,
+    bucket_made_meanwhile,
+    check_args,
+    classify_failure,
+    plain_env,
+)
 from tasks.core.errors import NotFound, PermanentError, Timeout, TransientError
 from tasks.core.settings import Settings
 
@@ -80,6 +88,8 @@ class Restic:
         if self.exists():
             return False
         proc = self.run_raw(["init"])
+        if proc.returncode != 0 and bucket_made_meanwhile(proc.stderr):
+            proc = self.run_raw(["init"])
         if proc.returncode != 0 and not already_initialised(proc.stderr):
             raise classify_failure(proc.stderr, "restic init")
         return proc.returncode == 0

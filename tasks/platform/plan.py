@@ -265,3 +265,28 @@ def release_action(current: Any | None, chart_version: str, chart_digest: str, v
         shown = ", ".join(paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
         reasons.append(f"values changed at {shown}")
     return Decision("upgrade", tuple(reasons)) if reasons else Decision("unchanged", (f"revision {current.revision}",))
+
+
+NamespaceAction = Literal["create", "adopt", "ours"]
+
+
+def namespace_action(existing: Mapping[str, Any] | None, release: str, release_namespace: str) -> NamespaceAction:
+    """What bootstrap does with a namespace the platform chart renders.
+
+    helm refuses to install over an object it does not own, and an operator often creates a
+    namespace first (for the Prefect worker, say): such a namespace is *adopted* (helm's own
+    ownership label and annotations set on it; the chart keeps its namespaces on uninstall, so
+    adopting one can never delete it). One that belongs to another release is refused: two
+    platforms must not fight over one namespace.
+    """
+    if existing is None:
+        return "create"
+    meta = existing.get("metadata") or {}
+    ann, labels = meta.get("annotations") or {}, meta.get("labels") or {}
+    owner, owner_ns = ann.get("meta.helm.sh/release-name"), ann.get("meta.helm.sh/release-namespace")
+    if owner is None and owner_ns is None:
+        return "adopt"
+    if (owner, owner_ns) != (release, release_namespace):
+        raise ValueError(f"namespace {meta.get('name')} belongs to helm release {owner_ns}/{owner}, not "
+                         f"{release_namespace}/{release}: another install of the platform owns it")
+    return "ours" if labels.get("app.kubernetes.io/managed-by") == "Helm" else "adopt"

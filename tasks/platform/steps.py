@@ -31,9 +31,10 @@ from tasks.core.steps import transient_retries
 from tasks.platform import credentials
 from tasks.platform.ca import ca_from_secret
 from tasks.platform.lock import Lock, normalise
-from tasks.platform.plan import CRDS, ClusterFacts, cluster_network, release_action
+from tasks.platform.plan import CRDS, ClusterFacts, cluster_network, namespace_action, release_action
 from tasks.platform.readiness import WORKLOADS, pending
 from tasks.platform.releases import HR_GATEWAY_SECRET, DesiredRelease, namespaces
+from tasks.platform.values import OPS_NAMESPACE
 
 RETRY = transient_retries(2)
 PSA_RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/audit": "restricted",
@@ -89,21 +90,37 @@ def observe_cluster(lock: Lock, bundle: bool, mirror: str | None, bundle_images:
 
 @task(name="ensure-namespaces", **RETRY)
 def ensure_namespaces(plan: bool) -> Outcome:
+    """The platform's namespaces. Those the platform chart renders (platform, workspaces, ops)
+    are made ready for helm to own: created marked for adoption, or adopted when an operator
+    made them first (:func:`tasks.platform.plan.namespace_action`)."""
     s = get_settings()
     client = kube.connect()
-    created, present = [], []
-    for name in namespaces(s):
-        if client.get("Namespace", None, name) is not None:
-            present.append(name)
-            continue
-        if not plan:
-            adopt = s.platform.release if name in (s.platform_namespace, s.namespace) else None
+    chart_owned = (s.platform_namespace, s.namespace, OPS_NAMESPACE)
+    done: dict[str, list[str]] = {"created": [], "adopted": [], "present": []}
+    for name in dict.fromkeys([*namespaces(s), *chart_owned]):
+        existing = client.get("Namespace", None, name)
+        if name not in chart_owned:
+            action = "create" if existing is None else "ours"
+        else:
+            try:
+                action = namespace_action(existing, s.platform.release, s.platform_namespace)
+            except ValueError as exc:
+                raise PermanentError(str(exc)) from None
+        if action == "create" and not plan:
+            adopt = s.platform.release if name in chart_owned else None
             client.create(_ns_manifest(name, adopt, s.platform_namespace, restricted=name == s.namespace))
-        created.append(name)
-    if not created:
-        return Outcome(component="namespaces", action="unchanged", detail=", ".join(present))
-    return Outcome(component="namespaces", action="would create" if plan else "created",
-                   detail=", ".join(created), changed=not plan)
+        elif action == "adopt" and not plan:
+            client.patch("Namespace", None, name, {"metadata": {
+                "labels": {MANAGED_BY_LABEL: "Helm"},
+                "annotations": {"meta.helm.sh/release-name": s.platform.release,
+                                "meta.helm.sh/release-namespace": s.platform_namespace}}})
+        done["created" if action == "create" else "adopted" if action == "adopt" else "present"].append(name)
+    if not done["created"] and not done["adopted"]:
+        return Outcome(component="namespaces", action="unchanged", detail=", ".join(done["present"]))
+    detail = "; ".join(f"{'would be ' if plan else ''}{k}: {', '.join(v)}" for k, v in done.items()
+                       if v and k != "present")
+    return Outcome(component="namespaces", action="would create" if plan else "created", detail=detail,
+                   changed=not plan)
 
 
 def _ensure_secret(client, manifest: dict, plan: bool, update: bool) -> str | None:

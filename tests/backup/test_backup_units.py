@@ -227,3 +227,17 @@ def test_failure_notice_only_for_runs_that_did_not_complete_and_only_with_an_add
     assert backup_failure_notice(partial, Settings(ops_email=None).mail) is None
     msg = backup_failure_notice(partial, Settings(ops_email="ops@example.com").mail)
     assert "- bob: Failed: check failed" in msg.get_content() and "alice" not in msg.get_content()
+
+
+@pytest.mark.parametrize("stderr,race", [
+    ("Fatal: create repository at s3:http://127.0.0.1:1/b/mike failed: client.MakeBucket: Your previous request "
+     "to create the named bucket succeeded and you already own it.", True),          # SeaweedFS's words
+    ("Fatal: create repository ... failed: client.MakeBucket: BucketAlreadyOwnedByYou", True),
+    ("Fatal: create repository ... failed: client.MakeBucket: BucketAlreadyExists", False),  # someone else's
+    ("Fatal: create key in repository at s3:... failed: repository master key and config already initialized", False),
+    ("Fatal: unable to open config file: Stat: The access key ID you provided does not exist", False),
+])
+def test_an_init_that_lost_the_race_for_the_bucket_is_told_apart(stderr, race):
+    from tasks.backup.restic import bucket_made_meanwhile
+
+    assert bucket_made_meanwhile(stderr) is race

@@ -307,6 +307,58 @@ def test_hostile_bytes_in_headers_paths_and_bodies_get_a_clear_4xx_and_no_error_
         answers["SCIM Host not UTF-8"].body
 
 
+def test_a_body_that_never_arrives_gets_a_408_instead_of_holding_the_connection(scim_gateway, hr_deployments,
+                                                                                  monkeypatch):
+    """A client that declares a body and sends less (or trickles it) used to hold a connection
+    until it gave up itself: no answer at all. Every request body now has a deadline."""
+    import socket
+
+    from gateway import http as gateway_http
+
+    monkeypatch.setattr(gateway_http, "BODY_SECONDS", 1.0)
+    gw = scim_gateway
+    auth = b"Bearer " + gw.scim_token.encode()
+    short = {
+        "SCIM DELETE declaring 5 bytes, sending none": build_request(
+            b"DELETE", b"/scim/v2/Schemas%0d%0a", [(b"Authorization", auth), (b"Content-Length", b" 5")]),
+        "SCIM POST declaring 100 bytes, sending 10": build_request(
+            b"POST", b"/scim/v2/Users", [(b"Authorization", auth), (b"Content-Type", b"application/scim+json"),
+                                         (b"Content-Length", b"100")], b'{"userName'),
+        "webhook declaring 50 bytes, sending none": build_request(
+            b"POST", b"/v1/hr/events", [(b"Content-Type", b"application/json"), (b"Content-Length", b"50")]),
+    }
+    with error_log() as errors:
+        started = time.monotonic()
+        answers = {name: raw_request(gw.url, data, timeout=15) for name, data in short.items()}
+        seconds = time.monotonic() - started
+    assert {name: a.status for name, a in answers.items()} == dict.fromkeys(short, 408), answers
+    assert all(b"did not arrive within 1 s" in a.body for a in answers.values())
+    assert seconds < 3 * 5  # each answered at its deadline, not at the client's 15 s timeout
+    assert errors.summary() == []
+
+    host, port = gw.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:  # slowloris: a byte at a time
+        sock.sendall(build_request(b"POST", b"/v1/hr/events", [(b"Content-Type", b"application/json"),
+                                                               (b"Content-Length", b"40")]))
+        answer = b""
+        for _ in range(30):
+            try:
+                sock.sendall(b" ")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.1)
+            sock.setblocking(False)
+            try:
+                answer += sock.recv(65536)
+            except BlockingIOError:
+                pass
+            finally:
+                sock.setblocking(True)
+            if answer:
+                break
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+
+
 def test_rate_limit_counts_an_ipv6_64_and_an_ipv4_prefix_as_one_client(hr_deployments):
     # One token per 100 s, so no refill can happen while the test runs.
     gw = start_gateway(*gateway_settings(gateway_rate_per_second=0.01, gateway_rate_burst=3,

@@ -221,3 +221,36 @@ def test_images_loaded_into_kind_are_run_by_tag():
     pods name the tag (the content is the pinned index's image for that architecture)."""
     facts = _facts(bundle=True, by_tag=True, bundle_images=frozenset(LOCK.images), bundle_charts=frozenset(LOCK.charts))
     assert image_ref(LOCK, "authelia", facts) == "ghcr.io/authelia/authelia:4.39.20"
+
+
+def _ns(labels=None, annotations=None) -> dict:
+    return {"metadata": {"name": "vibecode-ops", "labels": labels or {}, "annotations": annotations or {}}}
+
+
+OWNED = {"meta.helm.sh/release-name": "vibecode-platform", "meta.helm.sh/release-namespace": "vibecode-platform"}
+
+
+@pytest.mark.parametrize("existing,want", [
+    (None, "create"),
+    (_ns(), "adopt"),                                                    # made by an operator first
+    (_ns({"kubernetes.io/metadata.name": "vibecode-ops"}), "adopt"),
+    (_ns({"app.kubernetes.io/managed-by": "Helm"}, OWNED), "ours"),
+    (_ns({}, OWNED), "adopt"),                                           # annotations without the label: helm refuses it
+])
+def test_namespace_action_creates_adopts_or_keeps(existing, want):
+    from tasks.platform.plan import namespace_action
+
+    assert namespace_action(existing, "vibecode-platform", "vibecode-platform") == want
+
+
+@pytest.mark.parametrize("annotations", [
+    {"meta.helm.sh/release-name": "other", "meta.helm.sh/release-namespace": "vibecode-platform"},
+    {"meta.helm.sh/release-name": "vibecode-platform", "meta.helm.sh/release-namespace": "elsewhere"},
+    {"meta.helm.sh/release-namespace": "vibecode-platform"},
+])
+def test_a_namespace_of_another_release_is_refused_naming_its_owner(annotations):
+    from tasks.platform.plan import namespace_action
+
+    with pytest.raises(ValueError, match="belongs to helm release .* another install of the platform owns it"):
+        namespace_action(_ns({"app.kubernetes.io/managed-by": "Helm"}, annotations), "vibecode-platform",
+                         "vibecode-platform")
