@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping
 
+from tasks.core.names import MANAGED_BY_LABEL
 from tasks.platform.lock import Lock, normalise, rehost
 from tasks.platform.values import ClusterNetwork
 
@@ -289,4 +290,4 @@ def namespace_action(existing: Mapping[str, Any] | None, release: str, release_n
     if (owner, owner_ns) != (release, release_namespace):
         raise ValueError(f"namespace {meta.get('name')} belongs to helm release {owner_ns}/{owner}, not "
                          f"{release_namespace}/{release}: another install of the platform owns it")
-    return "ours" if labels.get("app.kubernetes.io/managed-by") == "Helm" else "adopt"
+    return "ours" if labels.get(MANAGED_BY_LABEL) == "Helm" else "adopt"
