@@ -76,6 +76,7 @@ def test_up_explains_missing_prerequisites(monkeypatch, capsys, no_flow_may_run)
     (["restore", "../root"], "username"),
     (["restore", "alice", "--snapshot", "x;rm -rf /"], "snapshot"),
     (["restore", "alice", "--snapshot", "0123abcd\n"], "snapshot"),
+    (["restore", "alice", "--snapshot", "latest\n"], "snapshot"),
     (["backup", "alice", "Bad!"], "username"),
     (["totp-handoff", "kube-system"], "username"),
     (["up", "--user", "admin"], "user"),
