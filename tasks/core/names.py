@@ -26,7 +26,8 @@ _SNAPSHOT_RE = re.compile(SNAPSHOT_PATTERN)
 # Hosts under the base domain that belong to the platform, never to a person.
 RESERVED_USERNAMES = frozenset(
     {"auth", "admin", "api", "docs", "www", "grafana", "prometheus", "minio", "s3",
-     "mail", "smtp", "ldap", "prefect", "ingress", "default", "root", "system"}
+     "mail", "smtp", "ldap", "prefect", "ingress", "default", "root", "system",
+     "hr"}  # the HR gateway's host (the platform Gateway's hr listener)
 )
 RESERVED_PREFIXES = ("kube-", "vibecode-", "system-")
 
