@@ -237,3 +237,6 @@ TOTP_ISSUER_ANNOTATION = "vibecode.dev/totp-issuer"
 GATEWAY_LABEL = "vibecode.dev/gateway"
 GATEWAY_LABEL_VALUE = "platform"
 GATEWAY_SELECTOR = f"{GATEWAY_LABEL}={GATEWAY_LABEL_VALUE}"
+# Envoy Gateway's labels on its proxy pods (its EnvoyAppLabel): the only peers the workspaces,
+# Authelia and the HR gateway admit (the charts' gateway.proxyPodLabels / networkPolicy.*).
+ENVOY_PROXY_LABELS = {NAME_LABEL: "envoy", COMPONENT_LABEL: "proxy", MANAGED_BY_LABEL: "envoy-gateway"}

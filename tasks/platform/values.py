@@ -20,7 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tasks.core.errors import InvalidInput
-from tasks.core.names import GATEWAY_LABEL, GATEWAY_LABEL_VALUE, GATEWAY_SELECTOR  # noqa: F401 - re-exported
+from tasks.core.names import (  # noqa: F401 - re-exported
+    ENVOY_PROXY_LABELS,
+    GATEWAY_LABEL,
+    GATEWAY_LABEL_VALUE,
+    GATEWAY_SELECTOR,
+)
 from tasks.core.settings import Settings
 
 COMPONENTS = ("gateway", "certificates", "authelia", "postgresql", "redis", "seaweedfs", "networkPolicies", "rbac")
@@ -64,10 +69,6 @@ LISTENERS = {"portal": "portal", "workspaces": WORKSPACES_LISTENER, "hr": HR_LIS
 # The HR gateway's host is hr.<domain>; "hr" is a reserved username (tasks.core.names), so no
 # workspace host is ever the same name.
 HR_HOST_LABEL = "hr"
-# Envoy Gateway's labels on its proxy pods (its EnvoyAppLabel): the only peers the workspaces,
-# Authelia and the HR gateway admit.
-ENVOY_PROXY_LABELS = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy",
-                      "app.kubernetes.io/managed-by": "envoy-gateway"}
 OPS_NAMESPACE = "vibecode-ops"
 FLOWS_SERVICE_ACCOUNT = "vibecode-flows"
 
