@@ -188,3 +188,34 @@ def test_the_objects_are_accepted_by_a_real_api_server(objects, apiserver, names
             obj["subjects"][0]["namespace"] = namespace
         [created] = utils.create_from_dict(api, obj, namespace=namespace)
         assert created.metadata.uid
+
+
+@pytest.mark.parametrize("args, where", [
+    (["--set", "ingress.enabled=false"], "at '': additional properties 'ingress' not allowed"),  # the retired Ingress
+    (["--set", "route.gateway.bogus=1"], "at '/route/gateway': additional properties 'bogus' not allowed"),
+    (["--set", "networkPolicy.bogus=1"], "at '/networkPolicy': additional properties 'bogus' not allowed"),
+    (["--set-string", "route.gateway.sectionName=Bad_"], "/route/gateway/sectionName"),
+    (["--set-string", "route.bodyLimit=64 KB"], "/route/bodyLimit"),
+    (["--set-json", 'trustedProxies=["everyone"]'], "/trustedProxies/0"),
+])
+def test_the_values_schema_refuses_unknown_keys_and_bad_values(helm, args, where):
+    proc = helm("template", "vibecode-gateway", str(CHART), *args)
+    assert proc.returncode != 0 and where in proc.stderr, proc.stderr
+
+
+def test_the_values_schema_describes_every_field():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    problems = []
+
+    def walk(node, where):
+        if node.get("type") == "object" and "properties" in node:
+            if node.get("additionalProperties") is not False:
+                problems.append(f"{where}: open")
+            for key, sub in node["properties"].items():
+                if not sub.get("description"):
+                    problems.append(f"{where}.{key}: no description")
+                walk(sub, f"{where}.{key}")
+
+    walk(schema, "")
+    assert problems == []
+    assert set(schema["properties"]) == set(yaml.safe_load((CHART / "values.yaml").read_text()))
