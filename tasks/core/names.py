@@ -26,7 +26,8 @@ _SNAPSHOT_RE = re.compile(SNAPSHOT_PATTERN)
 # Hosts under the base domain that belong to the platform, never to a person.
 RESERVED_USERNAMES = frozenset(
     {"auth", "admin", "api", "docs", "www", "grafana", "prometheus", "minio", "s3",
-     "mail", "smtp", "ldap", "prefect", "ingress", "default", "root", "system"}
+     "mail", "smtp", "ldap", "prefect", "ingress", "default", "root", "system",
+     "hr"}  # the HR gateway's host (the platform Gateway's hr listener)
 )
 RESERVED_PREFIXES = ("kube-", "vibecode-", "system-")
 
@@ -236,3 +237,6 @@ TOTP_ISSUER_ANNOTATION = "vibecode.dev/totp-issuer"
 GATEWAY_LABEL = "vibecode.dev/gateway"
 GATEWAY_LABEL_VALUE = "platform"
 GATEWAY_SELECTOR = f"{GATEWAY_LABEL}={GATEWAY_LABEL_VALUE}"
+# Envoy Gateway's labels on its proxy pods (its EnvoyAppLabel): the only peers the workspaces,
+# Authelia and the HR gateway admit (the charts' gateway.proxyPodLabels / networkPolicy.*).
+ENVOY_PROXY_LABELS = {NAME_LABEL: "envoy", COMPONENT_LABEL: "proxy", MANAGED_BY_LABEL: "envoy-gateway"}

@@ -80,11 +80,27 @@ def platform_values(settings: Settings, lock: Lock, facts: ClusterFacts, parts: 
     return values
 
 
-def hr_gateway_values(settings: Settings, lock: Lock, facts: ClusterFacts) -> dict[str, Any]:
+def hr_gateway_values(settings: Settings, lock: Lock, facts: ClusterFacts,
+                      platform: Mapping[str, Any]) -> dict[str, Any]:
+    """Values of deployments/gateway, released in the platform namespace: its HTTPRoute on the
+    Gateway that ``platform`` (the values :func:`platform_values` built for the platform chart)
+    creates, on its ``hr`` listener and host, read from those values rather than named again;
+    its NetworkPolicy admitting only Envoy Gateway's proxies (the namespace bootstrap put Envoy
+    Gateway in, the proxy labels the platform's policies use); and the pod range as the only
+    addresses whose X-Forwarded-For is believed (the proxies' pod IPs are not fixed; no other
+    pod gets through the policy). No Gateway on this cluster (the one-node profile, which has
+    no Gateway API CRDs): no route."""
     ref = image_ref(lock, "hr-gateway", facts)
     repository, _, tag = ref.rpartition(":")
+    gateway = platform["gateway"]
     return {"image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
-            "ingress": {"enabled": False},
+            "host": platform["hr"]["host"],
+            "route": {"enabled": bool(gateway["enabled"]),
+                      "gateway": {"name": gateway["name"], "namespace": platform["namespaces"]["platform"],
+                                  "sectionName": gateway["listeners"]["hr"]}},
+            "networkPolicy": {"proxyNamespace": platform["namespaces"]["gatewaySystem"],
+                              "proxyPodLabels": dict(gateway["proxyPodLabels"])},
+            "trustedProxies": list(platform["networkPolicies"]["podCIDRs"]),
             "existingSecret": HR_GATEWAY_SECRET,
             "platformNamespace": settings.platform_namespace,
             "replicas": 1}
@@ -99,15 +115,16 @@ KIND_GATEWAY_NODE_PORTS = {"http": 30080, "https": 30443}
 def desired_releases(settings: Settings, lock: Lock, facts: ClusterFacts,
                      parts: Mapping[str, Verdict]) -> dict[str, DesiredRelease]:
     p = settings.platform
+    platform = platform_values(settings, lock, facts, parts)
     return {
         "cert-manager": DesiredRelease("cert-manager", "cert-manager", p.cert_manager_namespace, "cert-manager",
                                        None, cert_manager_values(lock, facts)),
         "envoy-gateway": DesiredRelease("envoy-gateway", "envoy-gateway", p.envoy_gateway_namespace,
                                         "envoy-gateway", None, envoy_gateway_values(lock, facts)),
         "vibecode-platform": DesiredRelease("vibecode-platform", p.release, settings.platform_namespace, None,
-                                            p.chart, platform_values(settings, lock, facts, parts)),
+                                            p.chart, platform),
         "hr-gateway": DesiredRelease("hr-gateway", p.hr_gateway_release, settings.platform_namespace, None,
-                                     p.hr_gateway_chart, hr_gateway_values(settings, lock, facts)),
+                                     p.hr_gateway_chart, hr_gateway_values(settings, lock, facts, platform)),
         "datadog": DesiredRelease("datadog", "datadog", settings.platform_namespace, "datadog", None,
                                   {"datadog": {"apiKeyExistingSecret": "vibecode-datadog"},
                                    "agents": {"image": _repo_digest(image_ref(lock, "datadog-agent", facts))}}),

@@ -20,7 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tasks.core.errors import InvalidInput
-from tasks.core.names import GATEWAY_LABEL, GATEWAY_LABEL_VALUE, GATEWAY_SELECTOR  # noqa: F401 - re-exported
+from tasks.core.names import (  # noqa: F401 - re-exported
+    ENVOY_PROXY_LABELS,
+    GATEWAY_LABEL,
+    GATEWAY_LABEL_VALUE,
+    GATEWAY_SELECTOR,
+)
 from tasks.core.settings import Settings
 
 COMPONENTS = ("gateway", "certificates", "authelia", "postgresql", "redis", "seaweedfs", "networkPolicies", "rbac")
@@ -54,7 +59,16 @@ AUTHELIA_SECRET_FILES = {
 }
 AUTHELIA_STORAGE_SECRET_FILES = {k: v for k, v in AUTHELIA_SECRET_FILES.items() if "_STORAGE_" in k}
 
+# The platform Gateway and its listeners (the chart's gateway.name / gateway.listeners): the
+# builder sets them, and the HR gateway's route (tasks.platform.releases) reads them back from
+# the built values, so the two charts cannot disagree on a name.
+GATEWAY_NAME = "vibecode"
 WORKSPACES_LISTENER = "workspaces"
+HR_LISTENER = "hr"
+LISTENERS = {"portal": "portal", "workspaces": WORKSPACES_LISTENER, "hr": HR_LISTENER, "http": "http"}
+# The HR gateway's host is hr.<domain>; "hr" is a reserved username (tasks.core.names), so no
+# workspace host is ever the same name.
+HR_HOST_LABEL = "hr"
 OPS_NAMESPACE = "vibecode-ops"
 FLOWS_SERVICE_ACCOUNT = "vibecode-flows"
 
@@ -202,11 +216,13 @@ def platform_values(settings: Settings, images: Mapping[str, str], components: I
     values: dict[str, Any] = {
         "domain": s.domain,
         "portal": {"host": portal},
+        "hr": {"host": f"{HR_HOST_LABEL}.{s.domain}"},
         "namespaces": {"create": create_namespaces, "platform": s.platform_namespace,
                        "workspaces": s.namespace, "ops": ops_namespace},
         "images": {"allowUnpinned": allow_unpinned},
         "secrets": {"platform": PLATFORM_SECRET, "users": s.identity.authelia_users_secret, "smtp": SMTP_SECRET},
-        "gateway": {"enabled": "gateway" in enabled},
+        "gateway": {"enabled": "gateway" in enabled, "name": GATEWAY_NAME, "listeners": dict(LISTENERS),
+                    "proxyPodLabels": dict(ENVOY_PROXY_LABELS)},
         "certificates": {"enabled": "certificates" in enabled,
                          "acme": {"enabled": acme, "email": acme_email if acme else ""}},
         "authelia": {"enabled": "authelia" in enabled, "name": s.identity.authelia_deployment,

@@ -18,7 +18,7 @@ def test_valid_usernames(name):
     ("a;rm -rf", "must match"), ("a$(id)", "must match"), ("аlice", "ASCII"),  # Cyrillic а
     ("a--b", "--"), ("auth", "reserved"), ("admin", "reserved"), ("api", "reserved"),
     ("docs", "reserved"), ("www", "reserved"), ("grafana", "reserved"), ("prometheus", "reserved"),
-    ("minio", "reserved"), ("s3", "reserved"), ("kube-system", "reserved"), ("kube-x", "reserved"),
+    ("minio", "reserved"), ("s3", "reserved"), ("hr", "reserved"), ("kube-system", "reserved"), ("kube-x", "reserved"),
     (None, "string"), (42, "string"),
 ])
 def test_invalid_usernames_name_the_field(name, fragment):

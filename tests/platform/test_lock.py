@@ -157,7 +157,8 @@ def test_every_chart_renders_only_images_the_lock_lists(helm_bin, tmp_path):
         "envoy-gateway": (ROOT / "tests" / "charts" / "gateway-helm", envoy_gateway_values(lock, facts)),
         "cert-manager": (ROOT / "tests" / "charts" / "cert-manager", cert_manager_values(lock, facts)),
         "vibecode-platform": (platform_chart, platform_values(s, lock, facts, parts)),
-        "hr-gateway": (ROOT / "deployments" / "gateway", hr_gateway_values(s, lock, facts)),
+        "hr-gateway": (ROOT / "deployments" / "gateway",
+                       hr_gateway_values(s, lock, facts, platform_values(s, lock, facts, parts))),
         "workspace": (ROOT / "charts" / "vibecode-workspace", workspace_values(workspace_names("alice"), s)),
     }
     seen: dict[str, set[str]] = {}

@@ -17,7 +17,12 @@ import jsonschema
 import pytest
 import yaml
 
+from tasks.core.names import RESERVED_USERNAMES
+from tasks.core.settings import Settings
 from tasks.platform.access import Subject, decide
+from tasks.platform.lock import load_lock
+from tasks.platform.plan import PLATFORM_PARTS, ClusterFacts, Verdict
+from tasks.platform.releases import desired_releases
 from tasks.platform.values import AUTHELIA_SECRET_FILES, FLOWS_RULES, GATEWAY_LABEL, SECRET_KEYS
 from tests.fixtures import netpol
 from tests.fixtures.pss import restricted_violations
@@ -195,6 +200,7 @@ def test_every_option_on_renders_exactly_these_objects(all_on):
         ("ClusterIssuer", "", "vibecode-ca-selfsigned"), ("Certificate", "cert-manager", "vibecode-ca"),
         ("ClusterIssuer", "", "vibecode-ca"), ("ClusterIssuer", "", "vibecode-ca-acme"),
         ("Certificate", PNS, "vibecode-portal"), ("Certificate", PNS, "vibecode-workspaces"),
+        ("Certificate", PNS, "vibecode-hr"),
         ("Secret", PNS, "authelia-config"), ("ServiceAccount", PNS, "authelia"), ("Service", PNS, "authelia"),
         ("Deployment", PNS, "authelia"),
         *((k, PNS, n) for n in ("authelia-postgresql", "authelia-redis", "seaweedfs") for k in ("Service", "StatefulSet")),
@@ -466,7 +472,64 @@ def test_gateway_listeners_and_label(all_on):
     assert listeners["workspaces"]["allowedRoutes"]["namespaces"] == {
         "from": "Selector", "selector": {"matchLabels": {"kubernetes.io/metadata.name": WNS}}}
     assert listeners["workspaces"]["tls"]["certificateRefs"] == [{"kind": "Secret", "name": "vibecode-workspaces-tls"}]
+    assert listeners["hr"]["hostname"] == "hr.vibecode.dev"
+    assert listeners["hr"]["allowedRoutes"]["namespaces"] == {"from": "Same"}  # the platform namespace only
+    assert listeners["hr"]["tls"]["certificateRefs"] == [{"kind": "Secret", "name": "vibecode-hr-tls"}]
     assert listeners["http"]["port"] == 80
+
+
+def _listener_for(listeners: list[dict], host: str) -> str | None:
+    """The HTTPS listener a request for ``host`` is given to, per the Gateway API's rule for
+    listeners on one port: an exact hostname over a wildcard, a longer wildcard suffix over a
+    shorter one; ``*.d`` matches one or more labels before ``d``, never ``d`` itself."""
+    best, rank = None, -1
+    for lst in listeners:
+        name = lst.get("hostname")
+        if lst["protocol"] != "HTTPS" or name is None:
+            continue
+        if name == host:
+            score = 10_000
+        elif name.startswith("*.") and host.endswith(name[1:]) and len(host) > len(name) - 1:
+            score = len(name)
+        else:
+            continue
+        if score > rank:
+            best, rank = lst["name"], score
+    return best
+
+
+@pytest.mark.parametrize("host, listener", [
+    ("hr.vibecode.dev", "hr"), ("auth.vibecode.dev", "portal"), ("alice.vibecode.dev", "workspaces"),
+    ("hr-x.vibecode.dev", "workspaces"), ("x.hr.vibecode.dev", "workspaces"), ("vibecode.dev", None),
+])
+def test_listener_precedence_exact_hostnames_win_over_the_wildcard(all_on, host, listener):
+    assert _listener_for(_one(all_on, "Gateway", "vibecode")["spec"]["listeners"], host) == listener
+
+
+def test_the_hr_listener_is_not_behind_extauthz(all_on):
+    """Machines authenticate to the HR gateway with HMAC signatures and a SCIM bearer token;
+    Authelia would answer them with a sign-in redirect. hr.<domain> is also matched by the
+    wildcard, so what keeps it out of ExtAuthz is (1) the SecurityPolicy naming the workspace
+    listener by sectionName, never the whole Gateway, and (2) the exact hr listener taking the
+    host over the wildcard (above)."""
+    listeners = _one(all_on, "Gateway", "vibecode")["spec"]["listeners"]
+    assert _listener_for(listeners, "hr.vibecode.dev") == "hr"
+    targets = [ref for d in all_on if d["kind"] == "SecurityPolicy" for ref in d["spec"]["targetRefs"]]
+    assert targets and all(ref["kind"] == "Gateway" and "sectionName" in ref for ref in targets)
+    guarded = {ref["sectionName"] for ref in targets}
+    assert guarded == {"workspaces"} and "hr" not in guarded
+    assert _listener_for(listeners, "alice.vibecode.dev") in guarded  # the check bites on a workspace
+
+
+def test_no_username_can_take_a_platform_listeners_host(all_on):
+    """A person's workspace is <username>.<domain>: every exact host of the Gateway must be a
+    reserved username, or someone named like it would have their route on the wildcard listener
+    shadowed (and a workspace host collide with a platform one)."""
+    hosts = [lst["hostname"] for lst in _one(all_on, "Gateway", "vibecode")["spec"]["listeners"]
+             if lst.get("hostname") and not lst["hostname"].startswith("*.")]
+    labels = {h.removesuffix(".vibecode.dev") for h in hosts}
+    assert labels == {"auth", "hr"}
+    assert labels <= RESERVED_USERNAMES
 
 
 def test_every_workspace_request_goes_to_authelia_and_the_portal_does_not(all_on):
@@ -510,7 +573,9 @@ def test_the_certificate_chain(all_on):
     wildcard, portal = acme["solvers"]
     assert wildcard["selector"]["dnsNames"] == ["*.vibecode.dev"] and "cloudflare" in wildcard["dns01"]
     assert portal["http01"]["gatewayHTTPRoute"]["parentRefs"][0]["sectionName"] == "http"
-    for name, host in (("vibecode-portal", "auth.vibecode.dev"), ("vibecode-workspaces", "*.vibecode.dev")):
+    assert portal["selector"]["dnsNames"] == ["auth.vibecode.dev", "hr.vibecode.dev"]  # HTTP-01: exact names
+    for name, host in (("vibecode-portal", "auth.vibecode.dev"), ("vibecode-workspaces", "*.vibecode.dev"),
+                       ("vibecode-hr", "hr.vibecode.dev")):
         cert = _one(all_on, "Certificate", name)["spec"]
         assert cert["dnsNames"] == [host] and cert["issuerRef"]["name"] == "vibecode-ca-acme"
 
@@ -519,6 +584,18 @@ def test_without_acme_the_listeners_use_the_local_ca(helm):
     docs = render(helm, PLATFORM_CHART)
     assert not [d for d in docs if d["metadata"]["name"] == "vibecode-ca-acme"]
     assert _one(docs, "Certificate", "vibecode-workspaces")["spec"]["issuerRef"]["name"] == "vibecode-ca"
+    hr = _one(docs, "Certificate", "vibecode-hr")["spec"]
+    assert hr["issuerRef"]["name"] == "vibecode-ca" and hr["dnsNames"] == ["hr.vibecode.dev"]
+    assert hr["secretName"] == "vibecode-hr-tls"
+
+
+def test_the_hr_host_and_its_secret_are_values(helm, vals_dir):
+    docs = render(helm, PLATFORM_CHART, {"hr": {"host": "people.vibecode.dev"},
+                                         "certificates": {"hrSecret": "people-tls"}}, tmp=vals_dir)
+    hr = next(lst for lst in _one(docs, "Gateway", "vibecode")["spec"]["listeners"] if lst["name"] == "hr")
+    assert hr["hostname"] == "people.vibecode.dev"
+    assert hr["tls"]["certificateRefs"] == [{"kind": "Secret", "name": "people-tls"}]
+    assert _one(docs, "Certificate", "vibecode-hr")["spec"]["dnsNames"] == ["people.vibecode.dev"]
 
 
 def test_acme_over_rfc2136_renders_and_validates(helm, vals_dir):
@@ -567,7 +644,7 @@ def _topology():
     core = {"app.kubernetes.io/part-of": "vibecode"}
     return [
         ns(PNS), ns(WNS), ns(ONS, **{"vibecode.dev/ops": "true"}), ns("envoy-gateway-system"), ns("kube-system"),
-        ns("vibecode-gateway"), ns("prefect"), ns("cert-manager"),
+        ns("prefect"), ns("cert-manager"),
         pod(WNS, "ws-alice", **core, **{"app.kubernetes.io/name": "code-server", "vibecode.dev/user": "alice"}),
         pod(WNS, "ws-bob", **core, **{"app.kubernetes.io/name": "code-server", "vibecode.dev/user": "bob"}),
         pod(WNS, "backup-alice", **core, **{"app.kubernetes.io/component": "backup", "vibecode.dev/user": "alice"}),
@@ -587,13 +664,15 @@ def _topology():
         pod("kube-system", "coredns", **{"k8s-app": "kube-dns"}),
         pod("kube-system", "other", app="metrics"),
         pod(ONS, "prober", app="flows"),
-        pod("vibecode-gateway", "hr-gateway", **{"app.kubernetes.io/name": "vibecode-gateway"}),
+        # The HR gateway, released in the platform namespace by bootstrap (tasks/platform/releases.py).
+        pod(PNS, "hr-gateway", **core, **{"app.kubernetes.io/name": "vibecode-gateway"}),
         pod("prefect", "prefect-server", **{"app.kubernetes.io/name": "prefect-server"}),
         pod("cert-manager", "cert-manager", app="cert-manager"),
     ]
 
 
 OURS = (PNS + "/", WNS + "/")
+HR_GATEWAY_CHART = PLATFORM_CHART.parents[1] / "deployments" / "gateway"
 TCP = "{{protocols:TCP,dst_ports:{}}}"
 DNS = "{protocols:TCP, UDP,dst_ports:53}"
 
@@ -622,13 +701,26 @@ def _expected(values: dict, *, s3: str | None = None) -> set[tuple[str, str, str
               (totp, pg, TCP.format(5432)), (totp, dns, DNS),
               (ops, pg, TCP.format(5432)), (ops, rd, TCP.format(6379))}
     table |= {(a, r, TCP.format(587)) for r in outside}
+    # The HR gateway (deployments/gateway's own policy): in, Envoy's proxies only; out, Prefect,
+    # DNS and the API server's Service address.
+    hr = f"{PNS}/hr-gateway"
+    table |= {(proxy, hr, TCP.format(8080)), (hr, "prefect/prefect-server", TCP.format(4200)), (hr, dns, DNS),
+              (hr, "10.96.0.1", "{protocols:TCP,dst_ports:443,6443}")}
     if values["certificates"]["acme"]["enabled"]:
         table.add((proxy, f"{PNS}/cm-acme-http-solver", TCP.format(8089)))
     return table
 
 
+def _hr_gateway_values() -> dict:
+    """deployments/gateway's values exactly as bootstrap builds them (every platform part on)."""
+    parts = {p: Verdict(True, "") for p in PLATFORM_PARTS}
+    return desired_releases(Settings(), load_lock(), ClusterFacts(), parts)["hr-gateway"].values
+
+
 def _policies(helm, vals_dir, values) -> list[dict]:
     docs = render(helm, PLATFORM_CHART, values, tmp=vals_dir)
+    docs += render(helm, HR_GATEWAY_CHART, _hr_gateway_values(), release="vibecode-gateway", namespace=PNS,
+                   tmp=vals_dir)
     # The workspace chart's own policy applies too (policies add up): render two workspaces.
     for user in ("alice", "bob"):
         docs += render(helm, WORKSPACE_CHART, None, "--set-string", f"username={user}", release=f"ws-{user}",
@@ -652,8 +744,15 @@ def test_network_policies_allow_exactly_the_table(helm, vals_dir, tmp_path):
         assert not netpol.in_ranges(address, outside_ranges), address
     assert netpol.in_ranges("140.82.112.3", outside_ranges)  # the internet, e.g. a git host
     for dst in (f"{PNS}/authelia", f"{PNS}/postgresql", f"{PNS}/redis", f"{PNS}/seaweedfs", "prefect/prefect-server",
-                "vibecode-gateway/hr-gateway", f"{WNS}/ws-bob", f"{ONS}/prober"):
+                f"{PNS}/hr-gateway", f"{WNS}/ws-bob", f"{ONS}/prober"):
         assert not any(s == f"{WNS}/ws-alice" and d == dst for s, d, _ in got), dst
+    # The HR gateway: from Envoy's proxies on 8080, and from nothing else (not a workspace, not
+    # another platform pod, not the ops namespace: it is reached through the Gateway only).
+    into_hr = {(s, c) for s, d, c in conns if d == f"{PNS}/hr-gateway"}
+    assert into_hr == {("envoy-gateway-system/envoy", TCP.format(8080))}
+    for src in (f"{WNS}/ws-alice", f"{WNS}/backup-alice", f"{PNS}/authelia", f"{PNS}/seaweedfs", f"{PNS}/stray",
+                f"{PNS}/totp-carol", f"{ONS}/prober", "envoy-gateway-system/controller", "kube-system/other"):
+        assert not any(s == src and d == f"{PNS}/hr-gateway" for s, d, _ in conns), src
 
 
 def test_with_an_external_s3_endpoint_backup_jobs_reach_it_and_seaweedfs_is_gone(helm, vals_dir, tmp_path):

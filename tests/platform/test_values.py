@@ -9,7 +9,10 @@ from tasks.core.errors import InvalidInput
 from tasks.core.settings import Settings
 from tasks.platform.values import (
     COMPONENTS,
+    ENVOY_PROXY_LABELS,
     FLOWS_RULES,
+    GATEWAY_NAME,
+    LISTENERS,
     ClusterNetwork,
     is_public_domain,
     platform_values,
@@ -124,3 +127,17 @@ def test_the_builders_values_pass_the_charts_schema_and_render(helm, tmp_path, c
     if "authelia" in components:
         dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "authelia")
         assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == f"ghcr.io/authelia/authelia@{D}"
+
+
+def test_the_builders_gateway_names_are_the_charts_defaults():
+    """The builder names the Gateway, its listeners, the HR host and Envoy's proxy labels (the
+    HR gateway's release reads them back from its values); the chart's own defaults must say
+    the same, or an install by hand and one by bootstrap would differ."""
+    import yaml
+
+    defaults = yaml.safe_load((PLATFORM_CHART / "values.yaml").read_text())
+    v = platform_values(Settings(), IMAGES, COMPONENTS)
+    assert v["gateway"]["name"] == defaults["gateway"]["name"] == GATEWAY_NAME
+    assert v["gateway"]["listeners"] == defaults["gateway"]["listeners"] == LISTENERS
+    assert v["gateway"]["proxyPodLabels"] == defaults["gateway"]["proxyPodLabels"] == ENVOY_PROXY_LABELS
+    assert v["hr"]["host"] == "hr.vibecode.dev" and defaults["hr"]["host"] == ""  # "" = hr.<domain> in the chart

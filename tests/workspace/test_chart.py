@@ -403,8 +403,15 @@ def test_route_can_be_disabled(helm):
 
 
 def test_no_ingress_nginx_left_anywhere():
-    text = "\n".join(p.read_text() for p in CHART.rglob("*") if p.is_file())
-    assert "nginx.ingress.kubernetes.io" not in text and "kind: Ingress" not in text
+    """ingress-nginx was retired in March 2026: no chart of ours (the workspace and platform
+    charts, the HR gateway's in deployments/) may route through it or admit its namespace."""
+    root = CHART.parents[1]
+    files = [p for top in (root / "charts", root / "deployments") for p in top.rglob("*") if p.is_file()]
+    assert CHART / "templates" / "httproute.yaml" in files and root / "deployments" / "gateway" / "values.yaml" in files
+    for path in files:
+        text = path.read_text()
+        for needle in ("nginx.ingress.kubernetes.io", "kind: Ingress", "ingress-nginx", "ingressClassName"):
+            assert needle not in text, f"{needle!r} in {path.relative_to(root)}"
 
 
 @pytest.mark.parametrize("version", ["1.33.0", "1.37.0"])

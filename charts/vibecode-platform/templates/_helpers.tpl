@@ -32,6 +32,11 @@ app.kubernetes.io/name: {{ . | quote }}
 {{- default (printf "auth.%s" .Values.domain) .Values.portal.host -}}
 {{- end -}}
 
+{{/* The HR gateway's public host (deployments/gateway attaches to the hr listener with it). */}}
+{{- define "platform.hrHost" -}}
+{{- default (printf "hr.%s" .Values.domain) .Values.hr.host -}}
+{{- end -}}
+
 {{- define "platform.portalUrl" -}}
 {{- printf "https://%s" (include "platform.portalHost" .) -}}
 {{- end -}}
