@@ -9,6 +9,7 @@ at that version (Envoy Gateway's ``global.images.*``; cert-manager's ``image``,
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -101,9 +102,20 @@ def hr_gateway_values(settings: Settings, lock: Lock, facts: ClusterFacts,
             "networkPolicy": {"proxyNamespace": platform["namespaces"]["gatewaySystem"],
                               "proxyPodLabels": dict(gateway["proxyPodLabels"])},
             "trustedProxies": list(platform["networkPolicies"]["podCIDRs"]),
+            "kubernetesApi": {"cidrs": api_server_cidrs(platform["networkPolicies"]), "ports": [443, 6443]},
             "existingSecret": HR_GATEWAY_SECRET,
             "platformNamespace": settings.platform_namespace,
             "replicas": 1}
+
+
+def api_server_cidrs(network: Mapping[str, Any]) -> list[str]:
+    """Where the Kubernetes API is, for an egress rule: the ``kubernetes`` Service's address
+    (the first of the service range) and the nodes' addresses. Most network plugins match an
+    egress rule after the Service's address was translated to the API server's own, which
+    on KIND and kubeadm clusters is a control-plane node's address on 6443: the Service
+    address alone would block the ledger calls there."""
+    service = [f"{ipaddress.ip_network(c)[1]}/32" for c in network["serviceCIDRs"][:1]]
+    return list(dict.fromkeys([*service, *network["nodeCIDRs"]]))
 
 
 HR_GATEWAY_SECRET = "vibecode-gateway"

@@ -65,12 +65,16 @@ def test_the_hr_route_attaches_to_the_gateway_the_platform_chart_creates(helm, t
 def test_the_hr_release_follows_the_settings_and_the_cluster(helm, tmp_path):
     s = Settings(domain="corp.example.org", authelia_url="https://auth.corp.example.org", platform_namespace="plat",
                  platform={"envoy_gateway_namespace": "edge-system"})
-    facts = ClusterFacts(network=ClusterNetwork(pod_cidrs=("10.42.0.0/16",)))
+    facts = ClusterFacts(network=ClusterNetwork(pod_cidrs=("10.42.0.0/16",), service_cidrs=("10.43.0.0/16",),
+                                                node_cidrs=("192.168.5.10/32", "192.168.5.11/32")))
     values = _releases(s, facts=facts)["hr-gateway"].values
     assert values["host"] == "hr.corp.example.org"
     assert values["route"] == {"enabled": True, "gateway": {"name": "vibecode", "namespace": "plat", "sectionName": "hr"}}
     assert values["networkPolicy"]["proxyNamespace"] == "edge-system"
     assert values["trustedProxies"] == ["10.42.0.0/16"]  # Envoy's pods have addresses of the pod range
+    # the ledger calls: the kubernetes Service's address and, after the plugin's translation, the nodes'
+    assert values["kubernetesApi"] == {"cidrs": ["10.43.0.1/32", "192.168.5.10/32", "192.168.5.11/32"],
+                                       "ports": [443, 6443]}
     [route] = [d for d in render(helm, ROOT / "deployments" / "gateway", values, namespace="plat", tmp=tmp_path)
                if d["kind"] == "HTTPRoute"]
     assert route["spec"]["hostnames"] == ["hr.corp.example.org"]
