@@ -67,6 +67,7 @@ def recover_platform(source: str, backup_set: str = "latest", bootstrap: bool = 
     rows: list[dict[str, str]] = [{"what": "backup set", "snapshot": rid, "outcome": "chosen",
                                    "detail": f"{chosen.time.isoformat()}; lacks: {', '.join(chosen.missing) or 'nothing'}"}]
     result = RecoveryResult(source=repo, set_run_id=rid, set_time=chosen.time.isoformat(), rows=rows)
+    rows = result.rows  # pydantic copied the list: append to the model's own
     namespaces_done = ensure_namespaces(False)  # the progress record lives in the platform namespace
     done = read_progress()
     todo = remaining(done, rid)
@@ -128,7 +129,7 @@ def _workspaces(rows: list[dict[str, str]], rid: str, done: dict[str, str], resu
             try:
                 restored = restore_workspace(user, snapshot="latest", target="in-place")
                 snapshot, detail = restored.snapshot_id, f"restored into {restored.pvc}"
-            except Exception as exc:  # noqa: BLE001 - no backup yet: the person gets an empty workspace
+            except Exception as exc:
                 if "no good snapshot" not in str(exc):
                     raise
                 snapshot, detail = None, "no backup of this workspace: started empty"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import secrets as _secrets
 from datetime import datetime
+from typing import Any
 
 from prefect import task
 from pydantic import BaseModel
@@ -46,8 +47,13 @@ def _password(s: Settings, create: bool) -> tuple[str, str | None]:
     from prefect.blocks.system import Secret
 
     name = s.recovery.password_block or DEFAULT_BLOCK
+
+    def load() -> str:
+        block: Any = Secret.load(name)  # sync here; Prefect types it as maybe a coroutine
+        return str(block.get())
+
     try:
-        return str(Secret.load(name).get()), None
+        return load(), None
     except ValueError:  # Prefect: "Unable to find block document named ..."
         if not create:
             raise PermanentError(f"no platform repository password: set VIBECODE_RECOVERY__PASSWORD or "
@@ -57,7 +63,7 @@ def _password(s: Settings, create: bool) -> tuple[str, str | None]:
               f"{name!r}. Copy it NOW to a place outside this cluster and this Prefect (a password manager): "
               f"`prefect block inspect secret/{name}` shows it. Recovery needs it as VIBECODE_RECOVERY__PASSWORD; "
               f"without it the platform cannot be recovered. This notice is given once.")
-    return str(Secret.load(name).get()), notice
+    return load(), notice
 
 
 def open_platform_repo(source: str | None = None, create: bool = False) -> tuple[PlatformRepo, str | None]:
@@ -129,7 +135,7 @@ def backup_item(item: str, run_id: str) -> ItemResult:
         url = s.recovery.authelia_db_url if item == "authelia-db" else s.recovery.prefect_db_url
         if url is None:
             if spec.required:
-                raise PermanentError(f"recovery.authelia_db_url is not set: Authelia's storage cannot be backed up")
+                raise PermanentError("recovery.authelia_db_url is not set: Authelia's storage cannot be backed up")
             return ItemResult(item=item, outcome="skipped", detail="recovery.prefect_db_url is not set")
         dsn = plan.split_dsn(url.get_secret_value(), f"recovery.{item.replace('-db', '')}_db_url")
         cmd, env = pg_command(plan.pg_dump_args(dsn), s.recovery.pg_bin, dsn)
