@@ -17,6 +17,8 @@ snapshot, and what could not be.
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -25,6 +27,8 @@ from pydantic import BaseModel
 
 from flows.restore import restore_workspace
 from flows.workspace import provision_workspace
+from tasks.core.errors import NotFound, PermanentError
+from tasks.core.settings import get_settings
 from tasks.dr.plan import ORDER, BackupSet, parse_source, remaining, workspace_row
 from tasks.dr.steps import (
     ItemResult,
@@ -102,6 +106,8 @@ def recover_platform(source: str, backup_set: str = "latest", bootstrap: bool = 
                 rows.append(_row(restore_ledger(repo, snaps[step])))
             elif step == "workspaces":
                 _workspaces(rows, rid, done, result, workspaces)
+                if not workspaces:
+                    continue  # not done: a rerun with workspaces does them
             mark_done(step, rid)
     finally:
         _artifact(result)
@@ -119,30 +125,37 @@ def _workspaces(rows: list[dict[str, str]], rid: str, done: dict[str, str], resu
     if not enabled:
         rows.append({"what": "workspaces", "snapshot": "", "outcome": "skipped", "detail": "workspaces=False"})
         return
-    for user in people.active:
-        key = f"workspace.{user}"
-        if done.get(key) == rid:
-            rows.append(workspace_row(user, None, "done earlier", "a previous run of this recovery"))
-            continue
-        try:
-            provision_workspace(user, replicas=0)  # the volume exists, nothing writes to it
+    todo = [u for u in people.active if done.get(f"workspace.{u}") != rid]
+    for user in sorted(set(people.active) - set(todo)):
+        rows.append(workspace_row(user, None, "done earlier", "a previous run of this recovery"))
+    # Bounded like the nightly backups (settings.backup.concurrency): each person is a
+    # provision, a restore Job and a start; the subflows keep this run as their parent.
+    with ThreadPoolExecutor(max_workers=get_settings().backup.concurrency) as pool:
+        futures = {u: pool.submit(contextvars.copy_context().run, _recover_one, u, rid) for u in todo}
+        for user, future in futures.items():
             try:
-                restored = restore_workspace(user, snapshot="latest", target="in-place")
-                snapshot, detail = restored.snapshot_id, f"restored into {restored.pvc}"
-            except Exception as exc:
-                if "no good snapshot" not in str(exc):
-                    raise
-                snapshot, detail = None, "no backup of this workspace: started empty"
-            provision_workspace(user, replicas=1)
-            rows.append(workspace_row(user, snapshot, "recovered", detail))
-            mark_done(key, rid)
-        except Exception as exc:  # noqa: BLE001 - one workspace's failure is reported; the others go on
-            rows.append(workspace_row(user, None, "failed", str(exc)[:300]))
-            result.failed.append(user)
+                rows.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - one workspace's failure is reported; the others go on
+                rows.append(workspace_row(user, None, "failed", str(exc)[:300]))
+                result.failed.append(user)
     if result.failed:
-        from tasks.core.errors import PermanentError
-
         raise PermanentError(f"workspaces not recovered: {', '.join(result.failed)} (a rerun retries them)")
+
+
+def _recover_one(user: str, rid: str) -> dict[str, str]:
+    """Reprovisioned stopped (the chart makes the volume; nothing writes to it), the newest
+    good snapshot restored in place, started; then marked done for this set."""
+    provision_workspace(user, replicas=0)
+    try:
+        restored = restore_workspace(user, snapshot="latest", target="in-place")
+        snapshot, detail = restored.snapshot_id, f"restored into {restored.pvc}"
+    except (PermanentError, NotFound) as exc:  # no backup yet: the person gets an empty workspace
+        if not isinstance(exc, NotFound) and "no good snapshot" not in str(exc):
+            raise
+        snapshot, detail = None, "no backup of this workspace: started empty"
+    provision_workspace(user, replicas=1)
+    mark_done(f"workspace.{user}", rid)
+    return workspace_row(user, snapshot, "recovered", detail)
 
 
 def _artifact(result: RecoveryResult) -> None:

@@ -18,89 +18,26 @@ tests/dr/test_recovery_plan.py).
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import secrets
-import subprocess
 import threading
 import time
-from datetime import datetime, timezone
 
 import pytest
 
 from tasks.cluster import kube as kube_adapter
 from tasks.cluster.localnode import envtest
 from tasks.cluster.localnode import prefectserver as localpg
-from tasks.core.names import LEDGER_SELECTOR
+from tasks.core.names import EMPLOYEE_INDEX_SELECTOR, LEDGER_SELECTOR
 from tasks.core.settings import get_settings
 from tasks.dr import plan
 from tasks.people import usersdb
-from tasks.people.ledger import index_manifest, to_manifest
-from tasks.people.record import Record, State
 from tasks.platform import credentials
-from tasks.platform.releases import HR_GATEWAY_SECRET
 from tests.fixtures.backup import add_workspace
-from tests.fixtures.kube import mark_deployment_available
+from tests.fixtures.recovery import LEFT_AT, PEOPLE, db_url, deployments_available, psql, source_platform, unseal
 from tests.fixtures.storage import JobKubelet, tree_state
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
-
-# Authelia's schema (internal/storage/migrations/postgres/V0001.Initial_Schema.up.sql, v4.38):
-# the table its TOTP registrations live in.
-TOTP_SCHEMA = """
-CREATE TABLE IF NOT EXISTS totp_configurations (
-    id SERIAL CONSTRAINT totp_configurations_pkey PRIMARY KEY,
-    created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    last_used_at TIMESTAMP WITH TIME ZONE NULL DEFAULT NULL,
-    username VARCHAR(100) NOT NULL,
-    issuer VARCHAR(100),
-    algorithm VARCHAR(6) NOT NULL DEFAULT 'SHA1',
-    digits INTEGER NOT NULL DEFAULT 6,
-    period INTEGER NOT NULL DEFAULT 30,
-    secret BYTEA NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS totp_configurations_username_key ON totp_configurations (username);
-"""
-PEOPLE = {"alice": "active", "bob": "active", "carol": "terminated"}
-LEFT_AT = datetime(2026, 11, 20, 17, 0, tzinfo=timezone.utc)
-
-
-def psql(pg: localpg.Postgres, db: str, sql: str) -> str:
-    return subprocess.run([str(localpg.PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", localpg.DB_USER,
-                           "-d", db, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql], check=True, capture_output=True,
-                          text=True, env={**os.environ, "PGPASSWORD": pg.password}).stdout
-
-
-def db_url(pg: localpg.Postgres, db: str) -> str:
-    return f"postgresql://{localpg.DB_USER}:{pg.password}@127.0.0.1:{pg.port}/{db}"
-
-
-def seal(key: str, plaintext: bytes) -> bytes:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    nonce = os.urandom(12)
-    return nonce + AESGCM(hashlib.sha256(key.encode()).digest()).encrypt(nonce, plaintext, None)
-
-
-def unseal(key: str, sealed: bytes) -> bytes:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    return AESGCM(hashlib.sha256(key.encode()).digest()).decrypt(sealed[:12], sealed[12:], None)
-
-
-def _deployments_available(kube, ns: str, stop: threading.Event) -> None:
-    """Play controller + kubelet for the workspace Deployments of the recovered cluster."""
-    while not stop.is_set():
-        try:
-            for dep in kube.list("Deployment", ns, "app.kubernetes.io/part-of=vibecode"):
-                status = dep.get("status") or {}
-                if (status.get("observedGeneration") != dep["metadata"]["generation"]
-                        or status.get("replicas", 0) != dep["spec"].get("replicas", 1)):
-                    mark_deployment_available(kube, ns, dep["metadata"]["name"])
-        except Exception:  # noqa: BLE001 - the namespace does not exist yet
-            pass
-        time.sleep(0.2)
-
 
 def _switch(kubeconfig) -> None:
     os.environ["VIBECODE_KUBECONFIG"] = str(kubeconfig)
@@ -127,49 +64,11 @@ def new_postgres():
     pg.stop()
 
 
-def _source_platform(kube, ns, pns, settings, postgres) -> dict:
-    """The platform Secrets, people, a leaver, TOTP registrations and Prefect's stand-in rows."""
-    values = credentials.generate(list(credentials.PLATFORM_SECRET_KEYS), secrets.token_urlsafe)
-    values["restic-password"] = settings.backup.restic_password.get_secret_value()  # what the Jobs use
-    kube.create(credentials.platform_secret(settings.platform.secret_name, pns, values))
-    kube.create(credentials.hr_gateway_secret(HR_GATEWAY_SECRET, pns, values))
-    kube.create(credentials.backup_secret(settings.backup.secret, ns, {
-        **values, "s3-access-key-id": settings.backup.s3_access_key_id.get_secret_value(),
-        "s3-secret-access-key": settings.backup.s3_secret_access_key.get_secret_value()}))
-    users = {u: {"displayname": u.title(), "email": f"{u}@example.com", "groups": ["developers"],
-                 "disabled": state != "active", "password": f"$argon2id$v=19$m=65536,t=3,p=4${u}"}
-             for u, state in PEOPLE.items()}
-    kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                 "metadata": {"name": settings.identity.authelia_users_secret, "namespace": pns},
-                 "stringData": {usersdb.USERS_KEY: usersdb.dump({"users": users})}})
-    for n, (user, state) in enumerate(PEOPLE.items()):
-        rec = Record(user, f"E{n}", state=State(state), events=(f"evt-{n}",),
-                     terminated_at=LEFT_AT if state == "terminated" else None)
-        kube.create(to_manifest(rec, pns))
-        kube.create(index_manifest(f"E{n}", user, pns))
-    totp = {u: secrets.token_bytes(20) for u in PEOPLE}
-    psql(postgres, "postgres", "DROP DATABASE IF EXISTS authelia_src")
-    psql(postgres, "postgres", "DROP DATABASE IF EXISTS prefect_src")
-    psql(postgres, "postgres", "CREATE DATABASE authelia_src")
-    psql(postgres, "postgres", "CREATE DATABASE prefect_src")
-    psql(postgres, "authelia_src", TOTP_SCHEMA)
-    for user, raw in totp.items():
-        sealed = seal(values["authelia-storage-encryption-key"], raw).hex()
-        psql(postgres, "authelia_src", f"INSERT INTO totp_configurations (username, issuer, secret) "
-                                       f"VALUES ('{user}', 'vibecode.dev', '\\x{sealed}'::bytea)")
-    psql(postgres, "prefect_src", "CREATE TABLE flow_run (id uuid PRIMARY KEY, name text, state text); "
-                                  "INSERT INTO flow_run VALUES (gen_random_uuid(), 'nightly', 'COMPLETED'), "
-                                  "(gen_random_uuid(), 'onboard-alice', 'COMPLETED')")
-    return {"values": values, "totp": totp}
-
-
 def _rows(pg, db, table, order="id") -> list[str]:
     return psql(pg, db, f"SELECT * FROM {table} ORDER BY {order}").splitlines()
 
 
 def _ledger(kube, pns) -> dict:
-    from tasks.core.names import EMPLOYEE_INDEX_SELECTOR
-
     cms = kube.list("ConfigMap", pns, LEDGER_SELECTOR) + kube.list("ConfigMap", pns, EMPLOYEE_INDEX_SELECTOR)
     return {c["metadata"]["name"]: plan.clean_configmap(c) for c in cms}
 
@@ -181,13 +80,13 @@ def _secret(kube, ns, name) -> dict:
 def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_recovery_resumes(
         kube, namespaces, backup_settings, job_kubelet, postgres, tmp_path, monkeypatch,
         second_cluster, new_postgres):
+    import flows.recover as recover
     from flows.backup import backup_workspaces
     from flows.platform_backup import backup_platform
-    import flows.recover as recover
 
     ns, pns = namespaces
     s = backup_settings
-    source = _source_platform(kube, ns, pns, s, postgres)
+    source = source_platform(kube, ns, pns, s, postgres)
     trees = {u: add_workspace(kube, ns, job_kubelet, u, tmp_path) for u, st in PEOPLE.items() if st == "active"}
     before = {u: tree_state(d) for u, d in trees.items()}
     assert backup_workspaces().outcome.value == "Completed"
@@ -219,7 +118,7 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     scratch.mkdir()
     kubelet2 = JobKubelet(kube2, ns, scratch)
     stop = threading.Event()
-    deployments = threading.Thread(target=_deployments_available, args=(kube2, ns, stop), daemon=True)
+    deployments = threading.Thread(target=deployments_available, args=(kube2, ns, stop), daemon=True)
     deployments.start()
     url = f"s3:{s.backup.s3_endpoint}/{s.backup.s3_bucket}/{plan.DEFAULT_PREFIX}"
     try:
