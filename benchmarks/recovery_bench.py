@@ -90,6 +90,11 @@ def run(n: int, ws_mib: int, scratch: Path) -> dict:
             from flows.platform_backup import backup_platform
             from flows.recover import recover_platform
 
+            from tasks.dr.steps import ensure_platform_repository
+
+            # creates the bucket: the workspace backups' concurrent first `restic init`s race to
+            # create a bucket that does not exist yet (S3 answers BucketAlreadyOwnedByYou)
+            ensure_platform_repository.fn()
             kubelet.start()
             t = time.perf_counter()
             assert backup_workspaces().outcome.value == "Completed"
