@@ -187,3 +187,69 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     assert {c["metadata"]["name"]: c["metadata"]["resourceVersion"] for c in kube2.list("ConfigMap", pns)} == versions
     print(f"recovery of {len(before)} workspaces: {seconds:.1f} s")
 
+
+
+def test_a_recovery_killed_by_sigkill_inside_pg_restore_resumes_to_the_same_result(
+        kube, namespaces, backup_settings, postgres, tmp_path, monkeypatch, second_cluster, new_postgres):
+    """The recovery runs in its own process; while pg_restore of Authelia's database runs, the
+    whole process group gets SIGKILL (no cleanup of any kind). The database is as it was
+    (one transaction), and a rerun finishes with the originals."""
+    import signal
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.platform_backup import backup_platform
+    from flows.recover import recover_platform
+
+    ns, pns = namespaces
+    s = backup_settings
+    source_platform(kube, ns, pns, s, postgres)
+    monkeypatch.setenv("VIBECODE_RECOVERY__PASSWORD", secrets.token_urlsafe(24))
+    monkeypatch.setenv("VIBECODE_RECOVERY__AUTHELIA_DB_URL", db_url(postgres, "authelia_src"))
+    monkeypatch.setenv("VIBECODE_RECOVERY__PREFECT_DB_URL", db_url(postgres, "prefect_src"))
+    get_settings.cache_clear()
+    assert backup_platform().outcome.value == "Completed"
+    original = {"users": _secret(kube, pns, s.identity.authelia_users_secret), "ledger": _ledger(kube, pns),
+                "platform": _secret(kube, pns, s.platform.secret_name),
+                "totp": _rows(postgres, "authelia_src", "totp_configurations")}
+
+    _switch(second_cluster.kubeconfig)
+    monkeypatch.setenv("VIBECODE_KUBECONFIG", str(second_cluster.kubeconfig))
+    monkeypatch.setenv("VIBECODE_RECOVERY__AUTHELIA_DB_URL", db_url(new_postgres, "authelia"))
+    monkeypatch.setenv("VIBECODE_RECOVERY__PREFECT_DB_URL", db_url(new_postgres, "prefect_new"))
+    get_settings.cache_clear()
+    url = f"s3:{s.backup.s3_endpoint}/{s.backup.s3_bucket}/{plan.DEFAULT_PREFIX}"
+    bin_dir, marker = tmp_path / "pgbin", tmp_path / "pg_restore-started"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "pg_restore"  # pg_restore, started and then held, so the kill lands inside it
+    wrapper.write_text(f"#!/bin/sh\ntouch {marker}\nsleep 60\nexec {localpg.PG_BIN / 'pg_restore'} \"$@\"\n")
+    wrapper.chmod(0o755)
+    code = (f"from flows.recover import recover_platform; "
+            f"recover_platform({url!r}, bootstrap=False, workspaces=False)")
+    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": os.getcwd(), "VIBECODE_RECOVERY__PG_BIN": str(bin_dir),
+                                  "PREFECT_API_URL": str(PREFECT_API_URL.value())})
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert child.poll() is None, "the recovery ended before pg_restore started"
+            assert time.monotonic() < deadline, "pg_restore never started"
+            time.sleep(0.2)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    kube2 = kube_adapter.connect()
+    progress = kube2.get("ConfigMap", pns, s.recovery.progress_configmap)["data"]
+    assert "platform-secrets" in progress and "authelia-db" not in progress
+    assert psql(new_postgres, "authelia", "SELECT to_regclass('totp_configurations')").strip() == ""
+
+    result = recover_platform(url, bootstrap=False, workspaces=False)
+    outcomes = {r["what"]: r["outcome"] for r in result.rows}
+    assert outcomes["platform-secrets"] == "done earlier" and outcomes["authelia-db"] == "restored"
+    assert _rows(new_postgres, "authelia", "totp_configurations") == original["totp"]
+    assert _ledger(kube2, pns) == original["ledger"]
+    assert _secret(kube2, pns, s.identity.authelia_users_secret) == original["users"]
+    assert _secret(kube2, pns, s.platform.secret_name) == original["platform"]
