@@ -136,7 +136,8 @@ def _workspaces(rows: list[dict[str, str]], rid: str, done: dict[str, str], resu
             try:
                 rows.append(future.result())
             except Exception as exc:  # noqa: BLE001 - one workspace's failure is reported; the others go on
-                rows.append(workspace_row(user, None, "failed", str(exc)[:300]))
+                get_run_logger().error("workspace %s not recovered: %s: %s", user, type(exc).__name__, exc)
+                rows.append(workspace_row(user, None, "failed", f"{type(exc).__name__}: {exc}"[:300]))
                 result.failed.append(user)
     if result.failed:
         raise PermanentError(f"workspaces not recovered: {', '.join(result.failed)} (a rerun retries them)")
