@@ -89,7 +89,6 @@ def run(n: int, ws_mib: int, scratch: Path) -> dict:
             from flows.backup import backup_workspaces
             from flows.platform_backup import backup_platform
             from flows.recover import recover_platform
-
             from tasks.dr.steps import ensure_platform_repository
 
             # creates the bucket: the workspace backups' concurrent first `restic init`s race to
