@@ -179,6 +179,11 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     assert carol["metadata"]["labels"]["vibecode.dev/state"] == "terminated"
     assert LEFT_AT.strftime("%Y-%m-%dT%H:%M") in str(carol["data"])  # the retention clock, as it was
 
+    # no secret in what the flows returned (and so in their artifacts' rows)
+    shown = report.model_dump_json() + result.model_dump_json()
+    for value in [*source["values"].values(), platform_password, new_postgres.password, postgres.password]:
+        assert value not in shown
+
     # -- a third run finds everything done and changes nothing -----------------------------
     versions = {n: c["metadata"]["resourceVersion"] for n, c in
                 {c["metadata"]["name"]: c for c in kube2.list("ConfigMap", pns)}.items()}
