@@ -367,6 +367,43 @@ class PlatformSettings(BaseModel):
         None, description="Size of SeaweedFS's volume (the backups); unset: the chart's default")
 
 
+class RecoverySettings(BaseModel):
+    """The platform's own backup (Authelia's and Prefect's databases, the users database, the
+    ledger, the platform Secrets) and disaster recovery from it (flows/platform_backup.py,
+    flows/recover.py). Its restic password must live outside the cluster as well: recovery
+    starts on a cluster that has nothing, so it reads the password from here or a Prefect
+    Secret block only, never from a Secret."""
+
+    model_config = {"extra": "forbid", "hide_input_in_errors": True}
+
+    repository: str | None = Field(
+        None, description="restic repository of the platform backup (s3:<endpoint>/<bucket>/<prefix>); "
+                          "unset: <backup.s3_endpoint>/<backup.s3_bucket>/_platform (no username can be "
+                          "'_platform', so no workspace repository collides with it)")
+    password: SecretStr | None = Field(
+        None, description="Password of the platform repository (secret). Keep it outside the cluster too "
+                          "(a password manager): without it nothing of the platform can be recovered")
+    password_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the password; the first platform backup "
+                          "creates it (and says so once) when neither this nor `password` is set")
+    authelia_db_url: SecretStr | None = Field(
+        None, description="postgresql://user:password@host:port/db of Authelia's storage (secret: it holds a "
+                          "password, which is passed to pg_dump/pg_restore in PGPASSWORD only)")
+    prefect_db_url: SecretStr | None = Field(
+        None, description="postgresql(+asyncpg)://... of Prefect's database (secret); unset: not backed up")
+    keep_daily: int = Field(14, ge=1, description="restic --keep-daily of the platform repository")
+    keep_weekly: int = Field(8, ge=0, description="restic --keep-weekly")
+    keep_monthly: int = Field(12, ge=0, description="restic --keep-monthly")
+    verify_read_data_percent: int = Field(
+        100, ge=0, le=100, description="Share of pack data `restic check` reads after a platform backup "
+                                       "(it is small: all of it by default)")
+    pg_bin: Path = Field(Path("/usr/lib/postgresql/15/bin"),
+                         description="Folder of pg_dump, pg_restore and psql (the server's major version)")
+    progress_configmap: str = Field(
+        "vibecode-recovery", description="ConfigMap (platform namespace) recording which recovery steps are "
+                                         "done, so a rerun resumes")
+
+
 class ReaperSettings(BaseModel):
     """Idle reaping (decisions in tasks.reaper.decide): timeouts, dormancy, probes."""
 
@@ -454,6 +491,7 @@ class ReaperSettings(BaseModel):
 CONCERNS: dict[str, type[BaseModel]] = {
     "workspace": WorkspaceSettings, "identity": IdentitySettings, "mail": MailSettings, "backup": BackupSettings,
     "health": HealthSettings, "gateway": GatewaySettings, "reaper": ReaperSettings, "platform": PlatformSettings,
+    "recovery": RecoverySettings,
 }
 
 # The flat names of the settings before they were nested: flat name -> (concern, field).
@@ -650,6 +688,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings, description=GatewaySettings.__doc__)
     reaper: ReaperSettings = Field(default_factory=ReaperSettings, description=ReaperSettings.__doc__)
     platform: PlatformSettings = Field(default_factory=PlatformSettings, description=PlatformSettings.__doc__)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings, description=RecoverySettings.__doc__)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

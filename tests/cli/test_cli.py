@@ -35,7 +35,8 @@ def no_flow_may_run(monkeypatch):
 
 def test_every_flow_has_its_command():
     assert {"up", "status", "onboard", "offboard", "backup", "restore", "reap", "resume", "health", "gateway",
-            "deploy", "provision", "totp-handoff", "rotate-restic-password", "limits", "bundle"} <= set(COMMANDS)
+            "deploy", "provision", "totp-handoff", "rotate-restic-password", "limits", "bundle", "backup-platform",
+            "recover"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -78,6 +79,9 @@ def test_up_explains_missing_prerequisites(monkeypatch, capsys, no_flow_may_run)
     (["restore", "alice", "--snapshot", "0123abcd\n"], "snapshot"),
     (["restore", "alice", "--snapshot", "latest\n"], "snapshot"),
     (["backup", "alice", "Bad!"], "username"),
+    (["recover", "--from", "http://s3.example.com/bkp"], "from"),
+    (["recover", "--from", "s3:https://key:secret@s3.example.com/bkp"], "from"),
+    (["recover", "--from", "s3://s3.example.com/bkp", "--set", "x;y"], "set"),
     (["totp-handoff", "kube-system"], "username"),
     (["up", "--user", "admin"], "user"),
     (["up", "--kubeconfig", "/nonexistent/kubeconfig"], "kubeconfig"),
@@ -116,7 +120,7 @@ def test_shell_completion_completes_commands_and_choices():
     run = [sys.executable, "-c", "import sys, vibecode_cli; sys.exit(vibecode_cli.main())"]
     got = subprocess.run(run, env={**env, "COMP_WORDS": "vibecode re", "COMP_CWORD": "1"}, capture_output=True,
                          text=True, timeout=60)
-    assert got.returncode == 0 and set(got.stdout.split()) == {"reap", "restore", "resume"}
+    assert got.returncode == 0 and set(got.stdout.split()) == {"reap", "recover", "restore", "resume"}
     got = subprocess.run(run, env={**env, "COMP_WORDS": "vibecode deploy --pool ", "COMP_CWORD": "3"},
                          capture_output=True, text=True, timeout=60)
     assert set(got.stdout.split()) == {"process", "kubernetes"}

@@ -47,12 +47,12 @@ def test_every_deployment_is_described_and_tagged_without_a_limit_tag():
 def test_schedules_and_limits():
     deps = _deployments()
     assert {n: [s.cron for s in d.schedules] for n, d in deps.items() if d.schedules} == {
-        "backup-workspaces": ["0 2 * * *"], "purge-offboarded": ["0 4 * * *"],
+        "backup-workspaces": ["0 2 * * *"], "backup-platform": ["0 3 * * *"], "purge-offboarded": ["0 4 * * *"],
         "check-platform-health": ["*/5 * * * *"], "reap-idle-workspaces": ["*/15 * * * *"]}
     no_overlap = {n for n, d in deps.items() if d.concurrency_limit
                   and (d.concurrency_limit.limit, d.concurrency_limit.collision_strategy) == (1, "CANCEL_NEW")}
     assert no_overlap == {"bootstrap-platform", "backup-workspaces", "purge-offboarded", "check-platform-health",
-                          "reap-idle-workspaces", "rotate-restic-password"}
+                          "reap-idle-workspaces", "rotate-restic-password", "backup-platform", "recover-platform"}
     assert deps["restore-workspace"].concurrency_limit.collision_strategy == "ENQUEUE"
     # HR events run concurrently (20 hires at once); each is idempotent per event id
     assert deps["onboard-user"].concurrency_limit is None and deps["offboard-user"].concurrency_limit is None
