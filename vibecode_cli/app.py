@@ -15,7 +15,7 @@ import typer
 from typer.exceptions import TyperException
 
 from tasks.core.errors import InvalidInput, MissingPrerequisite, PermanentError
-from vibecode_cli import backups, people, platform, trust, workspaces
+from vibecode_cli import backups, image, people, platform, trust, workspaces
 from vibecode_cli.output import Exit, fail
 
 HELP = """Run the VibeCode platform's lifecycle from a terminal: the same flows the Prefect UI,
@@ -31,7 +31,7 @@ Shell completion: `vibecode --install-completion`."""
 app = typer.Typer(name="vibecode", help=HELP, rich_markup_mode="markdown", no_args_is_help=True,
                   pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
 
-for group in (platform, trust, people, workspaces, backups):  # one module per group, in --help's order
+for group in (platform, trust, image, people, workspaces, backups):  # one module per group, in --help's order
     group.register(app)
 
 # ── lead: commands from other branches register here ──────────────────────────────────────

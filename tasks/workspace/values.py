@@ -56,10 +56,14 @@ def platform_gateway(gateways: list[dict], settings: Settings) -> GatewayRef | N
 
 
 def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 1,
-                     gateway: GatewayRef | None = None) -> dict[str, Any]:
+                     gateway: GatewayRef | None = None, image: str | None = None) -> dict[str, Any]:
     """Values for ``charts/vibecode-workspace``; the chart's values.schema.json is the contract.
-    ``gateway`` None: no HTTPRoute (the cluster has no platform Gateway)."""
-    name, _, digest = settings.workspace.image.partition("@")
+    ``gateway`` None: no HTTPRoute (the cluster has no platform Gateway). ``image``: the reference
+    to run (the lock's, by digest: :func:`tasks.platform.lock.Lock.find`); default the setting's.
+
+    The AI assistant's key is named, never carried: the values hold the Secret's name and key
+    (``assistant``), only when one is configured, and the pod reads the value from the Secret."""
+    name, _, digest = (image or settings.workspace.image).partition("@")
     repository, _, tag = name.rpartition(":")
     image = {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent", **({"digest": digest} if digest else {})}
     route: dict[str, Any] = {"enabled": gateway is not None}
@@ -76,4 +80,7 @@ def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 
             "extensions": {"size": settings.workspace.extensions_size},
         },
         "route": route,
+        **({"assistant": {"secretName": settings.workspace.assistant_secret,
+                          "secretKey": settings.workspace.assistant_secret_key}}
+           if settings.workspace.assistant_secret else {}),
     }
