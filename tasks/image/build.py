@@ -95,6 +95,11 @@ class BuildResult:
     def tag(self) -> str:
         return self.reference.rpartition(":")[2]
 
+    @classmethod
+    def from_json(cls, data: dict) -> BuildResult:
+        paths = {k: Path(data[k]) for k in ("out", "layout", "archive", "packages")}
+        return cls(**{**data, **paths})
+
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
@@ -240,9 +245,7 @@ def build(folder: Path = SPEC_DIR, out: Path | None = None, extra_extensions: li
     out = Path(out) if out else CACHE / "build" / f"{spec.tag}-{key}"
     done = out / "build.json"
     if done.exists() and not force:
-        data = json.loads(done.read_text())
-        return BuildResult(**{k: Path(v) if k in ("out", "layout", "archive", "packages") else v
-                              for k, v in data.items()})
+        return BuildResult.from_json(json.loads(done.read_text()))
     from_cache = ["debian"] if base_cached else []
     missing: list[str] = []
     t = time.monotonic()
@@ -323,3 +326,10 @@ def load_into_kind(result: BuildResult, cluster: str) -> None:
     if not shutil.which("kind"):
         raise PermanentError("kind is not installed here: `vibecode image load --registry HOST:PORT` instead")
     oci.run("kind", "load", "image-archive", result.archive, "--name", cluster)
+
+
+def differences_between(a: BuildResult, b: BuildResult) -> list[str]:
+    """What differs between two builds' layers, path by path (for a digest that moved)."""
+    from tasks.image.spec import differences
+
+    return differences(oci.layer_files(a.layout, a.tag), oci.layer_files(b.layout, b.tag))

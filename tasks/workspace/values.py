@@ -65,7 +65,7 @@ def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 
     (``assistant``), only when one is configured, and the pod reads the value from the Secret."""
     name, _, digest = (image or settings.workspace.image).partition("@")
     repository, _, tag = name.rpartition(":")
-    image = {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent", **({"digest": digest} if digest else {})}
+    pull: dict[str, str] = {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent", **({"digest": digest} if digest else {})}
     route: dict[str, Any] = {"enabled": gateway is not None}
     if gateway is not None:
         route["gateway"] = {"name": gateway.name, "namespace": gateway.namespace, "sectionName": gateway.section_name}
@@ -73,7 +73,7 @@ def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 
         "username": names.username,
         "domain": settings.domain,
         "replicas": replicas,
-        "image": image,
+        "image": pull,
         "persistence": {
             "storageClass": settings.workspace.storage_class or "",
             "workspace": {"size": settings.workspace.size},

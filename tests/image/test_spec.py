@@ -16,8 +16,16 @@ from hypothesis import strategies as st
 
 from tasks.core.errors import InvalidInput
 from tasks.image.build import load_inputs
-from tasks.image.spec import (ENTRYPOINT, KEY_ENV, differences, dpkg_packages, package_list, parse_settings,
-                              parse_spec, rootfs_plan)
+from tasks.image.spec import (
+    ENTRYPOINT,
+    KEY_ENV,
+    differences,
+    dpkg_packages,
+    package_list,
+    parse_settings,
+    parse_spec,
+    rootfs_plan,
+)
 from tasks.platform.lock import load_lock
 
 ROOT = Path(__file__).resolve().parents[2]
