@@ -181,14 +181,18 @@ def npm_folder(name: str, version: str, node: Path | None, scripts: bool = True)
 
 
 def installed_versions(folder: Path) -> dict[str, str]:
-    """name -> version of the top-level packages npm installed in ``folder`` (from its lock)."""
-    lock = folder / "package-lock.json"
-    if lock.exists():
-        pkgs = json.loads(lock.read_text()).get("packages", {})
-        top = {k.removeprefix("node_modules/"): v.get("version", "") for k, v in pkgs.items()
-               if k.startswith("node_modules/") and "/node_modules/" not in k.removeprefix("node_modules/")}
-        return top
-    return {}
+    """name -> version of each top-level package in ``folder``'s node_modules: what is there,
+    not what the lock file lists (it names every platform's optional package)."""
+    out: dict[str, str] = {}
+    modules = folder / "node_modules"
+    for manifest in [*modules.glob("*/package.json"), *modules.glob("@*/*/package.json")]:
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("name") and data.get("version"):
+            out[data["name"]] = data["version"]
+    return out
 
 
 # -- 3. extensions -------------------------------------------------------------------------

@@ -83,7 +83,8 @@ def find_gateway() -> GatewayRef | None:
 def install_release(username: str, replicas: int, gateway: GatewayRef | None = None) -> helm.ReleaseResult:
     s = get_settings()
     names = workspace_names(username)
-    image = pinned_for(load_lock(s.platform.lock_file), "code-server", s.workspace.image)
+    lock = load_lock(s.platform.lock_file)
+    image = pinned_for(lock, "workspace", pinned_for(lock, "code-server", s.workspace.image))
     return helm.install_or_upgrade(names.release, s.workspace.chart,
                                    workspace_values(names, s, replicas, gateway, image), s.namespace, s)
 

@@ -51,14 +51,16 @@ def test_the_repository_spec_declares_what_people_need():
     assert settings["workbench.startupEditor"] == "readme"  # the template's README, not another product's page
 
 
-def test_settings_default_is_the_lock_entry_and_the_lock_pins_it_by_digest():
-    """Workspaces run the lock's code-server entry by its digest: the setting names the built tag."""
-    from tasks.core.settings import WorkspaceSettings
+def test_the_lock_pins_the_built_image_by_digest():
+    """The lock's ``workspace`` entry is this spec's image, built here (not pulled), by digest."""
+    from tasks.platform.lock import pinned_for
 
     spec = parse_spec((SPEC_DIR / "spec.yaml").read_text())
-    pin = load_lock().image("code-server")
-    assert pin.image == spec.reference == WorkspaceSettings().image
+    lock = load_lock()
+    pin = lock.image("workspace")
+    assert pin.image == spec.reference and pin.component == "workspace-image"
     assert pin.build and "images/workspace" in pin.build
+    assert pinned_for(lock, "workspace", spec.reference) == f"{spec.reference}@{pin.digest}"
     assert pin.digest and re.match(r"^sha256:[0-9a-f]{64}$", pin.digest)
 
 

@@ -317,17 +317,17 @@ def test_a_configured_assistant_secret_reaches_the_pod_by_reference_only(helm, t
 
 
 def test_the_builder_runs_the_lock_image_by_digest(helm, tmp_path):
-    """The setting names the lock's code-server entry by tag; provisioning runs it by the lock's digest."""
+    """The setting names the lock's workspace entry by tag; provisioning runs it by the lock's digest."""
     from tasks.core.names import workspace_names
-    from tasks.core.settings import Settings
+    from tasks.core.settings import Settings, WorkspaceSettings
     from tasks.platform.lock import load_lock, pinned_for
     from tasks.workspace.values import workspace_values
 
-    s = Settings()
-    pin = load_lock().image("code-server")
-    image = pinned_for(load_lock(), "code-server", s.workspace.image)
+    pin = load_lock().image("workspace")
+    s = Settings(workspace=WorkspaceSettings(image=pin.image))
+    image = pinned_for(load_lock(), "workspace", s.workspace.image)
     assert image == pin.pinned_ref and image.endswith(f"@{pin.digest}")
-    assert pinned_for(load_lock(), "code-server", "elsewhere/code-server:1") == "elsewhere/code-server:1"
+    assert pinned_for(load_lock(), "workspace", "elsewhere/code-server:1") == "elsewhere/code-server:1"
     values_file = tmp_path / "values.json"
     values_file.write_text(json.dumps(workspace_values(workspace_names("carol"), s, image=image)))
     dep = _one(_render(helm, "-f", str(values_file), username=None), "Deployment")
