@@ -337,3 +337,8 @@ def differences_between(a: BuildResult, b: BuildResult) -> list[str]:
     from tasks.image.spec import differences
 
     return differences(oci.layer_files(a.layout, a.tag), oci.layer_files(b.layout, b.tag))
+
+
+def bundle_source(result: BuildResult) -> str:
+    """The skopeo source a bundle copies the built image from (``flows.bundle``'s ``built``)."""
+    return f"oci:{result.layout}:{result.tag}"

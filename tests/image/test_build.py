@@ -92,3 +92,21 @@ def test_load_pushes_the_same_digest_to_a_registry(built, tmp_path):
         assert registry.has("workspace", built.digest)
     finally:
         registry.stop()
+
+
+def test_the_bundle_carries_the_built_image_at_the_lock_digest(built, tmp_path):
+    """The air-gap bundle takes the build (``built``) and refuses it unless it is the pinned digest."""
+    from tasks.core.errors import PermanentError
+    from tasks.platform.bundle import write_bundle
+    from tasks.platform.lock import DEFAULT_LOCK, load_lock, with_overrides
+
+    lock = load_lock()
+    manifest = write_bundle(tmp_path / "b", lock, DEFAULT_LOCK.read_text(), {}, ["workspace", "hr-gateway"], [],
+                            built={"workspace": build.bundle_source(built)})
+    [entry] = manifest["images"]
+    assert entry["key"] == "workspace" and entry["built"] is True
+    assert entry["digest"] == lock.image("workspace").digest == built.digest
+    assert any(e["entry"] == "image hr-gateway" for e in manifest["left_out"])
+    other = with_overrides(lock, images={"workspace": {"digest": "sha256:" + "0" * 64}})
+    with pytest.raises(PermanentError, match="not the pinned"):
+        write_bundle(tmp_path / "c", other, "", {}, ["workspace"], [], built={"workspace": build.bundle_source(built)})
