@@ -51,6 +51,7 @@ class Image:
     name: str  # repository:tag as pods and containerd see it
     archive: Path  # a docker-archive or an OCI archive (ctr imports both)
     key: str | None = None  # the node's short name for it, when not the repository's last part
+    digest: str | None = None  # its manifest digest, when pods may run it by digest
 
     @property
     def short(self) -> str:
@@ -183,7 +184,7 @@ def code_server_image() -> Image:
     """The workspace image itself (images/workspace, ``vibecode image build``): what the
     workspace chart runs in production, so the node tests run what people get."""
     built = workspace_build.build()
-    return Image(built.reference, built.archive, key="code-server")
+    return Image(built.reference, built.archive, key="code-server", digest=built.digest)
 
 
 # -- the platform's stores: S3, Authelia's PostgreSQL and Redis --------------------------------
@@ -354,6 +355,11 @@ def import_all(images: list[Image], ctr: list[str]) -> None:
     """Load archives into containerd's k8s.io namespace (where the kubelet's CRI looks)."""
     for image in images:
         _run(*ctr, "-n", "k8s.io", "images", "import", image.archive)
+        if image.digest:
+            # containerd's CRI names a pulled image repo@digest too; an imported one only by its
+            # tag, so a pod running repo:tag@digest would try a registry. Name it as a pull would.
+            repo = image.name.rpartition(":")[0]
+            _run(*ctr, "-n", "k8s.io", "images", "tag", "--force", image.name, f"{repo}@{image.digest}")
 
 
 if __name__ == "__main__":
