@@ -6,7 +6,7 @@
 #   scripts/setup.sh --test   everything: the runtime, the dev venv, and the real test stack: etcd, kube-apiserver (built once
 #                             from Debian's source package and cached), restic, slapd,
 #                             prometheus-pushgateway, postgresql-15 (Prefect's team database),
-#                             docker-registry (+ umoci, skopeo),
+#                             docker-registry (+ umoci, skopeo), mmdebstrap (the workspace image),
 #                             and the test extras; for the real node (tests marked
 #                             `node`): containerd, runc, CNI plugins, kubelet & co.
 #                             (same build), code-server, and the local images
@@ -30,6 +30,8 @@ if $with_tests; then
   have docker-registry || need_apt+=(docker-registry)
   have umoci || need_apt+=(umoci)
   have skopeo || need_apt+=(skopeo)
+  # The workspace image's Debian base (tasks/image/build.py; the node's code-server image is it).
+  have mmdebstrap || need_apt+=(mmdebstrap)
   # For the Kubernetes build and code-server (installed here, before they run in parallel below).
   for pkg in golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev libkrb5-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")

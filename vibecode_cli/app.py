@@ -15,7 +15,7 @@ import typer
 from typer.exceptions import TyperException
 
 from tasks.core.errors import InvalidInput, MissingPrerequisite, PermanentError
-from vibecode_cli import airgap, backups, people, platform, recovery, trust, workspaces
+from vibecode_cli import airgap, backups, image, people, platform, recovery, trust, workspaces
 from vibecode_cli.output import Exit, fail
 
 HELP = """Run the VibeCode platform's lifecycle from a terminal: the same flows the Prefect UI,
@@ -31,7 +31,7 @@ Shell completion: `vibecode --install-completion`."""
 app = typer.Typer(name="vibecode", help=HELP, rich_markup_mode="markdown", no_args_is_help=True,
                   pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
 
-for group in (platform, airgap, trust, people, workspaces, backups, recovery):  # one module per group, in --help's order
+for group in (platform, airgap, trust, image, people, workspaces, backups, recovery):  # one module per group, in --help's order
     group.register(app)
 
 

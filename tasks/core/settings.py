@@ -101,7 +101,14 @@ class WorkspaceSettings(BaseModel):
         Path(__file__).resolve().parents[2] / "charts" / "vibecode-workspace",
         description="Path of the vibecode-workspace Helm chart")
     image: str = Field(
-        "codercom/code-server:4.101.2", description="code-server image of every workspace")
+        "codercom/code-server:4.101.2",
+        description="Workspace image. The one built from images/workspace (`vibecode image build`) is the "
+                    "lock's `workspace` entry: named by its tag here, workspaces run it by the lock's digest")
+    assistant_secret: str | None = Field(
+        None, description="Secret (workspaces' namespace) holding the AI assistant's key; none: no key is "
+                          "injected and the workspace says how to get one")
+    assistant_secret_key: str = Field(
+        "ANTHROPIC_API_KEY", pattern=r"^[-._a-zA-Z0-9]+$", description="Key of that Secret holding the key")
     storage_class: str | None = Field(
         None, description="StorageClass of workspace volumes (default: the cluster's default class)")
     size: str = Field("10Gi", description="Size of a workspace's home volume")

@@ -218,6 +218,15 @@ class Lock(BaseModel):
         return None
 
 
+def pinned_for(lock: Lock, key: str, ref: str) -> str:
+    """``ref`` by the lock's digest when it names entry ``key`` by its tag (the configured image is
+    the lock's); ``ref`` unchanged otherwise (an override, or already by digest)."""
+    pin = lock.images.get(key)
+    if pin is None or pin.digest is None or parse_image(ref).digest is not None:
+        return ref
+    return pin.pinned_ref if normalise(ref) == normalise(pin.image) else ref
+
+
 def load_lock(path: Path | str | None = None) -> Lock:
     p = Path(path) if path else DEFAULT_LOCK
     try:

@@ -15,6 +15,7 @@ from tasks.core.errors import NotFound, PermanentError
 from tasks.core.names import PART_OF, PART_OF_LABEL, RESTORING_ANNOTATION, workspace_names
 from tasks.core.settings import get_settings
 from tasks.core.steps import HELM, KUBE_API, now, transient_retries
+from tasks.platform.lock import load_lock, pinned_for
 from tasks.platform.values import GATEWAY_SELECTOR
 from tasks.workspace.values import GatewayRef, platform_gateway, workspace_values
 
@@ -82,8 +83,10 @@ def find_gateway() -> GatewayRef | None:
 def install_release(username: str, replicas: int, gateway: GatewayRef | None = None) -> helm.ReleaseResult:
     s = get_settings()
     names = workspace_names(username)
+    lock = load_lock(s.platform.lock_file)
+    image = pinned_for(lock, "workspace", pinned_for(lock, "code-server", s.workspace.image))
     return helm.install_or_upgrade(names.release, s.workspace.chart,
-                                   workspace_values(names, s, replicas, gateway), s.namespace, s)
+                                   workspace_values(names, s, replicas, gateway, image), s.namespace, s)
 
 
 @task(name="wait-workspace-available", **RETRY)

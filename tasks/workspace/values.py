@@ -56,12 +56,16 @@ def platform_gateway(gateways: list[dict], settings: Settings) -> GatewayRef | N
 
 
 def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 1,
-                     gateway: GatewayRef | None = None) -> dict[str, Any]:
+                     gateway: GatewayRef | None = None, image: str | None = None) -> dict[str, Any]:
     """Values for ``charts/vibecode-workspace``; the chart's values.schema.json is the contract.
-    ``gateway`` None: no HTTPRoute (the cluster has no platform Gateway)."""
-    name, _, digest = settings.workspace.image.partition("@")
+    ``gateway`` None: no HTTPRoute (the cluster has no platform Gateway). ``image``: the reference
+    to run (the lock's, by digest: :func:`tasks.platform.lock.Lock.find`); default the setting's.
+
+    The AI assistant's key is named, never carried: the values hold the Secret's name and key
+    (``assistant``), only when one is configured, and the pod reads the value from the Secret."""
+    name, _, digest = (image or settings.workspace.image).partition("@")
     repository, _, tag = name.rpartition(":")
-    image = {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent", **({"digest": digest} if digest else {})}
+    pull: dict[str, str] = {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent", **({"digest": digest} if digest else {})}
     route: dict[str, Any] = {"enabled": gateway is not None}
     if gateway is not None:
         route["gateway"] = {"name": gateway.name, "namespace": gateway.namespace, "sectionName": gateway.section_name}
@@ -69,11 +73,14 @@ def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 
         "username": names.username,
         "domain": settings.domain,
         "replicas": replicas,
-        "image": image,
+        "image": pull,
         "persistence": {
             "storageClass": settings.workspace.storage_class or "",
             "workspace": {"size": settings.workspace.size},
             "extensions": {"size": settings.workspace.extensions_size},
         },
         "route": route,
+        **({"assistant": {"secretName": settings.workspace.assistant_secret,
+                          "secretKey": settings.workspace.assistant_secret_key}}
+           if settings.workspace.assistant_secret else {}),
     }

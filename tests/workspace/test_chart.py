@@ -213,6 +213,7 @@ def test_schema_accepts_boundary_usernames(helm, username):
     ("networkPolicy.ingressNamespace", "/networkPolicy", "ingressNamespace"),
     ("ingress.enabled", "", "ingress"),
     ("authelia.verifyUrl", "", "authelia"),
+    ("assistant.apiKey", "/assistant", "apiKey"),
 ])
 def test_schema_rejects_unknown_keys_at_every_level(helm, key, where, unknown):
     err = _expect_schema_error(helm, "--set-string", f"{key}=1")
@@ -275,6 +276,62 @@ def test_values_from_the_ops_builder_pass_the_schema(helm, tmp_path):
     values_file.write_text(json.dumps(values))
     route = _one(_render(helm, "-f", str(values_file), username=None), "HTTPRoute")
     assert route["spec"]["parentRefs"][0]["name"] == "edge" and route["spec"]["parentRefs"][0]["sectionName"] == "ws"
+
+
+# ------------------------------------------------------------- the AI assistant's key
+
+def _container_env(dep: dict) -> list[dict]:
+    return dep["spec"]["template"]["spec"]["containers"][0].get("env", [])
+
+
+def test_no_assistant_key_configured_means_no_env_and_the_workspace_still_renders(objs):
+    """Without a Secret configured, nothing about a key is in the pod spec: the workspace starts
+    and its image says how to get one (tests/image/test_spec.py)."""
+    assert _container_env(objs["Deployment"]) == []
+
+
+def test_a_configured_assistant_secret_reaches_the_pod_by_reference_only(helm, tmp_path):
+    """The values carry the Secret's name, never its value; the kubelet reads the key (optional,
+    so a deleted Secret does not stop a workspace)."""
+    from tasks.core.names import workspace_names
+    from tasks.core.settings import Settings, WorkspaceSettings
+    from tasks.workspace.values import workspace_values
+
+    secret_value = "sk-ant-never-in-a-value-0123456789"
+    settings = Settings(workspace=WorkspaceSettings(assistant_secret="vibecode-assistant"))
+    values = workspace_values(workspace_names("carol"), settings)
+    assert values["assistant"] == {"secretName": "vibecode-assistant", "secretKey": "ANTHROPIC_API_KEY"}
+    values_file = tmp_path / "values.json"
+    values_file.write_text(json.dumps(values))
+    proc = helm("template", "ws-carol", str(CHART), "--namespace", NAMESPACE, "-f", str(values_file))
+    assert proc.returncode == 0, proc.stderr
+    dep = _one([d for d in yaml.safe_load_all(proc.stdout) if d], "Deployment")
+    assert _container_env(dep) == [{"name": "ANTHROPIC_API_KEY", "valueFrom": {"secretKeyRef": {
+        "name": "vibecode-assistant", "key": "ANTHROPIC_API_KEY", "optional": True}}}]
+    assert secret_value not in proc.stdout and "value:" not in json.dumps(_container_env(dep))
+    # A key's value can't be smuggled in as the Secret's name.
+    err = _expect_schema_error(helm, "--set-string", f"assistant.secretName={secret_value.upper()}")
+    assert "/assistant/secretName" in err
+    # Without the setting the builder leaves the key out altogether.
+    assert "assistant" not in workspace_values(workspace_names("carol"), Settings())
+
+
+def test_the_builder_runs_the_lock_image_by_digest(helm, tmp_path):
+    """The setting names the lock's workspace entry by tag; provisioning runs it by the lock's digest."""
+    from tasks.core.names import workspace_names
+    from tasks.core.settings import Settings, WorkspaceSettings
+    from tasks.platform.lock import load_lock, pinned_for
+    from tasks.workspace.values import workspace_values
+
+    pin = load_lock().image("workspace")
+    s = Settings(workspace=WorkspaceSettings(image=pin.image))
+    image = pinned_for(load_lock(), "workspace", s.workspace.image)
+    assert image == pin.pinned_ref and image.endswith(f"@{pin.digest}")
+    assert pinned_for(load_lock(), "workspace", "elsewhere/code-server:1") == "elsewhere/code-server:1"
+    values_file = tmp_path / "values.json"
+    values_file.write_text(json.dumps(workspace_values(workspace_names("carol"), s, image=image)))
+    dep = _one(_render(helm, "-f", str(values_file), username=None), "Deployment")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == f"{pin.image}@{pin.digest}"
 
 
 # ------------------------------------------------------------- Pod Security restricted

