@@ -639,6 +639,10 @@ class Settings(BaseSettings):
         30, gt=0, le=600,
         description="Client-side timeout of every Kubernetes API call (a watch adds its own server-side timeout); "
                     "a call past it is a transient error, retried by its task")
+    kube_list_page_size: int = Field(
+        500, ge=1, le=10000,
+        description="Objects per LIST page (limit/continue): the API server and etcd build one page at a time, "
+                    "so neither side holds a whole 10,000-object response")
 
     workspace: WorkspaceSettings = Field(default_factory=WorkspaceSettings, description=WorkspaceSettings.__doc__)
     identity: IdentitySettings = Field(default_factory=IdentitySettings, description=IdentitySettings.__doc__)

@@ -112,6 +112,7 @@ class EnvTest:
     version: str
     procs: list[subprocess.Popen]
     workdir: tempfile.TemporaryDirectory
+    etcd_url: str = ""  # the etcd the API server stores into (tests compact it to expire continue tokens)
 
     @property
     def audit_log(self) -> Path:
@@ -210,4 +211,4 @@ def start() -> EnvTest:
     }))
     kubeconfig.chmod(0o600)
     print(f"[harness] kube-apiserver {version} at {url} (etcd {assets / 'etcd'})", file=sys.stderr)
-    return EnvTest(url, kubeconfig, version, [etcd, api], wd)
+    return EnvTest(url, kubeconfig, version, [etcd, api], wd, f"http://127.0.0.1:{etcd_port}")
