@@ -166,6 +166,20 @@ Items = list[dict]  # the items of a LIST (inside Kube, ``list`` names the metho
 LIST_RESTARTS = 3  # a LIST restarted this often after expired continue tokens gives up (transient)
 
 
+def lean(obj: dict, *, template: bool = True) -> dict:
+    """The object without ``metadata.managedFields`` (server-side apply's bookkeeping, often a
+    third of an object, read by none of our decisions) and, with ``template=False``, without
+    ``spec.template`` (a Deployment's or Job's pod template, the rest of its bulk). Callers
+    that keep thousands of objects fold each page through this before holding it."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        obj = dict(obj, metadata={k: v for k, v in meta.items() if k != "managedFields"})
+    spec = obj.get("spec")
+    if not template and isinstance(spec, dict) and "template" in spec:
+        obj = dict(obj, spec={k: v for k, v in spec.items() if k != "template"})
+    return obj
+
+
 def _identity(obj: dict) -> str:
     meta = obj.get("metadata") or {}
     return meta.get("uid") or f"{meta.get('namespace', '')}/{meta.get('name', '')}"

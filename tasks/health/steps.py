@@ -61,10 +61,16 @@ def list_cluster_objects() -> Listing:
         users, users_database = parse_users(text, f"Secret {s.platform_namespace}/{s.identity.authelia_users_secret} "
                                                   + ("not found" if secret is None else f"has no {USERS_KEY}"))
         users = redact(users)
-    return Listing(nodes=client.list_all("Node"), deployments=client.list_all("Deployment"),
-                   statefulsets=client.list_all("StatefulSet"),
-                   pvcs=client.list("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR, raw=True),
-                   ledger=client.list("ConfigMap", s.platform_namespace, LEDGER_SELECTOR, raw=True),
+
+    def read(kind: str, namespace: str | None = None, sel: str | None = None) -> list[dict]:
+        """Every page, each object without its managedFields as its page arrives (the pod
+        templates stay: the overview reads their resource requests)."""
+        return [kube.lean(o) for page in client.pages(kind, namespace, sel, all_namespaces=namespace is None)
+                for o in page]
+
+    return Listing(nodes=read("Node"), deployments=read("Deployment"), statefulsets=read("StatefulSet"),
+                   pvcs=read("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR),
+                   ledger=read("ConfigMap", s.platform_namespace, LEDGER_SELECTOR),
                    certificates=certificates, users=users, users_database=users_database)
 
 

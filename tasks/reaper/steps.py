@@ -112,11 +112,18 @@ class ReapReport(BaseModel):
 
 @task(name="list-workspaces", tags=[KUBE_API], **RETRY)
 def list_workspaces() -> list[Workspace]:
+    """Deployments, volumes and restic Jobs, each read in pages and folded into the
+    workspaces as the pages arrive: what is held is the decision's input (metadata, replicas,
+    status), not 10,000 full objects with their pod templates."""
     s = get_settings()
     client = kube.connect()
-    return workspaces_from(client.list_json("Deployment", s.namespace, WORKSPACE_DEPLOYMENT_SELECTOR),
-                           client.list_json("PersistentVolumeClaim", s.namespace, WORKSPACE_VOLUMES_SELECTOR),
-                           client.list_json("Job", s.namespace, RESTIC_JOBS_SELECTOR))
+
+    def read(kind: str, sel: str):
+        return (kube.lean(o, template=False) for page in client.pages(kind, s.namespace, sel) for o in page)
+
+    return workspaces_from(read("Deployment", WORKSPACE_DEPLOYMENT_SELECTOR),
+                           read("PersistentVolumeClaim", WORKSPACE_VOLUMES_SELECTOR),
+                           read("Job", RESTIC_JOBS_SELECTOR))
 
 
 @task(name="read-owners", **RETRY)
