@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import assert_never
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks.backup.repo import repository_word
@@ -139,13 +140,13 @@ def read_owners() -> Owners | None:
         return None
 
 
-@task(name="probe-workspaces")
+@task(name="probe-workspaces", cache_policy=NO_CACHE)  # a cache key would hash every URL
 def probe_workspaces(urls: dict[str, str]) -> dict[str, Probe]:
     s = get_settings()
     return probe_all(urls, s.reaper.probe_concurrency, s.reaper.probe_timeout_seconds)
 
 
-@task(name="confirm-snapshots", tags=[KUBE_API])
+@task(name="confirm-snapshots", tags=[KUBE_API], cache_policy=NO_CACHE)
 def read_repositories(usernames: list[str]) -> dict[str, RepositoryWord]:
     """What each repository itself holds, for the workspaces whose deletion is due: the
     deletion rule checks the volume's annotation against it. One listing per repository;
