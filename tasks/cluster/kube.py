@@ -166,17 +166,25 @@ Items = list[dict]  # the items of a LIST (inside Kube, ``list`` names the metho
 LIST_RESTARTS = 3  # a LIST restarted this often after expired continue tokens gives up (transient)
 
 
-def lean(obj: dict, *, template: bool = True) -> dict:
+def lean(obj: dict, *, template: str = "keep") -> dict:
     """The object without ``metadata.managedFields`` (server-side apply's bookkeeping, often a
-    third of an object, read by none of our decisions) and, with ``template=False``, without
-    ``spec.template`` (a Deployment's or Job's pod template, the rest of its bulk). Callers
-    that keep thousands of objects fold each page through this before holding it."""
+    third of an object, read by none of our decisions). ``template``: what stays of
+    ``spec.template``, a Deployment's or Job's pod template and the rest of its bulk:
+    ``"keep"`` all of it, ``"requests"`` only each container's name and resource requests
+    (what the workspace overview shows), ``"drop"`` nothing. Callers that keep thousands of
+    objects fold each page through this before holding it."""
     meta = obj.get("metadata")
     if isinstance(meta, dict) and "managedFields" in meta:
         obj = dict(obj, metadata={k: v for k, v in meta.items() if k != "managedFields"})
     spec = obj.get("spec")
-    if not template and isinstance(spec, dict) and "template" in spec:
-        obj = dict(obj, spec={k: v for k, v in spec.items() if k != "template"})
+    if template != "keep" and isinstance(spec, dict) and "template" in spec:
+        rest = {k: v for k, v in spec.items() if k != "template"}
+        if template == "requests":
+            containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+            rest["template"] = {"spec": {"containers": [
+                {"name": c.get("name", ""), "resources": {"requests": (c.get("resources") or {}).get("requests") or {}}}
+                for c in containers]}}
+        obj = dict(obj, spec=rest)
     return obj
 
 

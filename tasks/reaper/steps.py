@@ -2,7 +2,7 @@
 probing in :mod:`tasks.reaper.probe`, cluster calls through :mod:`tasks.cluster.kube` and
 :mod:`tasks.cluster.helm`.
 
-One run: one LIST each of Deployments, volumes and restic Jobs (never a GET per
+One run: one paged LIST each of Deployments, volumes and restic Jobs (never a GET per
 workspace); every running workspace's ``/healthz`` probed inside one task with a bounded
 pool; then writes only for the workspaces whose decision changes something. Dormant
 workspaces without a verified backup newer than their stop get one from the backup flow;
@@ -120,10 +120,12 @@ def list_workspaces() -> list[Workspace]:
     client = kube.connect()
 
     def read(kind: str, sel: str):
-        return (kube.lean(o, template=False) for page in client.pages(kind, s.namespace, sel) for o in page)
+        return (kube.lean(o, template="drop") for page in client.pages(kind, s.namespace, sel) for o in page)
 
-    return workspaces_from(read("Deployment", WORKSPACE_DEPLOYMENT_SELECTOR),
-                           read("PersistentVolumeClaim", WORKSPACE_VOLUMES_SELECTOR),
+    # A volume is kept for its name, labels, annotations and resourceVersion (the dormancy and
+    # backup rules read nothing else): two of them per workspace, held for the whole run.
+    volumes = ({"metadata": v["metadata"]} for v in read("PersistentVolumeClaim", WORKSPACE_VOLUMES_SELECTOR))
+    return workspaces_from(read("Deployment", WORKSPACE_DEPLOYMENT_SELECTOR), volumes,
                            read("Job", RESTIC_JOBS_SELECTOR))
 
 

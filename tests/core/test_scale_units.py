@@ -20,9 +20,17 @@ def test_lean_drops_managed_fields_and_only_on_request_the_template():
            "spec": {"replicas": 1, "template": {"spec": {"containers": []}}}, "status": {"replicas": 1}}
     kept = lean(dep)
     assert "managedFields" not in kept["metadata"] and kept["spec"]["template"] == dep["spec"]["template"]
-    slim = lean(dep, template=False)
+    slim = lean(dep, template="drop")
     assert slim == {"metadata": {"name": "ws-a", "annotations": {"a": "1"}}, "spec": {"replicas": 1},
                     "status": {"replicas": 1}}
+    full = {"spec": {"replicas": 1, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {
+        "volumes": [{"name": "home"}], "containers": [
+            {"name": "cs", "image": "code-server", "env": [{"name": "X", "value": "1"}],
+             "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2"}}},
+            {"name": "side"}]}}}}
+    assert lean(full, template="requests")["spec"] == {"replicas": 1, "template": {"spec": {"containers": [
+        {"name": "cs", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
+        {"name": "side", "resources": {"requests": {}}}]}}}
     assert dep["metadata"]["managedFields"] and dep["spec"]["template"], "the original is left as it was"
     assert lean({"metadata": {"name": "x"}}) == {"metadata": {"name": "x"}}
 
