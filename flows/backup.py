@@ -1,5 +1,10 @@
 """Nightly workspace backups with restic. Orchestration only: the steps are in
 :mod:`tasks.backup.steps`. Restores are :mod:`flows.restore`.
+
+One LIST each of volumes and pods (paged) plans the run; the workspaces then go in
+batches, one task run each, and Jobs are created as slots free (``backup.concurrency``
+in flight), so the cluster's nodes and the S3 store set the pace and the flow's cost per
+workspace is the same at 100 and at 10,000.
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.backup.plan import backup_targets
 from tasks.backup.status import BackupReport, Outcome, WorkspaceResult, run_outcome
 from tasks.backup.steps import (
-    backup_workspace,
+    backup_batch,
+    batches,
     bounded,
     ensure_backup_secret,
     find_workspace_nodes,
     list_workspace_volumes,
     notify_backup_failure,
+    release_slots,
     run_selector,
 )
 from tasks.cluster.jobs import close_waiter, shared_key
@@ -40,16 +47,18 @@ def backup_workspaces(usernames: list[Username] | None = None) -> BackupReport:
     volumes = list_workspace_volumes()
     nodes = find_workspace_nodes()
     chosen, results = backup_targets(wanted, volumes, nodes)
-    targets = [(t.username, t.pvc, t.node, run_id) for t in chosen]
+    chunks, in_flight = batches(chosen, s.backup.batch_size, s.backup.concurrency)
 
-    try:
-        for (user, pvc, *_), future in bounded(backup_workspace.submit, targets, s.backup.concurrency):
+    try:  # one task run per batch; the run's slots keep at most backup.concurrency Jobs in flight
+        for (batch, _), future in bounded(backup_batch.submit, [(b, run_id) for b in chunks], in_flight):
             try:
-                results.append(future.result())
-            except Exception as exc:  # noqa: BLE001 - a crashed task is this workspace's failure
-                results.append(WorkspaceResult(username=user, pvc=pvc, outcome=Outcome.FAILED, reason=str(exc)))
+                results.extend(future.result())
+            except Exception as exc:  # noqa: BLE001 - a crashed batch is its workspaces' failure
+                results.extend(WorkspaceResult(username=t.username, pvc=t.pvc, outcome=Outcome.FAILED,
+                                               reason=str(exc)) for t in batch)
     finally:
         close_waiter(shared_key(s.namespace, run_selector(run_id)))
+        release_slots(run_id)
 
     results.sort(key=lambda r: r.username)
     report = BackupReport(outcome=run_outcome([r.outcome for r in results]), started=started,

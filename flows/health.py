@@ -1,7 +1,7 @@
 """Platform health every five minutes: what operators need to know, in Datadog and Prometheus.
 Orchestration only: the steps are in :mod:`tasks.health.checks.steps`.
 
-One LIST per kind (never a GET per workspace) and one probe per endpoint feed the pure
+One paged LIST per kind (never a GET per workspace) and one probe per endpoint feed the pure
 checks of :mod:`tasks.health.checks.checks`; the sinks of :mod:`tasks.health.checks.sinks` publish the
 result. A critical check fails the run (so a Prefect automation can page); a warning does
 not. A sink that is down is named in the result and never hides the checks.

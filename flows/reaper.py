@@ -1,7 +1,7 @@
 """Idle workspace reaping and resume. Orchestration only: the steps are in
 :mod:`tasks.reaper.steps`, the decision in :mod:`tasks.reaper.decide`.
 
-One run: one LIST each of Deployments, volumes and restic Jobs (never a GET per
+One run: one paged LIST each of Deployments, volumes and restic Jobs (never a GET per
 workspace); every running workspace's ``/healthz`` probed inside one task with a bounded
 pool; then writes only for the workspaces whose decision changes something. Dormant
 workspaces without a verified backup newer than their stop get one from the backup flow;
@@ -43,6 +43,10 @@ from tasks.reaper.steps import (
     start_workspace,
 )
 from tasks.workspace.steps import check_restore_guard, wait_available
+
+# A log line is one record on the Prefect server (its default limit is 1 MB): at 10,000
+# workspaces the whole plan would not fit, and the kept ones say nothing.
+PLAN_LOG_ROWS = 500
 
 
 @flow(name="reap-idle-workspaces")
@@ -97,8 +101,11 @@ def reap_idle_workspaces(dry_run: bool = False, now: datetime | None = None) -> 
             logger.info("reap %s: %s (%s) %s", r.username, r.action, r.reason, r.outcome)
     logger.info("reap %s: %s; %d probe(s) failed (unknown, kept); %d unknown exemption value(s)",
                 "plan" if dry_run else "run", counts, unknown, len(odd))
-    if dry_run:  # the plan, in the run's log; the CLI prints the report on stdout
-        logger.info("plan:\n%s", "\n".join(f"{r.username:<24} {r.action:<15} {r.reason}" for r in rows))
+    if dry_run:  # the plan, in the run's log (what it would change; the CLI prints the whole report)
+        acting = [r for r in rows if r.action is not Action.KEEP]
+        more = f"\n... and {len(acting) - PLAN_LOG_ROWS} more" if len(acting) > PLAN_LOG_ROWS else ""
+        logger.info("plan: %d to act on, %d kept:\n%s%s", len(acting), len(rows) - len(acting),
+                    "\n".join(f"{r.username:<24} {r.action:<15} {r.reason}" for r in acting[:PLAN_LOG_ROWS]), more)
     else:
         table_artifact("reap-decisions", report.table(),
                        f"Idle reaping at {rfc3339(now)}: {counts}, {unknown} unknown")

@@ -11,6 +11,8 @@ The pod skeleton (restricted security, termination messages) is :func:`tasks.clu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from tasks.backup.restic import NIGHTLY_TAG, SECRET_ENV, backup_script, plain_env, restore_script
 from tasks.cluster.objects import restricted_job
 from tasks.core.names import (
@@ -48,7 +50,7 @@ def backup_secret(backup: BackupSettings, namespace: str) -> dict | None:
             "stringData": {k: v.get_secret_value() for k, v in present.items()}}
 
 
-def workspace_nodes(pods: list[dict]) -> dict[str, str]:
+def workspace_nodes(pods: Iterable[dict]) -> dict[str, str]:
     """username -> node of a pod that holds (or is about to hold) the workspace volume."""
     nodes: dict[str, str] = {}
     for pod in pods:

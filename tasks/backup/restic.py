@@ -189,4 +189,8 @@ def classify_failure(stderr: str, what: str) -> VibecodeError:
         return PermanentError(msg)
     if "repository is already locked" in low or "unable to create lock" in low:
         return TransientError(msg)
+    # Two first-time inits create the shared bucket at once: S3 answers the second "you
+    # already own it" (BucketAlreadyOwnedByYou); the retry finds the bucket there.
+    if "already own it" in low or "bucketalreadyownedbyyou" in low:
+        return TransientError(msg)
     return PermanentError(msg)

@@ -100,6 +100,12 @@ def failure_reason(job_reason: str, pods: list[dict]) -> str:
     return f"{job_reason}: {said}" if said else job_reason
 
 
+def _kept(job: dict) -> dict:
+    """What a wait reads of a Job (its name and status): a run's watcher holds every Job of
+    the run, and the pod templates would make that grow with the fleet."""
+    return {"metadata": {"name": job["metadata"]["name"]}, "status": job.get("status") or {}}
+
+
 class JobWaiter:
     """Many waiters, one watcher thread over ``list_watch`` (a LIST, then a WATCH)."""
 
@@ -127,11 +133,11 @@ class JobWaiter:
                 for kind, obj in self._list_watch():
                     with self._cond:
                         if kind == "SYNC":
-                            self._jobs = {j["metadata"]["name"]: j for j in obj}
+                            self._jobs = {j["metadata"]["name"]: _kept(j) for j in obj}
                         elif kind == "DELETED":
                             self._jobs.pop(obj["metadata"]["name"], None)
                         else:
-                            self._jobs[obj["metadata"]["name"]] = obj
+                            self._jobs[obj["metadata"]["name"]] = _kept(obj)
                         self._error = None
                         self._cond.notify_all()
                         if self._done():

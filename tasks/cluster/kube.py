@@ -12,6 +12,13 @@ is a :class:`~tasks.core.errors.ServerError` (transient), retried by the task, n
 urllib3 inside the call (that would multiply the wait). Watches read with a timeout
 longer than the server-side ``timeoutSeconds`` they ask for, so a quiet watch ends by the
 server's word and only a dead one by ours.
+
+Every LIST is read in pages (``limit``/``continue``, ``settings.kube_list_page_size``): one
+unpaginated LIST of 10,000 workspaces makes the API server read and encode every object at
+once (an etcd range of tens of megabytes) and the flow hold all of it. A continue token
+expires once etcd compacts the list's revision (410 Gone); the list then restarts from
+its first page. :meth:`Kube.pages` hands pages over as they arrive, for callers that fold
+them into something smaller.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import threading
 from collections import Counter
 from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Any, Iterator, cast
+from typing import Any, Iterator
 
 import urllib3
 from kubernetes import client, config
@@ -156,13 +163,42 @@ def api_errors(what: str) -> Iterator[None]:
 
 
 Items = list[dict]  # the items of a LIST (inside Kube, ``list`` names the method)
+LIST_RESTARTS = 3  # a LIST restarted this often after expired continue tokens gives up (transient)
+
+
+def lean(obj: dict, *, template: str = "keep") -> dict:
+    """The object without ``metadata.managedFields`` (server-side apply's bookkeeping, often a
+    third of an object, read by none of our decisions). ``template``: what stays of
+    ``spec.template``, a Deployment's or Job's pod template and the rest of its bulk:
+    ``"keep"`` all of it, ``"requests"`` only each container's name and resource requests
+    (what the workspace overview shows), ``"drop"`` nothing. Callers that keep thousands of
+    objects fold each page through this before holding it."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        obj = dict(obj, metadata={k: v for k, v in meta.items() if k != "managedFields"})
+    spec = obj.get("spec")
+    if template != "keep" and isinstance(spec, dict) and "template" in spec:
+        rest = {k: v for k, v in spec.items() if k != "template"}
+        if template == "requests":
+            containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+            rest["template"] = {"spec": {"containers": [
+                {"name": c.get("name", ""), "resources": {"requests": (c.get("resources") or {}).get("requests") or {}}}
+                for c in containers]}}
+        obj = dict(obj, spec=rest)
+    return obj
+
+
+def _identity(obj: dict) -> str:
+    meta = obj.get("metadata") or {}
+    return meta.get("uid") or f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 class Kube:
     """A connected client. Build it with :func:`connect`; share it across threads."""
 
-    def __init__(self, api_client: client.ApiClient, request_timeout: float = 30.0):
+    def __init__(self, api_client: client.ApiClient, request_timeout: float = 30.0, page_size: int = 500):
         self.api_client = api_client
+        self.page_size = page_size  # objects per LIST page (settings.kube_list_page_size)
         call_api = api_client.call_api
 
         def counted(method, *args, **kw):
@@ -232,38 +268,99 @@ class Kube:
         except NotFound:
             return None
 
-    def list(self, kind: str, namespace: str | None, selector: str | None = None, *, raw: bool = False) -> Items:
-        """One LIST call with a label selector; callers act on the result instead of N GETs.
-
-        ``raw``: the items as the API server sent them (timestamps keep their ``Z``), without
-        building client models first, which costs seconds for a thousand objects."""
-        kw = {"label_selector": selector} if selector else {}
-        what = f"list {kind} in {namespace} ({selector})"
-        if not raw:
-            return self._call("list", kind, namespace, what=what, **kw).get("items", [])
+    # -- LIST, one page at a time ------------------------------------------------
+    def _lister(self, kind: str, namespace: str | None, all_namespaces: bool, what: str):
+        """(the client's list method, its positional arguments) for one namespace or all."""
+        if all_namespaces:
+            if kind in _CUSTOM_KINDS:
+                group, version, plural, _ = _CUSTOM_KINDS[kind]
+                return self.custom.list_cluster_custom_object, [group, version, plural]
+            group_attr, suffix, namespaced = _KINDS[kind]
+            name = f"list_{suffix}_for_all_namespaces" if namespaced else f"list_{suffix}"
+            return getattr(getattr(self, group_attr), name), []
         method, namespaced = self._method("list", kind)
         if namespaced and not namespace:
             raise PermanentError(f"{what}: {kind} needs a namespace")
+        return method, [namespace] if namespaced else []
+
+    def _page(self, method, args: list, kw: dict, raw: bool, what: str, token: str) -> tuple[Items, str, str]:
+        """One page: (items, the continue token or "", the list's resourceVersion)."""
+        kw = dict(kw, limit=self.page_size, **({"_continue": token} if token else {}))
         with api_errors(what):
-            return json.loads(method(*([namespace] if namespaced else []), _preload_content=False,
-                                     _request_timeout=self.request_timeout, **kw).data).get("items", [])
+            if raw:  # the JSON as sent: building client models for 1,000 objects costs seconds
+                body = json.loads(method(*args, _preload_content=False, _request_timeout=self.request_timeout,
+                                         **kw).data)
+            else:
+                body = self.api_client.sanitize_for_serialization(
+                    method(*args, _request_timeout=self.request_timeout, **kw))
+        meta = body.get("metadata") or {}
+        return body.get("items") or [], meta.get("continue") or "", meta.get("resourceVersion") or ""
+
+    def _collect(self, kind: str, namespace: str | None, selector: str | None, *, raw: bool,
+                 all_namespaces: bool = False) -> tuple[Items, str]:
+        """Every page of one LIST: (items, resourceVersion). A continue token that expired
+        (410: etcd compacted the list's revision) restarts the whole list, so the result is
+        one consistent snapshot whose resourceVersion a watch can resume from."""
+        what = f"list {kind} in {'all namespaces' if all_namespaces else namespace} ({selector})"
+        method, args = self._lister(kind, namespace, all_namespaces, what)
+        kw = {"label_selector": selector} if selector else {}
+        for attempt in range(LIST_RESTARTS + 1):
+            items, token, version = self._page(method, args, kw, raw, what, "")
+            try:
+                while token:
+                    more, token, _ = self._page(method, args, kw, raw, what, token)
+                    items.extend(more)
+                return items, version
+            except WatchExpired:
+                if attempt == LIST_RESTARTS:
+                    raise
+                with _calls_lock:
+                    CALLS["LIST_RESTART"] += 1
+        raise AssertionError("unreachable")
+
+    def pages(self, kind: str, namespace: str | None, selector: str | None = None, *, raw: bool = True,
+              all_namespaces: bool = False) -> Iterator[Items]:
+        """The LIST's pages as they arrive (``settings.kube_list_page_size`` objects each), for
+        callers that fold each page into a smaller result and drop it: memory then follows the
+        result, not the fleet.
+
+        An expired continue token (410) restarts the list from the first page; objects already
+        yielded (by uid) are not yielded again, so each object is seen once. The pages after a
+        restart come from a newer snapshot than the ones before it: a caller that needs one
+        consistent snapshot (to watch from its resourceVersion) uses :meth:`list`."""
+        what = f"list {kind} in {'all namespaces' if all_namespaces else namespace} ({selector}), paged"
+        method, args = self._lister(kind, namespace, all_namespaces, what)
+        kw = {"label_selector": selector} if selector else {}
+        seen: set[str] = set()
+        token, restarts = "", 0
+        while True:
+            try:
+                items, token, _ = self._page(method, args, kw, raw, what, token)
+            except WatchExpired:
+                if not token or restarts == LIST_RESTARTS:
+                    raise
+                restarts, token = restarts + 1, ""
+                with _calls_lock:
+                    CALLS["LIST_RESTART"] += 1
+                continue
+            fresh = [i for i in items if _identity(i) not in seen] if restarts else items
+            seen.update(_identity(i) for i in items)
+            if fresh:
+                yield fresh
+            if not token:
+                return
+
+    def list(self, kind: str, namespace: str | None, selector: str | None = None, *, raw: bool = False) -> Items:
+        """Every object of ``kind`` in ``namespace`` matching the label selector, read in pages;
+        callers act on the result instead of N GETs.
+
+        ``raw``: the items as the API server sent them (timestamps keep their ``Z``), without
+        building client models first, which costs seconds for a thousand objects."""
+        return self._collect(kind, namespace, selector, raw=raw)[0]
 
     def list_all(self, kind: str, selector: str | None = None) -> Items:
-        """One LIST across every namespace (or of a cluster-scoped kind)."""
-        kw: dict[str, Any] = {"label_selector": selector} if selector else {}
-        what = f"list {kind} in all namespaces ({selector})"
-        if kind in _CUSTOM_KINDS:
-            group, version, plural, _ = _CUSTOM_KINDS[kind]
-            with api_errors(what):
-                found = cast(dict, self.custom.list_cluster_custom_object(group, version, plural,
-                                                                          _request_timeout=self.request_timeout,
-                                                                          **kw))
-                return found.get("items", [])
-        group, suffix, namespaced = _KINDS[kind]
-        method = getattr(getattr(self, group), f"list_{suffix}_for_all_namespaces" if namespaced else f"list_{suffix}")
-        with api_errors(what):  # the JSON as sent: building client models for 1,000 objects costs seconds
-            return json.loads(method(_preload_content=False, _request_timeout=self.request_timeout,
-                                     **kw).data).get("items", [])
+        """Every object across every namespace (or of a cluster-scoped kind), read in pages."""
+        return self._collect(kind, None, selector, raw=True, all_namespaces=True)[0]
 
     def ping(self) -> float:
         """Seconds for one cheap round trip (GET /version): the API server's latency."""
@@ -277,14 +374,7 @@ class Kube:
         """:meth:`list`, with the items as the API server sent them: the client's model round trip
         costs milliseconds per object, seconds for a thousand Deployments. Times stay RFC 3339
         strings, as in the API."""
-        import json
-
-        method, namespaced = self._method("list", kind)
-        args = [namespace] if namespaced else []
-        kw = {"label_selector": selector} if selector else {}
-        with api_errors(f"list {kind} in {namespace} ({selector})"):
-            resp = method(*args, _preload_content=False, _request_timeout=self.request_timeout, **kw)
-            return json.loads(resp.data).get("items") or []
+        return self._collect(kind, namespace, selector, raw=True)[0]
 
     def list_watch(self, kind: str, namespace: str | None, selector: str | None = None,
                    timeout_seconds: int = 10, resource_version: str | None = None) -> Iterator[tuple[str, Any]]:
@@ -305,11 +395,8 @@ class Kube:
         kw = {"label_selector": selector} if selector else {}
         what = f"watch {kind} in {namespace} ({selector})"
         if resource_version is None:
-            with api_errors(what):
-                listed = self.api_client.sanitize_for_serialization(
-                    method(*args, _request_timeout=self.request_timeout, **kw))
-            yield "SYNC", listed.get("items", [])
-            resource_version = listed["metadata"]["resourceVersion"]
+            items, resource_version = self._collect(kind, namespace, selector, raw=False)
+            yield "SYNC", items
         # The raw event stream, not kubernetes.watch.Watch: that helper ends the stream
         # silently on a 410 Gone when a timeout is set, which would hide an expired watch.
         with api_errors(what):
@@ -416,7 +503,8 @@ _cache: dict[tuple, Kube] = {}
 def connect(settings: Settings | None = None) -> Kube:
     """In-cluster config first (flows running as a Pod), then kubeconfig/context from settings."""
     s = settings or get_settings()
-    key = (str(s.kubeconfig or ""), s.kube_context or "", s.kube_concurrency, s.kube_request_timeout_seconds)
+    key = (str(s.kubeconfig or ""), s.kube_context or "", s.kube_concurrency, s.kube_request_timeout_seconds,
+           s.kube_list_page_size)
     with _lock:
         if key in _cache:
             return _cache[key]
@@ -431,7 +519,7 @@ def connect(settings: Settings | None = None) -> Kube:
                                         context=s.kube_context, client_configuration=cfg)
         cfg.connection_pool_maxsize = max(4, s.kube_concurrency)
         cfg.retries = _Retry(total=3, redirect=0, status=0)
-        kube = Kube(client.ApiClient(cfg), s.kube_request_timeout_seconds)
+        kube = Kube(client.ApiClient(cfg), s.kube_request_timeout_seconds, s.kube_list_page_size)
         _cache[key] = kube
         return kube
 

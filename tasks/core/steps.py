@@ -40,6 +40,25 @@ RETRY_AFTER_CAP_SECONDS = 60.0  # a longer Retry-After is not waited out inside 
 JITTER = 0.5
 
 
+def retry_transient(fn, *args, retries: int = 3, backoff_factor: float = 2, **kw):
+    """``fn(*args, **kw)``, retrying transient errors only, with the policy of
+    :func:`transient_retries` (exponential backoff, jitter, ``Retry-After`` up to the cap),
+    inside the caller's task run: per-workspace steps batched into one task must not cost a
+    task run (and its server round trips) each."""
+    import random
+
+    for attempt in range(retries + 1):
+        try:
+            return fn(*args, **kw)
+        except Exception as exc:
+            if attempt == retries or not is_transient(exc):
+                raise
+            delay = backoff_factor * 2 ** attempt * random.uniform(1 - JITTER, 1 + JITTER)
+            retry_after = exc.retry_after if isinstance(exc, TooManyRequests) else None
+            time.sleep(max(delay, min(retry_after or 0.0, RETRY_AFTER_CAP_SECONDS)))
+    raise AssertionError("unreachable")
+
+
 def transient_retries(retries: int = 3, backoff_factor: float = 2,
                       retry_after_cap: float = RETRY_AFTER_CAP_SECONDS) -> dict:
     """Keyword arguments for ``@task``: retry transient errors only, backoff with jitter,

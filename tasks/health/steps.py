@@ -1,6 +1,6 @@
 """Prefect steps of the platform health check: the probes, the listing, the sinks.
 
-One LIST per kind (never a GET per workspace) and one probe per endpoint feed the pure
+One paged LIST per kind (never a GET per workspace) and one probe per endpoint feed the pure
 checks of :mod:`tasks.health.checks.checks`; the sinks of :mod:`tasks.health.checks.sinks` publish the result.
 A critical check fails the run (so a Prefect automation can page); a warning does not. A
 sink that is down is named in the result and never hides the checks.
@@ -63,10 +63,16 @@ def list_cluster_objects() -> Listing:
         users, users_database = parse_users(text, f"Secret {s.platform_namespace}/{s.identity.authelia_users_secret} "
                                                   + ("not found" if secret is None else f"has no {USERS_KEY}"))
         users = redact(users)
-    return Listing(nodes=client.list_all("Node"), deployments=client.list_all("Deployment"),
-                   statefulsets=client.list_all("StatefulSet"),
-                   pvcs=client.list("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR, raw=True),
-                   ledger=client.list("ConfigMap", s.platform_namespace, LEDGER_SELECTOR, raw=True),
+
+    def read(kind: str, namespace: str | None = None, sel: str | None = None) -> list[dict]:
+        """Every page, each object leaned as its page arrives: no managedFields, and of a pod
+        template only the resource requests (the overview shows them)."""
+        return [kube.lean(o, template="requests")
+                for page in client.pages(kind, namespace, sel, all_namespaces=namespace is None) for o in page]
+
+    return Listing(nodes=read("Node"), deployments=read("Deployment"), statefulsets=read("StatefulSet"),
+                   pvcs=read("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR),
+                   ledger=read("ConfigMap", s.platform_namespace, LEDGER_SELECTOR),
                    certificates=certificates, users=users, users_database=users_database)
 
 

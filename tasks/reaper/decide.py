@@ -44,7 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal, Mapping
+from typing import TYPE_CHECKING, Iterable, Literal, Mapping
 
 from tasks.backup.status import RepositoryWord
 from tasks.core.names import (
@@ -344,12 +344,15 @@ def _volume_kind(obj: dict) -> str:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(VOLUME_LABEL, "")
 
 
-def workspaces_from(deployments: list[dict], volumes: list[dict], jobs: list[dict]) -> list[Workspace]:
+def workspaces_from(deployments: Iterable[dict], volumes: Iterable[dict], jobs: Iterable[dict]) -> list[Workspace]:
     """One Workspace per user that has a Deployment or a workspace volume, sorted by username.
 
     Restore volumes are left out of ``volumes`` (dormancy never deletes them), but the
     restore guard on any volume of the user makes the workspace busy: an in-place restore
-    of a dormant workspace (no Deployment) is guarded on its volume only."""
+    of a dormant workspace (no Deployment) is guarded on its volume only.
+
+    Each argument is iterated once, volumes and Jobs before Deployments, so pages can be
+    folded in as they arrive."""
     by_user_vols: dict[str, list[dict]] = {}
     guarded: dict[str, str] = {}
     for v in volumes:

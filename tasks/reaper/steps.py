@@ -2,7 +2,7 @@
 probing in :mod:`tasks.reaper.probe`, cluster calls through :mod:`tasks.cluster.kube` and
 :mod:`tasks.cluster.helm`.
 
-One run: one LIST each of Deployments, volumes and restic Jobs (never a GET per
+One run: one paged LIST each of Deployments, volumes and restic Jobs (never a GET per
 workspace); every running workspace's ``/healthz`` probed inside one task with a bounded
 pool; then writes only for the workspaces whose decision changes something. Dormant
 workspaces without a verified backup newer than their stop get one from the backup flow;
@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import assert_never
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks.backup.repo import repository_word
@@ -112,11 +113,20 @@ class ReapReport(BaseModel):
 
 @task(name="list-workspaces", tags=[KUBE_API], **RETRY)
 def list_workspaces() -> list[Workspace]:
+    """Deployments, volumes and restic Jobs, each read in pages and folded into the
+    workspaces as the pages arrive: what is held is the decision's input (metadata, replicas,
+    status), not 10,000 full objects with their pod templates."""
     s = get_settings()
     client = kube.connect()
-    return workspaces_from(client.list_json("Deployment", s.namespace, WORKSPACE_DEPLOYMENT_SELECTOR),
-                           client.list_json("PersistentVolumeClaim", s.namespace, WORKSPACE_VOLUMES_SELECTOR),
-                           client.list_json("Job", s.namespace, RESTIC_JOBS_SELECTOR))
+
+    def read(kind: str, sel: str):
+        return (kube.lean(o, template="drop") for page in client.pages(kind, s.namespace, sel) for o in page)
+
+    # A volume is kept for its name, labels, annotations and resourceVersion (the dormancy and
+    # backup rules read nothing else): two of them per workspace, held for the whole run.
+    volumes = ({"metadata": v["metadata"]} for v in read("PersistentVolumeClaim", WORKSPACE_VOLUMES_SELECTOR))
+    return workspaces_from(read("Deployment", WORKSPACE_DEPLOYMENT_SELECTOR), volumes,
+                           read("Job", RESTIC_JOBS_SELECTOR))
 
 
 @task(name="read-owners", **RETRY)
@@ -132,13 +142,13 @@ def read_owners() -> Owners | None:
         return None
 
 
-@task(name="probe-workspaces")
+@task(name="probe-workspaces", cache_policy=NO_CACHE)  # a cache key would hash every URL
 def probe_workspaces(urls: dict[str, str]) -> dict[str, Probe]:
     s = get_settings()
     return probe_all(urls, s.reaper.probe_concurrency, s.reaper.probe_timeout_seconds)
 
 
-@task(name="confirm-snapshots", tags=[KUBE_API])
+@task(name="confirm-snapshots", tags=[KUBE_API], cache_policy=NO_CACHE)
 def read_repositories(usernames: list[str]) -> dict[str, RepositoryWord]:
     """What each repository itself holds, for the workspaces whose deletion is due: the
     deletion rule checks the volume's annotation against it. One listing per repository;

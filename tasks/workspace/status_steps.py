@@ -11,6 +11,7 @@ from datetime import datetime
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from tasks.cluster import kube
 from tasks.core.names import LEDGER_SELECTOR, WORKSPACE_DEPLOYMENT_SELECTOR, WORKSPACE_PVC_SELECTOR
@@ -32,7 +33,9 @@ def list_workspace_objects() -> dict[str, list[dict]]:
                 ledger=client.list_json("ConfigMap", s.platform_namespace, LEDGER_SELECTOR))
 
 
-@task(name="publish-workspace-overview")
+# NO_CACHE: Prefect's default policy would hash every listed object to build a cache key
+# (seconds at 10,000 workspaces), for an artifact that must be written each time anyway.
+@task(name="publish-workspace-overview", cache_policy=NO_CACHE)
 def publish_workspace_overview(listed: dict[str, list[dict]] | None, now: datetime,
                                quiet: bool = False) -> Overview | None:
     """Build the overview from listed objects and write it to the ``workspace-overview``

@@ -146,6 +146,10 @@ def test_restic_errors_map_to_the_taxonomy():
     assert isinstance(classify_failure("Fatal: unable to open config file\nIs there a repository at the following location?", "x"), NotFound)
     assert isinstance(classify_failure("Fatal: wrong password or no key found", "x"), PermanentError)
     assert isinstance(classify_failure("repository is already locked by PID 1", "x"), TransientError)
+    # two first-time inits racing to create the shared bucket (SeaweedFS's words): retried
+    assert isinstance(classify_failure(
+        "Fatal: create repository at s3:http://127.0.0.1:9/b/bob failed: client.MakeBucket: Your previous request "
+        "to create the named bucket succeeded and you already own it.", "restic init"), TransientError)
     assert isinstance(classify_failure("dial tcp 127.0.0.1:9: connect: connection refused", "x"), ServerError)
     # restic 0.14's own words for unreachable S3 end with the "no repository" hint: an outage, never "absent"
     unreachable = ('Fatal: unable to open config file: Stat: Get "http://127.0.0.1:1/bucket/?location=": '

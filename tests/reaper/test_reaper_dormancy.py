@@ -56,8 +56,7 @@ def test_dormant_workspace_deleted_only_after_a_verified_backup_newer_than_its_s
     # One attempt per run: the backup's own retries are tested in test_backup_flow.py, and
     # restic alone spends ~13 s retrying a refused connection on every attempt.
     monkeypatch.setenv("VIBECODE_S3_ENDPOINT", f"http://127.0.0.1:{free_port()}")
-    retried = backup_flow.run_backup_job
-    monkeypatch.setattr(backup_flow, "run_backup_job", retried.with_options(retries=0))
+    monkeypatch.setattr(backup_flow, "STEP_RETRIES", 0)
     get_settings.cache_clear()
     for _ in range(2):
         r = row(reap_idle_workspaces(now=R), "dora")
@@ -69,7 +68,7 @@ def test_dormant_workspace_deleted_only_after_a_verified_backup_newer_than_its_s
 
     # S3 back: this run takes the backup (real restic Job into S3, verified) but deletes nothing yet.
     monkeypatch.setenv("VIBECODE_S3_ENDPOINT", backup_settings.backup.s3_endpoint)
-    monkeypatch.setattr(backup_flow, "run_backup_job", retried)
+    monkeypatch.setattr(backup_flow, "STEP_RETRIES", 3)
     get_settings.cache_clear()
     r = row(reap_idle_workspaces(now=R), "dora")
     assert r.action == "backup" and r.outcome.startswith("backup Completed"), r

@@ -112,6 +112,7 @@ class EnvTest:
     version: str
     procs: list[subprocess.Popen]
     workdir: tempfile.TemporaryDirectory
+    etcd_url: str = ""  # the etcd the API server stores into (tests compact it to expire continue tokens)
 
     @property
     def audit_log(self) -> Path:
@@ -163,7 +164,9 @@ def _wait_ready(url: str, token: str, ca: Path, procs: list[subprocess.Popen], l
     raise RuntimeError(f"kube-apiserver not ready after {timeout}s: {last}")
 
 
-def start() -> EnvTest:
+def start(service_ip_range: str = "10.0.0.0/24") -> EnvTest:
+    """``service_ip_range``: the ClusterIPs Services draw from (a benchmark with 10,000 workspace
+    Services needs more than a /24; /12 is the largest kube-apiserver accepts)."""
     assets = assets_dir()
     wd = tempfile.TemporaryDirectory(prefix="envtest-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
     d = Path(wd.name)
@@ -190,7 +193,7 @@ def start() -> EnvTest:
         f"--client-ca-file={d / 'ca.crt'}", f"--token-auth-file={d / 'tokens.csv'}",
         f"--service-account-key-file={d / 'sa.pub'}", f"--service-account-signing-key-file={d / 'sa.key'}",
         "--service-account-issuer=https://kubernetes.default.svc", "--authorization-mode=RBAC",
-        "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true", "--v=0",
+        f"--service-cluster-ip-range={service_ip_range}", "--allow-privileged=true", "--v=0",
         f"--audit-policy-file={d / 'audit-policy.yaml'}", f"--audit-log-path={d / 'audit.log'}",
         "--audit-log-format=json", "--audit-log-mode=blocking"],
         stdout=logf, stderr=logf)
@@ -210,4 +213,4 @@ def start() -> EnvTest:
     }))
     kubeconfig.chmod(0o600)
     print(f"[harness] kube-apiserver {version} at {url} (etcd {assets / 'etcd'})", file=sys.stderr)
-    return EnvTest(url, kubeconfig, version, [etcd, api], wd)
+    return EnvTest(url, kubeconfig, version, [etcd, api], wd, f"http://127.0.0.1:{etcd_port}")
