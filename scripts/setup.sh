@@ -87,4 +87,11 @@ if $with_tests; then
   if [[ "$(uname -s)" == Linux ]]; then
     .venv/bin/python -m tasks.cluster.localnode.images >&2   # cached in ~/.cache/vibecode/images
   fi
+  # Other projects' schemas the chart tests validate against (not vendored): fetched once where
+  # GitHub answers; elsewhere the tests that need them skip and say so.
+  upstream="${VIBECODE_UPSTREAM_SCHEMAS:-$HOME/.cache/vibecode/upstream}"
+  if [[ ! -f "$upstream/authelia/configuration.v4.39.json" ]]; then
+    .venv/bin/python scripts/fetch-upstream-schemas "$upstream" >&2 \
+      || echo "setup: upstream schemas not fetched (no GitHub here?); the tests that need them skip" >&2
+  fi
 fi
