@@ -82,7 +82,10 @@ _calls_lock = threading.Lock()
 
 class _Retry(urllib3.Retry):
     """urllib3's retries for a dropped keep-alive connection, but none for a timeout: a server
-    that did not answer in time has answered (transient, for the task's retries)."""
+    that did not answer in time has answered (transient, for the task's retries). A 429 or
+    503 with ``Retry-After`` is not retried here either (``respect_retry_after_header``
+    off): with ``status=0`` urllib3 would turn it into MaxRetryError and lose the header, so
+    the task's retry policy could not honour it (found by tests/resilience/test_fault_proxy.py)."""
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         if isinstance(error, urllib3.exceptions.TimeoutError):
@@ -430,7 +433,7 @@ def connect(settings: Settings | None = None) -> Kube:
                 config.load_kube_config(config_file=str(s.kubeconfig) if s.kubeconfig else None,
                                         context=s.kube_context, client_configuration=cfg)
         cfg.connection_pool_maxsize = max(4, s.kube_concurrency)
-        cfg.retries = _Retry(total=3, redirect=0, status=0)
+        cfg.retries = _Retry(total=3, redirect=0, status=0, respect_retry_after_header=False)
         kube = Kube(client.ApiClient(cfg), s.kube_request_timeout_seconds)
         _cache[key] = kube
         return kube
