@@ -80,7 +80,7 @@ def test_a_watch_stream_is_passed_through_then_cut(apiserver, kube, namespace, t
         seen = []
         t0 = time.monotonic()
         with pytest.raises(ServerError):
-            for kind, obj in pkube.list_watch("ConfigMap", namespace, timeout_seconds=20):
+            for kind, _obj in pkube.list_watch("ConfigMap", namespace, timeout_seconds=20):
                 seen.append(kind)
                 if kind == "SYNC":
                     kube.create({"apiVersion": "v1", "kind": "ConfigMap",
