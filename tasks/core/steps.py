@@ -35,7 +35,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from prefect.utilities.math import lower_clamp_multiple
 
-from tasks.core.errors import TooManyRequests, is_transient
+from tasks.core.errors import ServerError, TooManyRequests, is_transient
 
 KUBE_API = "kube-api"
 HELM = "helm"
@@ -113,6 +113,44 @@ def _should_retry(task, task_run, state, cap: float) -> bool:
         _count_retry(task, task_run)
         return True
     return False
+
+
+def call_retrying(label: str, fn, *args, attempts: int = 4, base: float = 0.5, **kw):
+    """``fn(*args, **kw)``, retried in place on a 5xx, a dropped connection or a 429 (waiting at
+    least its ``Retry-After``, capped), with backoff and jitter. For a task that makes many
+    independent calls and reports each one's failure instead of failing (the reaper's writes):
+    a task retry would redo the others. Only for calls that are safe to repeat: idempotent
+    ones, or writes guarded by a resourceVersion (a repeat after a lost answer meets a
+    Conflict, which is not retried). Counted under ``label`` in :func:`retry_counts`."""
+    import random
+
+    from prefect.runtime import flow_run
+
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kw)
+        except (ServerError, TooManyRequests) as exc:
+            if attempt == attempts - 1:
+                raise
+            delay = base * 2 ** attempt * (1 + random.uniform(-JITTER, JITTER))
+            if isinstance(exc, TooManyRequests) and exc.retry_after:
+                delay = max(delay, min(exc.retry_after, RETRY_AFTER_CAP_SECONDS))
+            with _retries_lock:
+                _retries.setdefault(str(flow_run.id or ""), Counter())[label] += 1
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def retries_left() -> bool:
+    """Inside a task with :func:`transient_retries`: will Prefect run it again if it fails now?
+    A task that degrades gracefully on failure (returns "unknown") raises a transient error
+    while retries are left, so that one 503 does not degrade the whole run."""
+    from prefect.context import TaskRunContext
+
+    ctx = TaskRunContext.get()
+    if ctx is None:
+        return False
+    return (ctx.task_run.run_count or 1) <= (ctx.task.retries or 0)
 
 
 def now() -> datetime:
