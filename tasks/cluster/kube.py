@@ -39,6 +39,7 @@ from tasks.core.errors import (
     VibecodeError,
     WatchExpired,
 )
+from tasks.core.retrying import retrying
 from tasks.core.settings import Settings, get_settings
 
 # kind -> (API group attribute, method suffix, namespaced)
@@ -158,6 +159,7 @@ def api_errors(what: str) -> Iterator[None]:
         raise map_api_error(exc, what) from exc
 
 
+_READ_RETRY = (ServerError, TooManyRequests)  # what a read retries in place (tasks.core.retrying)
 Items = list[dict]  # the items of a LIST (inside Kube, ``list`` names the method)
 
 
@@ -219,8 +221,16 @@ class Kube:
         if namespaced and not namespace:
             raise PermanentError(f"{what}: {kind} needs a namespace")
         args = [a for a in (name, namespace if namespaced else None, body) if a is not None]
-        with api_errors(what):
-            result = method(*args, _request_timeout=self.request_timeout, **kw)
+
+        def once():
+            with api_errors(what):
+                return method(*args, _request_timeout=self.request_timeout, **kw)
+
+        # In place (tasks.core.retrying): a read on any transient failure, a write only when the
+        # server refused it unprocessed (429); a write's 5xx or reset may have been done, and goes
+        # to the task's retry policy, whose steps are written to be repeated.
+        retry_on = _READ_RETRY if verb in ("read", "list") else (TooManyRequests,)
+        result = retrying(f"kube {verb}", once, retry_on)
         return self.api_client.sanitize_for_serialization(result) if result is not None else None
 
     # -- verbs ----------------------------------------------------------------
@@ -247,9 +257,12 @@ class Kube:
         method, namespaced = self._method("list", kind)
         if namespaced and not namespace:
             raise PermanentError(f"{what}: {kind} needs a namespace")
-        with api_errors(what):
-            return json.loads(method(*([namespace] if namespaced else []), _preload_content=False,
-                                     _request_timeout=self.request_timeout, **kw).data).get("items", [])
+        def once():
+            with api_errors(what):
+                return json.loads(method(*([namespace] if namespaced else []), _preload_content=False,
+                                         _request_timeout=self.request_timeout, **kw).data).get("items", [])
+
+        return retrying("kube list", once, _READ_RETRY)
 
     def list_all(self, kind: str, selector: str | None = None) -> Items:
         """One LIST across every namespace (or of a cluster-scoped kind)."""
@@ -264,9 +277,12 @@ class Kube:
                 return found.get("items", [])
         group, suffix, namespaced = _KINDS[kind]
         method = getattr(getattr(self, group), f"list_{suffix}_for_all_namespaces" if namespaced else f"list_{suffix}")
-        with api_errors(what):  # the JSON as sent: building client models for 1,000 objects costs seconds
-            return json.loads(method(_preload_content=False, _request_timeout=self.request_timeout,
-                                     **kw).data).get("items", [])
+        def once():
+            with api_errors(what):  # the JSON as sent: building client models for 1,000 objects costs seconds
+                return json.loads(method(_preload_content=False, _request_timeout=self.request_timeout,
+                                         **kw).data).get("items", [])
+
+        return retrying("kube list", once, _READ_RETRY)
 
     def ping(self) -> float:
         """Seconds for one cheap round trip (GET /version): the API server's latency."""
@@ -285,9 +301,12 @@ class Kube:
         method, namespaced = self._method("list", kind)
         args = [namespace] if namespaced else []
         kw = {"label_selector": selector} if selector else {}
-        with api_errors(f"list {kind} in {namespace} ({selector})"):
-            resp = method(*args, _preload_content=False, _request_timeout=self.request_timeout, **kw)
-            return json.loads(resp.data).get("items") or []
+        def once():
+            with api_errors(f"list {kind} in {namespace} ({selector})"):
+                resp = method(*args, _preload_content=False, _request_timeout=self.request_timeout, **kw)
+                return json.loads(resp.data).get("items") or []
+
+        return retrying("kube list", once, _READ_RETRY)
 
     def list_watch(self, kind: str, namespace: str | None, selector: str | None = None,
                    timeout_seconds: int = 10, resource_version: str | None = None) -> Iterator[tuple[str, Any]]:

@@ -36,6 +36,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.math import lower_clamp_multiple
 
 from tasks.core.errors import ServerError, TooManyRequests, is_transient
+from tasks.core.retrying import retrying
 
 KUBE_API = "kube-api"
 HELM = "helm"
@@ -116,29 +117,21 @@ def _should_retry(task, task_run, state, cap: float) -> bool:
 
 
 def call_retrying(label: str, fn, *args, attempts: int = 4, base: float = 0.5, **kw):
-    """``fn(*args, **kw)``, retried in place on a 5xx, a dropped connection or a 429 (waiting at
-    least its ``Retry-After``, capped), with backoff and jitter. For a task that makes many
-    independent calls and reports each one's failure instead of failing (the reaper's writes):
-    a task retry would redo the others. Only for calls that are safe to repeat: idempotent
-    ones, or writes guarded by a resourceVersion (a repeat after a lost answer meets a
-    Conflict, which is not retried). Counted under ``label`` in :func:`retry_counts`."""
-    import random
-
+    """``fn(*args, **kw)``, retried in place (tasks.core.retrying) on a 5xx, a dropped connection
+    or a 429 (waiting at least its ``Retry-After``). For a task that makes many independent
+    calls and reports each one's failure instead of failing (the reaper's writes): a task retry
+    would redo the others. Only for calls safe to repeat (see tasks.core.retrying). Counted
+    under ``label`` in :func:`retry_counts` for this flow run."""
     from prefect.runtime import flow_run
 
-    for attempt in range(attempts):
-        try:
-            return fn(*args, **kw)
-        except (ServerError, TooManyRequests) as exc:
-            if attempt == attempts - 1:
-                raise
-            delay = base * 2 ** attempt * (1 + random.uniform(-JITTER, JITTER))
-            if isinstance(exc, TooManyRequests) and exc.retry_after:
-                delay = max(delay, min(exc.retry_after, RETRY_AFTER_CAP_SECONDS))
-            with _retries_lock:
-                _retries.setdefault(str(flow_run.id or ""), Counter())[label] += 1
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    run = str(flow_run.id or "")
+
+    def count(name: str) -> None:
+        with _retries_lock:
+            _retries.setdefault(run, Counter())[name] += 1
+
+    return retrying(label, lambda: fn(*args, **kw), (ServerError, TooManyRequests), attempts=attempts, base=base,
+                    on_retry=count)
 
 
 def retries_left() -> bool:

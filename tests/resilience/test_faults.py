@@ -10,8 +10,10 @@ reaper equals a fault-free run's on an identical world). Each test prints its ro
 table (faults injected, retries, runs completed, duplicates, data lost) and appends it to
 ``$VIBECODE_FAULTS_TABLE`` if set. ``VIBECODE_FAULT_SEED`` replays a run's faults.
 
-The retries counted are the Prefect task retries (tasks.core.steps.retry_counts); restic's
-and helm's (client-go's) own retries inside one attempt are not visible from here.
+The retries counted are the Prefect task retries and the in-place ones counted by
+tasks.core.retrying (kube reads and 429s, the reaper's guarded writes; the reaper's are in
+both counts); restic's and helm's (client-go's) own retries inside one attempt are not
+visible from here.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pytest
 
 from tasks.cluster import helm
 from tasks.cluster import kube as kube_adapter
+from tasks.core import retrying
 from tasks.core.settings import get_settings
 from tasks.core.steps import retry_counts
 from tests.fixtures.faults import FAILURES, FaultPlan, api_proxy, s3_proxy
@@ -44,6 +47,18 @@ def api_plan() -> FaultPlan:
     return FaultPlan.failing(SHARE, seed=SEED, retry_after=1)
 
 
+HELM_AGENT = "Helm/"
+
+
+def helm_plan() -> FaultPlan:
+    """helm's own requests: 20% too, but as an API server under load refuses (429, 503, each
+    with Retry-After), which client-go inside helm retries itself. Not 500s and resets: one
+    helm install makes ~30 requests (discovery, reads, patches) and client-go retries neither;
+    at 10% of those, ~4% of installs would get through (measured in benchmarks/faults_bench.py),
+    which no task retry policy turns into a completed onboarding."""
+    return FaultPlan({"429": SHARE / 2, "503": SHARE / 2}, seed=SEED + 2, retry_after=1)
+
+
 def s3_plan() -> FaultPlan:
     """20% failing: 4.5% each of 429/500/503/reset, and 2% of writes done then their answer lost."""
     rates = {k: (SHARE - 0.02) / len(FAILURES) for k in FAILURES}
@@ -55,14 +70,17 @@ class Faults:
     def __init__(self, api, s3=None):
         self.api, self.s3 = api, s3
         self.retries_before = sum(retry_counts().values())
+        self.in_place_before = Counter(retrying.counts())
 
     def on(self):
         self.api.plan = api_plan()
+        self.api.agent_plans = {HELM_AGENT: helm_plan()}
         if self.s3:
             self.s3.plan = s3_plan()
 
     def off(self):
         self.api.plan = FaultPlan()
+        self.api.agent_plans = {}
         if self.s3:
             self.s3.plan = FaultPlan()
 
@@ -70,10 +88,11 @@ class Faults:
         injected = Counter({f"api {k}": v for k, v in self.api.counts().items() if k != "requests"})
         if self.s3:
             injected.update({f"s3 {k}": v for k, v in self.s3.counts().items() if k != "requests"})
-        row = {"run": what, "seed": SEED, "api requests": self.api.counts()["requests"],
+        row = {"run": what, "seed": SEED, "api faults to helm": self.api.by_agent[HELM_AGENT], "api requests": self.api.counts()["requests"],
                "s3 requests": self.s3.counts()["requests"] if self.s3 else 0,
                "faults injected": sum(injected.values()), "by kind": dict(sorted(injected.items())),
                "task retries": sum(retry_counts().values()) - self.retries_before,
+               "in-place retries": dict(Counter(retrying.counts()) - self.in_place_before),
                "runs": runs, "completed": completed, "duplicates": duplicates, "data lost": lost,
                "seconds": round(seconds, 1)}
         print("\nFAULTS TABLE ROW " + json.dumps(row))
@@ -191,12 +210,9 @@ def test_nightly_backup_of_ten_workspaces_under_faults(kube, namespace, job_kube
             continue
         target = tmp_path / f"restored-{u}"
         restic_for(s, u).run(["restore", snapshots[u][0].id, "--target", str(target)])
-        restored = next(p for p in [target / "data", target] if p.exists() and any(p.iterdir()))
-        src_root = job_kubelet.volumes[f"ws-{u}-workspace"]
-        # restic restores the absolute path the Job backed up; find the folder holding the tree
-        found = [d for d in restored.rglob("src") if (d / "main.py").exists()]
-        lost += not found or tree_state(found[0].parent) != before[u]
-        assert src_root.exists()
+        # restic restores under the absolute path the Job backed up: find the folder holding the tree
+        found = [d for d in target.rglob("src") if (d / "main.py").exists()]
+        lost += len(found) != 1 or tree_state(found[0].parent) != before[u]
     completed = 0 if report is None else sum(w.outcome is Outcome.COMPLETED and w.verified for w in report.workspaces)
     all_faults.row("nightly backup of 10 workspaces", len(users), completed, duplicates, lost, seconds)
 
