@@ -127,7 +127,7 @@ def read_owners() -> Owners | None:
 
     try:
         return {u: (st.email, tuple(st.groups)) for u, st in get_backend().list_users().items()}
-    except Exception as exc:  # noqa: BLE001 - judged above: unknown owners
+    except Exception as exc:
         if is_transient(exc) and retries_left():  # one 503 must not postpone every warning of the run
             raise
         get_run_logger().warning("owner directory unreadable, warnings postponed: %s", exc)

@@ -158,16 +158,19 @@ def test_onboarding_of_twenty_people_under_faults(platform, kube, api_faults):
     db = users_file(kube)
     recipients = Counter(m["To"].addresses[0].username for m in inbox.messages)
     releases = {u: helm.status(f"ws-{u}", ns) for u in users}
-    duplicates = (sum(n - 1 for n in recipients.values()) + len(set(db) - set(users))
-                  + sum(len(kube.list("Deployment", ns, f"vibecode.dev/user={u}")) - 1 for u in users
-                        if releases[u]))
+    dups = {"emails": {u: n - 1 for u, n in recipients.items() if n > 1},
+            "identities": sorted(set(db) - set(users)),
+            "deployments": {u: n - 1 for u in users if releases[u]
+                            for n in [len(kube.list("Deployment", ns, f"vibecode.dev/user={u}"))] if n > 1}}
+    duplicates = sum(dups["emails"].values()) + len(dups["identities"]) + sum(dups["deployments"].values())
     lost = sum(u not in db for u in users) + sum(releases[u] is None for u in users) \
         + sum(recipients[u] == 0 for u in users)
     api_faults.row("onboarding 20 people", len(bodies), len(bodies) - len(failed), duplicates, lost, seconds)
 
     assert not failed, failed
     assert api_faults.api.faults() > 0
-    assert sorted(db) == users and duplicates == 0 and lost == 0
+    assert duplicates == 0, dups
+    assert sorted(db) == users and lost == 0
     assert len({db[u]["password"] for u in users}) == 20 and all(not db[u]["disabled"] for u in users)
     assert all(r.username == u and not r.replay for r, u in zip(results, users, strict=True))
     ledger = Ledger()
@@ -230,7 +233,7 @@ class _Heartbeats(BaseHTTPRequestHandler):
     """code-server's /healthz for ``/<user>/healthz``: a spread of heartbeats relative to T0
     (never used, used minutes ago, idle for hours), the same for both worlds."""
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         user = self.path.strip("/").split("/")[0]
         n = int(user[-2:])
         beat = 0 if n % 10 == 0 else int((T0 - timedelta(minutes=(n % 7) * 45)).timestamp() * 1000)
