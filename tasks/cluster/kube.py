@@ -160,6 +160,16 @@ def api_errors(what: str) -> Iterator[None]:
 
 
 _READ_RETRY = (ServerError, TooManyRequests)  # what a read retries in place (tasks.core.retrying)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A server that did not answer in time has answered: never retried inside the call (each
+    call waits one timeout at most; the task's policy retries it)."""
+    return isinstance(exc.__cause__, (urllib3.exceptions.TimeoutError, TimeoutError))
+
+
+def _retrying(label, once, retry_on):
+    return retrying(label, once, retry_on, unless=_timed_out)
 Items = list[dict]  # the items of a LIST (inside Kube, ``list`` names the method)
 
 
@@ -230,7 +240,7 @@ class Kube:
         # server refused it unprocessed (429); a write's 5xx or reset may have been done, and goes
         # to the task's retry policy, whose steps are written to be repeated.
         retry_on = _READ_RETRY if verb in ("read", "list") else (TooManyRequests,)
-        result = retrying(f"kube {verb}", once, retry_on)
+        result = _retrying(f"kube {verb}", once, retry_on)
         return self.api_client.sanitize_for_serialization(result) if result is not None else None
 
     # -- verbs ----------------------------------------------------------------
@@ -262,7 +272,7 @@ class Kube:
                 return json.loads(method(*([namespace] if namespaced else []), _preload_content=False,
                                          _request_timeout=self.request_timeout, **kw).data).get("items", [])
 
-        return retrying("kube list", once, _READ_RETRY)
+        return _retrying("kube list", once, _READ_RETRY)
 
     def list_all(self, kind: str, selector: str | None = None) -> Items:
         """One LIST across every namespace (or of a cluster-scoped kind)."""
@@ -282,7 +292,7 @@ class Kube:
                 return json.loads(method(_preload_content=False, _request_timeout=self.request_timeout,
                                          **kw).data).get("items", [])
 
-        return retrying("kube list", once, _READ_RETRY)
+        return _retrying("kube list", once, _READ_RETRY)
 
     def ping(self) -> float:
         """Seconds for one cheap round trip (GET /version): the API server's latency."""
@@ -306,7 +316,7 @@ class Kube:
                 resp = method(*args, _preload_content=False, _request_timeout=self.request_timeout, **kw)
                 return json.loads(resp.data).get("items") or []
 
-        return retrying("kube list", once, _READ_RETRY)
+        return _retrying("kube list", once, _READ_RETRY)
 
     def list_watch(self, kind: str, namespace: str | None, selector: str | None = None,
                    timeout_seconds: int = 10, resource_version: str | None = None) -> Iterator[tuple[str, Any]]:

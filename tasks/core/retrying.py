@@ -39,12 +39,14 @@ def delay_for(attempt: int, base: float, retry_after: float | None, jitter: floa
 
 
 def retrying(label: str, fn: Callable[[], T], retry_on: tuple[type[BaseException], ...], *, attempts: int = 4,
-             base: float = 0.25, on_retry: Callable[[str], None] | None = None) -> T:
+             base: float = 0.25, on_retry: Callable[[str], None] | None = None,
+             unless: Callable[[BaseException], bool] | None = None) -> T:
+    """``fn()``, retried on ``retry_on`` (but not when ``unless(exc)``) up to ``attempts`` calls."""
     for attempt in range(attempts):
         try:
             return fn()
         except retry_on as exc:
-            if attempt == attempts - 1:
+            if attempt == attempts - 1 or (unless is not None and unless(exc)):
                 raise
             retry_after = exc.retry_after if isinstance(exc, TooManyRequests) else None
             with _lock:

@@ -58,3 +58,11 @@ def test_gives_up_after_its_attempts(monkeypatch):
     with pytest.raises(ServerError):
         r.retrying("t-up", fn, (ServerError,), attempts=3, base=0.1)
     assert len(calls) == 3 and len(slept) == 2 and all(0.05 <= s <= 0.6 for s in slept)
+
+
+def test_unless_stops_at_once(monkeypatch):
+    monkeypatch.setattr(r.time, "sleep", lambda s: None)
+    fn, calls = _failing([ServerError("timed out")] * 3)
+    with pytest.raises(ServerError):
+        r.retrying("t-unless", fn, (ServerError,), unless=lambda e: "timed out" in str(e))
+    assert len(calls) == 1
