@@ -109,7 +109,21 @@ def map_helm_error(exc: BaseException, what: str) -> VibecodeError:
         return Invalid(msg)
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return ServerError(msg)
+    if any(w in text.lower() for w in TRANSIENT_WORDINGS):
+        return ServerError(msg)
     return PermanentError(msg)
+
+
+# How client-go (inside helm) words an API server that failed for now: its 5xx and 429 Status
+# reasons, and the Go network errors of a connection that broke. Found under injected faults
+# (tests/resilience/test_faults.py): each was a PermanentError, so a 500 failed onboarding.
+TRANSIENT_WORDINGS = (
+    "an error on the server", "internal error occurred", "the server is currently unable to handle the request",
+    "too many requests", "the server has received too many requests", "kubernetes cluster unreachable",
+    "connection reset by peer", "connection refused", "broken pipe", "unexpected eof", "i/o timeout",
+    "tls handshake timeout", "http2: client connection lost", "server closed idle connection",
+    "context deadline exceeded (client.timeout",
+)
 
 
 _clients: dict[tuple, Client] = {}

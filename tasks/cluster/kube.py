@@ -46,6 +46,7 @@ from tasks.core.errors import (
     VibecodeError,
     WatchExpired,
 )
+from tasks.core.retrying import retrying
 from tasks.core.settings import Settings, get_settings
 
 # kind -> (API group attribute, method suffix, namespaced)
@@ -89,7 +90,10 @@ _calls_lock = threading.Lock()
 
 class _Retry(urllib3.Retry):
     """urllib3's retries for a dropped keep-alive connection, but none for a timeout: a server
-    that did not answer in time has answered (transient, for the task's retries)."""
+    that did not answer in time has answered (transient, for the task's retries). A 429 or
+    503 with ``Retry-After`` is not retried here either (``respect_retry_after_header``
+    off): with ``status=0`` urllib3 would turn it into MaxRetryError and lose the header, so
+    the task's retry policy could not honour it (found by tests/resilience/test_fault_proxy.py)."""
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         if isinstance(error, urllib3.exceptions.TimeoutError):
@@ -162,6 +166,17 @@ def api_errors(what: str) -> Iterator[None]:
         raise map_api_error(exc, what) from exc
 
 
+_READ_RETRY = (ServerError, TooManyRequests)  # what a read retries in place (tasks.core.retrying)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A server that did not answer in time has answered: never retried inside the call (each
+    call waits one timeout at most; the task's policy retries it)."""
+    return isinstance(exc.__cause__, (urllib3.exceptions.TimeoutError, TimeoutError))
+
+
+def _retrying(label, once, retry_on):
+    return retrying(label, once, retry_on, unless=_timed_out)
 Items = list[dict]  # the items of a LIST (inside Kube, ``list`` names the method)
 LIST_RESTARTS = 3  # a LIST restarted this often after expired continue tokens gives up (transient)
 
@@ -252,8 +267,16 @@ class Kube:
         if namespaced and not namespace:
             raise PermanentError(f"{what}: {kind} needs a namespace")
         args = [a for a in (name, namespace if namespaced else None, body) if a is not None]
-        with api_errors(what):
-            result = method(*args, _request_timeout=self.request_timeout, **kw)
+
+        def once():
+            with api_errors(what):
+                return method(*args, _request_timeout=self.request_timeout, **kw)
+
+        # In place (tasks.core.retrying): a read on any transient failure, a write only when the
+        # server refused it unprocessed (429); a write's 5xx or reset may have been done, and goes
+        # to the task's retry policy, whose steps are written to be repeated.
+        retry_on = _READ_RETRY if verb in ("read", "list") else (TooManyRequests,)
+        result = _retrying(f"kube {verb}", once, retry_on)
         return self.api_client.sanitize_for_serialization(result) if result is not None else None
 
     # -- verbs ----------------------------------------------------------------
@@ -286,13 +309,16 @@ class Kube:
     def _page(self, method, args: list, kw: dict, raw: bool, what: str, token: str) -> tuple[Items, str, str]:
         """One page: (items, the continue token or "", the list's resourceVersion)."""
         kw = dict(kw, limit=self.page_size, **({"_continue": token} if token else {}))
-        with api_errors(what):
-            if raw:  # the JSON as sent: building client models for 1,000 objects costs seconds
-                body = json.loads(method(*args, _preload_content=False, _request_timeout=self.request_timeout,
-                                         **kw).data)
-            else:
-                body = self.api_client.sanitize_for_serialization(
+
+        def once() -> dict:
+            with api_errors(what):
+                if raw:  # the JSON as sent: building client models for 1,000 objects costs seconds
+                    return json.loads(method(*args, _preload_content=False, _request_timeout=self.request_timeout,
+                                             **kw).data)
+                return self.api_client.sanitize_for_serialization(
                     method(*args, _request_timeout=self.request_timeout, **kw))
+
+        body = _retrying("kube list", once, _READ_RETRY)  # a page is a read: retried in place
         meta = body.get("metadata") or {}
         return body.get("items") or [], meta.get("continue") or "", meta.get("resourceVersion") or ""
 
@@ -518,7 +544,7 @@ def connect(settings: Settings | None = None) -> Kube:
                 config.load_kube_config(config_file=str(s.kubeconfig) if s.kubeconfig else None,
                                         context=s.kube_context, client_configuration=cfg)
         cfg.connection_pool_maxsize = max(4, s.kube_concurrency)
-        cfg.retries = _Retry(total=3, redirect=0, status=0)
+        cfg.retries = _Retry(total=3, redirect=0, status=0, respect_retry_after_header=False)
         kube = Kube(client.ApiClient(cfg), s.kube_request_timeout_seconds, s.kube_list_page_size)
         _cache[key] = kube
         return kube

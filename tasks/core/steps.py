@@ -11,6 +11,11 @@ exception, so the retry condition waits the part of ``Retry-After`` that the sho
 Prefect may schedule does not cover. No task result is cached: every task here changes or
 reads the world, and a cached answer would be stale.
 
+Retries are counted (:func:`retry_counts`): per flow run and task name, in this process, as
+the retry condition lets each one go ahead; :func:`table_artifact` adds a ``<key>-retries``
+table to a run's artifacts when any of its tasks was retried, so a run that succeeded only
+after retrying says so.
+
 Tags: a task carrying one waits for a slot of the Prefect tag concurrency limit
 (:mod:`tasks.cluster.limits` creates them). A task must never hold a slot while it waits
 for work that needs a slot of the same tag (that deadlocks once the limit is reached).
@@ -18,8 +23,10 @@ for work that needs a slot of the same tag (that deadlocks once the limit is rea
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
@@ -28,7 +35,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from prefect.utilities.math import lower_clamp_multiple
 
-from tasks.core.errors import TooManyRequests, is_transient
+from tasks.core.errors import ServerError, TooManyRequests, is_transient
+from tasks.core.retrying import retrying
 
 KUBE_API = "kube-api"
 HELM = "helm"
@@ -88,6 +96,26 @@ def shortest_delay(delays: float | Sequence[float] | None, attempt: int, jitter:
     return max(0.0, delay * lower_clamp_multiple(1 + jitter)) if jitter else float(delay)
 
 
+_retries: dict[str, Counter[str]] = {}
+_retries_lock = threading.Lock()
+
+
+def _count_retry(task, task_run) -> None:
+    run = str(getattr(task_run, "flow_run_id", None) or "")
+    with _retries_lock:
+        _retries.setdefault(run, Counter())[task.name] += 1
+
+
+def retry_counts(flow_run_id: str | None = None) -> dict[str, int]:
+    """Task name -> retries, of one flow run (its task runs in this process) or of every run."""
+    with _retries_lock:
+        runs = [_retries.get(str(flow_run_id), Counter())] if flow_run_id else list(_retries.values())
+        total: Counter[str] = Counter()
+        for c in runs:
+            total.update(c)
+        return dict(total)
+
+
 def _should_retry(task, task_run, state, cap: float) -> bool:
     """Prefect's ``retry_condition_fn``. It runs only while retries are left, just before
     Prefect schedules the retry, so a wait here delays exactly that retry."""
@@ -102,8 +130,39 @@ def _should_retry(task, task_run, state, cap: float) -> bool:
             wait = extra_wait(exc.retry_after, least, cap)
             if wait:
                 time.sleep(wait)
+        _count_retry(task, task_run)
         return True
     return False
+
+
+def call_retrying(label: str, fn, *args, attempts: int = 4, base: float = 0.5, **kw):
+    """``fn(*args, **kw)``, retried in place (tasks.core.retrying) on a 5xx, a dropped connection
+    or a 429 (waiting at least its ``Retry-After``). For a task that makes many independent
+    calls and reports each one's failure instead of failing (the reaper's writes): a task retry
+    would redo the others. Only for calls safe to repeat (see tasks.core.retrying). Counted
+    under ``label`` in :func:`retry_counts` for this flow run."""
+    from prefect.runtime import flow_run
+
+    run = str(flow_run.id or "")
+
+    def count(name: str) -> None:
+        with _retries_lock:
+            _retries.setdefault(run, Counter())[name] += 1
+
+    return retrying(label, lambda: fn(*args, **kw), (ServerError, TooManyRequests), attempts=attempts, base=base,
+                    on_retry=count)
+
+
+def retries_left() -> bool:
+    """Inside a task with :func:`transient_retries`: will Prefect run it again if it fails now?
+    A task that degrades gracefully on failure (returns "unknown") raises a transient error
+    while retries are left, so that one 503 does not degrade the whole run."""
+    from prefect.context import TaskRunContext
+
+    ctx = TaskRunContext.get()
+    if ctx is None:
+        return False
+    return (ctx.task_run.run_count or 1) <= (ctx.task.retries or 0)
 
 
 def now() -> datetime:
@@ -124,3 +183,9 @@ def table_artifact(key: str, rows: list[dict] | dict[str, str], description: str
     if isinstance(rows, dict):
         rows = [{"step": k, "outcome": v} for k, v in rows.items()]
     create_table_artifact(key=key, table=rows, description=description)
+    from prefect.runtime import flow_run
+
+    retried = retry_counts(flow_run.id) if flow_run.id else {}
+    if retried:
+        create_table_artifact(key=f"{key}-retries", table=[{"task": t, "retries": n} for t, n in sorted(retried.items())],
+                              description=f"{description}: tasks retried after transient errors")

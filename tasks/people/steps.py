@@ -20,7 +20,7 @@ from tasks.core import mail
 from tasks.core.errors import BackupRequired, InvalidInput, PermanentError, TransientError
 from tasks.core.names import workspace_names
 from tasks.core.settings import get_settings
-from tasks.core.steps import HELM, KUBE_API, USERS_DB, transient_retries
+from tasks.core.steps import HELM, KUBE_API, USERS_DB, call_retrying, transient_retries
 from tasks.core.steps import now as _now
 from tasks.people.deletion import Decision, deletion_decision
 from tasks.people.hr import HRRequest, effective_groups
@@ -164,7 +164,15 @@ def send_welcome(request: HRRequest, username: str, url: str, returning: bool) -
     except Exception:
         ledger.update(username, lambda r: release_welcome(r, run))
         raise
-    ledger.update(username, lambda r: welcome_sent(r, _now()))
+    # Sent: from here a task retry would send again (the same run may re-claim), so the mark is
+    # retried in place instead (a compare-and-swap: a repeat after a lost answer re-reads and
+    # finds it SENT), and if it still cannot be written the task fails without a retry.
+    # Found by tests/resilience/test_faults.py: a 500 on this write sent a second email.
+    try:
+        call_retrying("send-welcome-email", ledger.update, username, lambda r: welcome_sent(r, _now()), attempts=8)
+    except TransientError as exc:
+        raise PermanentError(f"welcome email for {username} was sent but could not be recorded ({exc}); "
+                             "not retried, so it is not sent twice") from exc
     return f"sent to {emp.email}"
 
 

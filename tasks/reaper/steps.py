@@ -25,7 +25,7 @@ from tasks.backup.repo import repository_word
 from tasks.backup.status import RepositoryWord
 from tasks.cluster import helm, kube
 from tasks.core import mail
-from tasks.core.errors import Conflict, NotFound, PermanentError
+from tasks.core.errors import Conflict, NotFound, PermanentError, is_transient
 from tasks.core.names import (
     DORMANT_DELETED_AT,
     RESTIC_JOBS_SELECTOR,
@@ -36,7 +36,7 @@ from tasks.core.names import (
     workspace_names,
 )
 from tasks.core.settings import get_settings
-from tasks.core.steps import HELM, KUBE_API, transient_retries
+from tasks.core.steps import HELM, KUBE_API, call_retrying, retries_left, transient_retries
 from tasks.reaper.decide import (
     RELEASE_CLAIM,
     Action,
@@ -137,7 +137,9 @@ def read_owners() -> Owners | None:
 
     try:
         return {u: (st.email, tuple(st.groups)) for u, st in get_backend().list_users().items()}
-    except Exception as exc:  # noqa: BLE001 - judged above: unknown owners
+    except Exception as exc:
+        if is_transient(exc) and retries_left():  # one 503 must not postpone every warning of the run
+            raise
         get_run_logger().warning("owner directory unreadable, warnings postponed: %s", exc)
         return None
 
@@ -203,10 +205,23 @@ def _warn(client, ns: str, name: str, ws: Workspace, d: Decision, now: datetime,
     return Outcome(kind=OutcomeKind.DONE, detail=note)
 
 
+class _Retrying:
+    """The client, each call retried in place on a transient failure (tasks.core.steps.call_retrying):
+    every write here is idempotent or guarded by a resourceVersion, and the task itself is not
+    retried (that would redo every other workspace's writes)."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        fn = getattr(self._client, name)
+        return lambda *a, **kw: call_retrying("apply-reap-decisions", fn, *a, **kw)
+
+
 def _apply_one(ws: Workspace, d: Decision, now: datetime, owner: tuple[str, tuple[str, ...]] | None,
                owners_known: bool) -> Outcome:
     s = get_settings()
-    client = kube.connect()
+    client = _Retrying(kube.connect())
     ns, name = s.namespace, workspace_names(ws.username).deployment
     try:
         match d.action:

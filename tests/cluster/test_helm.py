@@ -192,3 +192,22 @@ def test_helm_errors_map_races_to_transient_conflicts_and_the_rest_to_permanent(
     mapped = helm.map_helm_error(helm_errors.Error(1, b"", stderr.encode()), "helm install-or-upgrade ns/ws-x")
     assert type(mapped) is kind and mapped.transient is (kind is Conflict)
     assert mapped.args[0].startswith("helm install-or-upgrade ns/ws-x: ")
+
+
+@pytest.mark.parametrize("stderr", [  # as helm printed them under tests/resilience's injected faults
+    'Error: could not get server version from Kubernetes: an error on the server ("unknown") has prevented the '
+    'request from succeeding',
+    'Error: Patch "https://127.0.0.1:37213/apis/apps/v1/namespaces/t/deployments/ws-x?fieldManager=helm": read tcp '
+    '127.0.0.1:46472->127.0.0.1:37213: read: connection reset by peer',
+    "Error: kubernetes cluster unreachable: Get \"https://127.0.0.1:1/version\": dial tcp: connection refused",
+    "Error: INSTALLATION FAILED: Internal error occurred: etcdserver: leader changed",
+    "Error: UPGRADE FAILED: the server is currently unable to handle the request (get deployments.apps ws-x)",
+    "Error: INSTALLATION FAILED: Too many requests, please try again later.",
+])
+def test_helm_errors_of_a_server_failing_for_now_are_transient(stderr):
+    from pyhelm3 import errors as helm_errors
+
+    from tasks.core.errors import ServerError
+
+    mapped = helm.map_helm_error(helm_errors.Error(1, b"", stderr.encode()), "helm install-or-upgrade ns/ws-x")
+    assert type(mapped) is ServerError and mapped.transient
