@@ -75,5 +75,9 @@ def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 
             "workspace": {"size": settings.workspace.size},
             "extensions": {"size": settings.workspace.extensions_size},
         },
+        "resources": {
+            "requests": {"cpu": settings.workspace.cpu_request, "memory": settings.workspace.memory_request},
+            "limits": {"cpu": settings.workspace.cpu_limit, "memory": settings.workspace.memory_limit},
+        },
         "route": route,
     }
