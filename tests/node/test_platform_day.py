@@ -14,6 +14,10 @@ Only the reaper's clock is injected (its ``now``), so that "idle for ten minutes
 Idle and active are told apart by code-server's real heartbeats: the active ones are beaten
 a while after the idle ones started, and ``now`` is chosen between the two.
 
+Prefect runs on PostgreSQL (tests/fixtures/postgres.py), the database a team runs: the SQLite
+test server answered 503 ("database is locked") to some of the 20 concurrent hires here while
+the machine was loaded, which is the very limit the operations issue names.
+
 How the gateway's runs execute, honestly: no worker process runs here (20 worker subprocesses
 beside 20 editors do not fit 2 cores). The gateway creates each flow run on the real Prefect
 server; the test reads that run back and executes it, concurrently, with Prefect's own engine
@@ -50,18 +54,19 @@ from flows.reaper import reap_idle_workspaces
 from flows.restore import restore_workspace
 from tasks.backup.status import Outcome
 from tasks.cluster import helm
+from tasks.cluster.limits import ensure_concurrency_limits
 from tasks.cluster.localnode import node as node_harness
-from tasks.core.settings import get_settings
+from tasks.core.settings import Settings, get_settings
 from tasks.core.timefmt import parse_time
 from tasks.people.ledger import Ledger
-from tests.fixtures.gateway import flow_runs, gateway_settings, start_gateway
+from tests.fixtures.gateway import flow_runs, gateway_settings, register_hr_deployments, start_gateway
 from tests.fixtures.identity import authelia_deployment_manifest
 from tests.fixtures.node import pv_dir, wait_for
 from tests.fixtures.people import event
 from tests.fixtures.reaper import rows
 from tests.fixtures.storage import make_tree, restic_for, tree_state
 
-pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_cluster", "prefect_server", "helm_bin")]
+pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_cluster", "helm_bin")]
 
 PEOPLE = [f"dev{chr(ord('a') + i)}" for i in range(20)]
 IDLE = {"devc", "devf", "devi", "devl", "devo", "devr"}  # never open their workspace today
@@ -157,7 +162,7 @@ def _chown(root: Path) -> None:
 
 @pytest.fixture
 def day(node_cluster, node_kube, node_namespace, node_backup_settings, smtp_inbox, pushgateway, authelia_health,
-        hr_deployments, monkeypatch):
+        prefect_pg, monkeypatch):
     from tasks.people.identity.filedb import USERS_KEY
 
     ns = node_namespace
@@ -186,14 +191,25 @@ def day(node_cluster, node_kube, node_namespace, node_backup_settings, smtp_inbo
     node_kube.create(authelia)
     # The node starts with 24 local volumes; a day needs two per person and one for the restore.
     node_harness.add_volumes(node_cluster, [f"local-pv-day-{i:03d}" for i in range(2 * len(PEOPLE) + 2 - 24)])
-    gw = start_gateway(*gateway_settings(platform_namespace=ns, namespace=ns))
-    yield {"ns": ns, "s": s, "gw": gw, "inbox": smtp_inbox, "pushgateway": pushgateway}
-    gw.stop()
+    with prefect_pg.settings():  # the team's Prefect server, on PostgreSQL (see the docstring)
+        ensure_concurrency_limits(Settings())  # the tag limits bootstrap creates
+        deployments = register_hr_deployments()
+        gw = start_gateway(*gateway_settings(platform_namespace=ns, namespace=ns))
+        try:
+            yield {"ns": ns, "s": s, "gw": gw, "inbox": smtp_inbox, "pushgateway": pushgateway,
+                   "deployments": deployments, "prefect": prefect_pg}
+        finally:
+            gw.stop()
 
 
 def test_a_platform_day_hires_backs_up_reaps_checks_health_offboards_and_restores(node_cluster, node_kube, day,
-                                                                                  hr_deployments, monkeypatch):
-    kube, ns, gw, inbox = node_kube, day["ns"], day["gw"], day["inbox"]
+                                                                                  monkeypatch):
+    with day["prefect"].settings():  # the fixture's block does not reach the test's frame
+        _a_day(node_cluster, node_kube, day, monkeypatch)
+
+
+def _a_day(node_cluster, node_kube, day, monkeypatch) -> None:
+    kube, ns, gw, inbox, hr_deployments = node_kube, day["ns"], day["gw"], day["inbox"], day["deployments"]
     took: dict[str, float] = {}
     t0 = mark = time.monotonic()
 
