@@ -204,7 +204,7 @@ def day(node_cluster, node_kube, node_namespace, node_backup_settings, smtp_inbo
 
 def test_a_platform_day_hires_backs_up_reaps_checks_health_offboards_and_restores(node_cluster, node_kube, day,
                                                                                   monkeypatch):
-    with day["prefect"].settings():  # the fixture's block does not reach the test's frame
+    with day["prefect"].settings():  # again here: not relying on how pytest runs fixture generators
         _a_day(node_cluster, node_kube, day, monkeypatch)
 
 
