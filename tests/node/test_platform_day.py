@@ -40,6 +40,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
@@ -240,7 +241,7 @@ def _a_day(node_cluster, node_kube, day, monkeypatch) -> None:
         rec = ledger.get(u)
         assert rec is not None and rec.state == "active" and f"evt-day-hire-{u}" in rec.events, rec
         assert helm.status(f"ws-{u}", ns) is not None, u
-    assert sorted(m["To"] for m in inbox.messages) == sorted(f"{u}@example.com" for u in PEOPLE)  # welcome emails
+    assert sorted(parseaddr(m["To"])[1] for m in inbox.messages) == sorted(f"{u}@example.com" for u in PEOPLE)  # welcome emails
     pods = _pods(kube, ns)
     assert len(pods) == len(PEOPLE) and all(_ready(p) for p in pods), [p["metadata"]["name"] for p in pods]
     assert {p["spec"]["nodeName"] for p in pods} == {node_harness.NODE_NAME}
@@ -289,7 +290,7 @@ def _a_day(node_cluster, node_kube, day, monkeypatch) -> None:
     first = rows(reap_idle_workspaces(now=now1))
     assert {u for u, r in first.items() if r.action == "warn"} == IDLE, {u: (r.action, r.reason) for u, r in first.items()}
     assert all(first[u].action == "keep" for u in set(PEOPLE) - IDLE), first
-    assert sorted(m["To"] for m in inbox.messages[welcomes:]) == sorted(f"{u}@example.com" for u in IDLE)
+    assert sorted(parseaddr(m["To"])[1] for m in inbox.messages[welcomes:]) == sorted(f"{u}@example.com" for u in IDLE)
     assert len(_pods(kube, ns)) == len(PEOPLE)  # a warning stops nothing
 
     second = rows(reap_idle_workspaces(now=now1 + timedelta(seconds=LEAD + 1)))
