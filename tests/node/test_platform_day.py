@@ -67,7 +67,9 @@ from tests.fixtures.people import event
 from tests.fixtures.reaper import rows
 from tests.fixtures.storage import make_tree, restic_for, tree_state
 
-pytestmark = [pytest.mark.node, pytest.mark.usefixtures("node_cluster", "helm_bin")]
+# The node may first be queued behind another run (tasks/cluster/localnode/node.py), and the day
+# itself takes about a quarter of an hour on 2 cores: past the suite's 900 s default.
+pytestmark = [pytest.mark.node, pytest.mark.timeout(3000), pytest.mark.usefixtures("node_cluster", "helm_bin")]
 
 PEOPLE = [f"dev{chr(ord('a') + i)}" for i in range(20)]
 IDLE = {"devc", "devf", "devi", "devl", "devo", "devr"}  # never open their workspace today
