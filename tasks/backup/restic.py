@@ -181,4 +181,8 @@ def classify_failure(stderr: str, what: str) -> VibecodeError:
         return PermanentError(msg)
     if "repository is already locked" in low or "unable to create lock" in low:
         return TransientError(msg)
+    # Several first backups into a bucket that does not exist yet: each restic init creates
+    # the bucket, and all but one are told it already exists. Once it does, a retry succeeds.
+    if "you already own it" in low or "bucketalreadyownedbyyou" in low or "bucketalreadyexists" in low:
+        return TransientError(msg)
     return PermanentError(msg)
