@@ -24,6 +24,10 @@ server; the test reads that run back and executes it, concurrently, with Prefect
 (``run_flow(flow, flow_run=<the run>, parameters=<its stored parameters>)``, what a process
 worker runs in its subprocess), and reads the final states back from the server.
 
+Measured here (2026-12-02, 2 cores shared with other work): the day 462 s (hires 99-277 s, nightly
+backup 140-183 s, reaper 16 s, health 3-4 s, termination 20-29 s, restore 12 s), 20 code-server
+pods Ready at once; the whole test with node and Prefect-on-PostgreSQL start-up about 10 min.
+
 Two cores hold 20 editors because the workspace requests are lowered in settings
 (``VIBECODE_WORKSPACE__CPU_REQUEST=50m``, memory 256Mi; the chart's default 500m would fit 3);
 Authelia's image cannot be had here, so its Deployment is kept at zero replicas and its
