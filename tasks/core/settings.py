@@ -92,6 +92,11 @@ def check_probe_base(template: str, field_name: str) -> str:
     return template
 
 
+# Kubernetes quantities as the workspace chart's values.schema.json accepts them.
+CPU_QUANTITY = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)m?$"
+BYTES_QUANTITY = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([kMGTPE]|[KMGTPE]i)?$"
+
+
 class WorkspaceSettings(BaseModel):
     """One person's code-server workspace: chart, image, volumes, readiness."""
 
@@ -113,6 +118,14 @@ class WorkspaceSettings(BaseModel):
         None, description="StorageClass of workspace volumes (default: the cluster's default class)")
     size: str = Field("10Gi", description="Size of a workspace's home volume")
     extensions_size: str = Field("2Gi", description="Size of a workspace's extensions volume")
+    # What the scheduler reserves per workspace (requests) and what the kubelet enforces
+    # (limits). The defaults are the chart's; a small node packs more people by lowering
+    # the requests, since an idle code-server uses a fraction of them.
+    cpu_request: str = Field("500m", pattern=CPU_QUANTITY, description="CPU a workspace requests (scheduling)")
+    memory_request: str = Field("1Gi", pattern=BYTES_QUANTITY, description="Memory a workspace requests (scheduling)")
+    cpu_limit: str = Field("2", pattern=CPU_QUANTITY, description="CPU a workspace may use at most")
+    memory_limit: str = Field("4Gi", pattern=BYTES_QUANTITY,
+                              description="Memory a workspace may use at most (then its editor is OOM-killed)")
     ready_timeout_seconds: float = Field(
         300, gt=0,
         description="How long provisioning waits for a workspace to become available (then retried as transient)")

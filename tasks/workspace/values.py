@@ -79,6 +79,10 @@ def workspace_values(names: WorkspaceNames, settings: Settings, replicas: int = 
             "workspace": {"size": settings.workspace.size},
             "extensions": {"size": settings.workspace.extensions_size},
         },
+        "resources": {
+            "requests": {"cpu": settings.workspace.cpu_request, "memory": settings.workspace.memory_request},
+            "limits": {"cpu": settings.workspace.cpu_limit, "memory": settings.workspace.memory_limit},
+        },
         "route": route,
         **({"assistant": {"secretName": settings.workspace.assistant_secret,
                           "secretKey": settings.workspace.assistant_secret_key}}

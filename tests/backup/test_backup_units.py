@@ -145,6 +145,10 @@ def test_has_verified_backup_refuses_anything_incomplete(ann):
 def test_restic_errors_map_to_the_taxonomy():
     assert isinstance(classify_failure("Fatal: unable to open config file\nIs there a repository at the following location?", "x"), NotFound)
     assert isinstance(classify_failure("Fatal: wrong password or no key found", "x"), PermanentError)
+    # Seen on the node (tests/node/test_platform_day.py): 4 first backups at once into a new bucket.
+    raced = ("Fatal: create repository at s3:http://10.254.254.1:8333/b/devc failed: client.MakeBucket: "
+             "Your previous request to create the named bucket succeeded and you already own it.")
+    assert type(classify_failure(raced, "restic init")) is TransientError
     assert isinstance(classify_failure("repository is already locked by PID 1", "x"), TransientError)
     # two first-time inits racing to create the shared bucket (SeaweedFS's words): retried
     assert isinstance(classify_failure(

@@ -574,8 +574,13 @@ def _storage(node: Node, count: int) -> None:
         "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": STORAGE_CLASS},
         "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer",
         "reclaimPolicy": "Retain"})
-    for i in range(count):
-        name = f"local-pv-{i:03d}"
+    add_volumes(node, [f"local-pv-{i:03d}" for i in range(count)])
+
+
+def add_volumes(node: Node, names: list[str]) -> None:
+    """More local PersistentVolumes of the node's StorageClass (a test that needs more than
+    the node started with: two per workspace, one per restore)."""
+    for name in names:
         path = node.pv_path(name)
         path.mkdir(parents=True)
         _api(node, "/api/v1/persistentvolumes", "POST", {
