@@ -363,6 +363,9 @@ class PlatformSettings(BaseModel):
         "vibecode-platform-secrets",
         description="Secret (platform namespace) of the generated platform secrets; bootstrap creates it once")
     cert_manager_namespace: str = Field("cert-manager", description="Namespace of the cert-manager release")
+    ops_namespace: str = Field("vibecode-ops", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+                               description="The flows' namespace (the Prefect worker's Jobs), which the platform "
+                                           "chart creates and its NetworkPolicies admit as the prober")
     envoy_gateway_namespace: str = Field(
         "envoy-gateway-system", description="Namespace of the Envoy Gateway release")
     hr_gateway_chart: Path = Field(

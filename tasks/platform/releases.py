@@ -67,6 +67,7 @@ def platform_values(settings: Settings, lock: Lock, facts: ClusterFacts, parts: 
     images = {key: image_ref(lock, key, facts) for key in IMAGE_KEYS.values()}
     used = {IMAGE_KEYS[k] for k in IMAGE_KEYS if k.split(".")[0] in on}
     values = chart_values(settings, images, on, network=facts.network or ClusterNetwork(),
+                          ops_namespace=settings.platform.ops_namespace,
                           allow_unpinned=any("@" not in images[k] for k in used))
     values["namespaces"].update(gatewaySystem=settings.platform.envoy_gateway_namespace,
                                 certManager=settings.platform.cert_manager_namespace)

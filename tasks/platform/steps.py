@@ -34,7 +34,6 @@ from tasks.platform.lock import Lock, normalise
 from tasks.platform.plan import CRDS, ClusterFacts, cluster_network, namespace_action, release_action
 from tasks.platform.readiness import WORKLOADS, pending
 from tasks.platform.releases import HR_GATEWAY_SECRET, DesiredRelease, namespaces
-from tasks.platform.values import OPS_NAMESPACE
 
 RETRY = transient_retries(2)
 PSA_RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/audit": "restricted",
@@ -95,7 +94,7 @@ def ensure_namespaces(plan: bool) -> Outcome:
     made them first (:func:`tasks.platform.plan.namespace_action`)."""
     s = get_settings()
     client = kube.connect()
-    chart_owned = (s.platform_namespace, s.namespace, OPS_NAMESPACE)
+    chart_owned = (s.platform_namespace, s.namespace, s.platform.ops_namespace)
     done: dict[str, list[str]] = {"created": [], "adopted": [], "present": []}
     for name in dict.fromkeys([*namespaces(s), *chart_owned]):
         existing = client.get("Namespace", None, name)

@@ -41,6 +41,9 @@ FORMS = {
     "restore-workspace": ({"username": "alice", "snapshot": "0123abcd", "target": "in-place"},
                           {"username": "alice", "target": "elsewhere"}),
     "rotate-restic-password": ({}, None),
+    "backup-platform": ({}, {"run_id": 5}),
+    "recover-platform": ({"source": "s3:http://127.0.0.1:9000/vibecode-backups/_platform"},
+                         {"source": "s3:http://127.0.0.1:9000/b/_platform", "workspaces": "maybe"}),
 }
 
 

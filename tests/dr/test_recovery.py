@@ -220,8 +220,7 @@ def test_a_recovery_killed_by_sigkill_inside_pg_restore_resumes_to_the_same_resu
                 "platform": _secret(kube, pns, s.platform.secret_name),
                 "totp": _rows(postgres, "authelia_src", "totp_configurations")}
 
-    _switch(second_cluster.kubeconfig)
-    monkeypatch.setenv("VIBECODE_KUBECONFIG", str(second_cluster.kubeconfig))
+    _switch(second_cluster.kubeconfig)  # not monkeypatch: its undo would restore this, after the fixture's switch back
     monkeypatch.setenv("VIBECODE_RECOVERY__AUTHELIA_DB_URL", db_url(new_postgres, "authelia"))
     monkeypatch.setenv("VIBECODE_RECOVERY__PREFECT_DB_URL", db_url(new_postgres, "prefect_new"))
     get_settings.cache_clear()

@@ -227,16 +227,10 @@ def test_namespaces_an_operator_made_first_are_adopted_not_a_failed_install(kube
     """An operator created the workspace namespace and the ops namespace before bootstrap (for
     the Prefect worker, say), without helm's ownership metadata: helm would refuse to install
     the platform chart over them. Bootstrap adopts them, and the chart then owns them."""
-    from tasks.platform.values import OPS_NAMESPACE
-
     s = platform_env
+    OPS_NAMESPACE = s.platform.ops_namespace
     kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": s.namespace}})
-    if kube.get("Namespace", None, OPS_NAMESPACE) is None:  # one name for the session (kept on uninstall)
-        kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPS_NAMESPACE}})
-    else:  # as if an operator had made it: no helm metadata
-        kube.patch("Namespace", None, OPS_NAMESPACE, {"metadata": {
-            "labels": {"app.kubernetes.io/managed-by": None},
-            "annotations": {"meta.helm.sh/release-name": None, "meta.helm.sh/release-namespace": None}}})
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPS_NAMESPACE}})
     with ControllerStandIn(kube, set(_namespaces(s))):
         state = _bootstrap(apiserver)
     assert state.is_completed(), state

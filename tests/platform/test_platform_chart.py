@@ -702,10 +702,11 @@ def _expected(values: dict, *, s3: str | None = None) -> set[tuple[str, str, str
               (ops, pg, TCP.format(5432)), (ops, rd, TCP.format(6379))}
     table |= {(a, r, TCP.format(587)) for r in outside}
     # The HR gateway (deployments/gateway's own policy): in, Envoy's proxies only; out, Prefect,
-    # DNS and the API server's Service address.
+    # DNS and the API server: its Service address and, after the plugin's translation, the nodes'.
     hr = f"{PNS}/hr-gateway"
     table |= {(proxy, hr, TCP.format(8080)), (hr, "prefect/prefect-server", TCP.format(4200)), (hr, dns, DNS),
-              (hr, "10.96.0.1", "{protocols:TCP,dst_ports:443,6443}")}
+              (hr, "10.96.0.1", "{protocols:TCP,dst_ports:443,6443}"),
+              (hr, "172.18.0.0-172.18.255.255", "{protocols:TCP,dst_ports:443,6443}")}
     if values["certificates"]["acme"]["enabled"]:
         table.add((proxy, f"{PNS}/cm-acme-http-solver", TCP.format(8089)))
     return table
