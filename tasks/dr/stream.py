@@ -68,25 +68,9 @@ class PlatformRepo:
     def backup_from(self, producer: list[str], producer_env: dict[str, str], args: list[str],
                     timeout: float = 3600) -> None:
         """``producer | restic backup --stdin``; a failed producer's snapshot is forgotten."""
-        prod = subprocess.Popen(producer, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={**_base_env(), **producer_env})
-        assert prod.stdout is not None
-        try:
-            rest = subprocess.Popen([self.binary, *args, "--json"], stdin=prod.stdout, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=self._env())
-        except BaseException:
-            prod.kill()
-            prod.wait()
-            raise
-        prod.stdout.close()  # restic holds the read end now: a dead restic gives pg_dump SIGPIPE
-        try:
-            out, err = rest.communicate(timeout=timeout)
-            _, prod_err = prod.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            for p in (prod, rest):
-                p.kill()
-                p.wait()
-            raise PermanentError(f"{producer[0]} | restic backup did not finish in {timeout:.0f}s") from None
+        (prod, _, prod_err), (rest, out, err) = _pipe(
+            producer, {**_base_env(), **producer_env}, [self.binary, *args, "--json"], self._env(), timeout,
+            f"{producer[0]} | restic backup")
         if prod.returncode != 0:
             self._forget_summary(out)
             raise PermanentError(f"{Path(producer[0]).name} failed (exit {prod.returncode}): {_tail(prod_err)}")
@@ -108,29 +92,40 @@ class PlatformRepo:
     def dump_into(self, args: list[str], consumer: list[str], consumer_env: dict[str, str],
                   timeout: float = 3600) -> None:
         """``restic dump | consumer``; both must succeed."""
-        rest = subprocess.Popen([self.binary, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=self._env())
-        assert rest.stdout is not None
-        try:
-            cons = subprocess.Popen(consumer, stdin=rest.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env={**_base_env(), **consumer_env})
-        except BaseException:
-            rest.kill()
-            rest.wait()
-            raise
-        rest.stdout.close()
-        try:
-            _, cons_err = cons.communicate(timeout=timeout)
-            _, rest_err = rest.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            for p in (rest, cons):
-                p.kill()
-                p.wait()
-            raise PermanentError(f"restic dump | {consumer[0]} did not finish in {timeout:.0f}s") from None
+        (rest, _, rest_err), (cons, _, cons_err) = _pipe(
+            [self.binary, *args], self._env(), consumer, {**_base_env(), **consumer_env}, timeout,
+            f"restic dump | {consumer[0]}")
         if rest.returncode != 0:
             raise classify_failure(rest_err.decode(errors="replace"), "restic dump")
         if cons.returncode != 0:
             raise PermanentError(f"{Path(consumer[0]).name} failed (exit {cons.returncode}): {_tail(cons_err)}")
+
+
+def _pipe(first: list[str], first_env: dict[str, str], second: list[str], second_env: dict[str, str],
+          timeout: float, label: str) -> tuple[tuple[subprocess.Popen, bytes, bytes], tuple[subprocess.Popen, bytes, bytes]]:
+    """``first | second``, no copy in between: each (process, stdout, stderr) once both ended.
+    The second holds the pipe's read end alone, so if it dies the first gets SIGPIPE; if they do
+    not finish within ``timeout`` both are killed (PermanentError)."""
+    one = subprocess.Popen(first, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=first_env)
+    assert one.stdout is not None
+    try:
+        two = subprocess.Popen(second, stdin=one.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=second_env)
+    except BaseException:
+        one.kill()
+        one.wait()
+        raise
+    one.stdout.close()
+    try:
+        out2, err2 = two.communicate(timeout=timeout)
+        out1, err1 = one.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        for p in (one, two):
+            p.kill()
+            p.wait()
+        raise PermanentError(f"{label} did not finish in {timeout:.0f}s") from None
+    return (one, out1 or b"", err1), (two, out2, err2)
 
 
 def pg_command(args: list[str], pg_bin: Path, dsn: Dsn) -> tuple[list[str], dict[str, str]]:
