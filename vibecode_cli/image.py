@@ -35,14 +35,17 @@ def register(app: typer.Typer) -> None:
         """Build the workspace image into an OCI image (no Docker: mmdebstrap, npm, umoci).
 
         Writes beside it `digest` and `packages.txt` (every Debian package, npm package and
-        extension, with versions). The same inputs give the same digest; pin it in
-        deployments/platform.lock.yaml (the `code-server` entry) so workspaces run it by digest."""
+        extension, with versions). The same cached inputs give the same digest; a first build on
+        another machine may not (native modules, the day's Debian versions). Pin the digest you
+        push in deployments/platform.lock.yaml (the `workspace` entry) so workspaces run it by
+        digest: the output says when the lock pins another build."""
         from tasks.image.build import build as build_image
 
         for folder in extensions or []:
             if not folder.is_dir():
                 raise InvalidInput("extensions", f"{folder} is not a folder")
         result = build_image(spec.resolve(), out, list(extensions or []), force=force)
+        pinned = _lock_digest(result.reference)
 
         def render(console) -> None:
             console.print(f"[bold]{result.reference}@{result.digest}[/bold]")
@@ -51,12 +54,15 @@ def register(app: typer.Typer) -> None:
             size = result.size.get("compressed", 0) / 2**20
             console.print(f"  size    {size:.0f} MiB compressed; built in {result.seconds.get('total', 0):.0f} s"
                           f" (from cache: {', '.join(result.from_cache) or 'nothing'})")
+            if pinned and pinned != result.digest:
+                console.print(f"  [yellow]the lock pins {pinned}[/yellow] (another build): pin this digest in "
+                              "deployments/platform.lock.yaml (`workspace`) before pushing it")
             if result.setuid_stripped:
                 console.print(f"  setuid/setgid bits removed from {len(result.setuid_stripped)} files")
             for m in result.missing:
                 console.print(f"  [red]declared but not installed[/red]: {m}")
 
-        emit(result.to_json(), as_json, render)
+        emit({**result.to_json(), "lock_digest": pinned}, as_json, render)
         return Exit.FAILED if result.missing else Exit.DONE
 
     @group.command(epilog=examples(
@@ -85,3 +91,13 @@ def register(app: typer.Typer) -> None:
         emit({"reference": result.reference, "digest": result.digest, "loaded": where}, as_json,
              lambda console: console.print(f"{result.reference}@{result.digest} -> {where}"))
         return Exit.DONE
+
+
+def _lock_digest(reference: str) -> str | None:
+    """The digest the lock pins for this image's tag, if it pins one."""
+    from tasks.platform.lock import load_lock, normalise
+
+    for pin in load_lock().images.values():
+        if normalise(pin.image) == normalise(reference):
+            return pin.digest
+    return None

@@ -75,3 +75,35 @@ def deployment_progress(deployment: dict | None) -> tuple[str, str]:
     if status.get("availableReplicas", 0) < want:
         return "progressing", f"{status.get('availableReplicas', 0)} of {want} replicas available"
     return "ready", f"{want} of {want} replicas available"
+
+
+def pod_problems(pods: list[dict], limit: int = 3) -> str:
+    """Why a Deployment's pods are not ready, as the kubelet says it: each pod's waiting
+    containers (``ErrImagePull: <message>``), the last exit of a restarting one, or an unready
+    condition's message. "" when nothing is said. A rollout that missed its deadline names
+    only the ReplicaSet; the person reading it needs the pod's reason (an image that is not
+    on the node, a crash loop, a probe failing)."""
+    said: list[str] = []
+    for pod in pods[:limit]:
+        name = pod.get("metadata", {}).get("name", "?")
+        status = pod.get("status") or {}
+        parts = []
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            state, last = cs.get("state") or {}, cs.get("lastState") or {}
+            if "waiting" in state and state["waiting"].get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+                w = state["waiting"]
+                parts.append(f"{cs.get('name')} {w.get('reason')}: {(w.get('message') or '')[:300]}".rstrip(": "))
+            elif "terminated" in last and cs.get("restartCount", 0):
+                t = last["terminated"]
+                parts.append(f"{cs.get('name')} restarted {cs['restartCount']}x, last exit {t.get('exitCode')} "
+                             f"({t.get('reason', '')})")
+        if not parts:
+            for cond in status.get("conditions") or []:
+                if cond.get("status") != "True" and cond.get("message"):
+                    parts.append(f"{cond.get('type')}: {cond['message'][:300]}")
+                    break
+        if not parts and status.get("phase") not in (None, "Running"):
+            parts.append(f"phase {status['phase']}")
+        if parts:
+            said.append(f"pod {name}: " + "; ".join(parts))
+    return "; ".join(said)

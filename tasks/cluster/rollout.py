@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from tasks.cluster.objects import deployment_progress
-from tasks.core.errors import PermanentError, Timeout, TransientError
+from tasks.cluster.objects import deployment_progress, pod_problems
+from tasks.core.errors import PermanentError, Timeout, TransientError, VibecodeError
 
 
 def await_available(client, namespace: str, name: str, selector: str, timeout: float,
@@ -25,7 +25,7 @@ def await_available(client, namespace: str, name: str, selector: str, timeout: f
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise Timeout(f"{name} not available after {timeout:.0f}s: {reason}")
+            raise Timeout(f"{name} not available after {timeout:.0f}s: {_with_pods(client, namespace, selector, reason)}")
         try:
             for kind, obj in client.list_watch("Deployment", namespace, selector,
                                                timeout_seconds=max(1, min(int(left) + 1, 60))):
@@ -40,9 +40,18 @@ def await_available(client, namespace: str, name: str, selector: str, timeout: f
                 if state == "ready":
                     return reason
                 if state == "failed":
-                    raise PermanentError(f"{name}: rollout failed: {reason}")
+                    raise PermanentError(f"{name}: rollout failed: {_with_pods(client, namespace, selector, reason)}")
                 if time.monotonic() >= deadline:
                     break
         except TransientError as exc:  # a broken or expired watch, a throttled list: list again
             reason = f"watch interrupted: {exc}"
             time.sleep(min(retry_interval, max(0.0, deadline - time.monotonic())))
+
+
+def _with_pods(client, namespace: str, selector: str, reason: str) -> str:
+    """``reason`` and what the pods say (best effort: a failed read leaves the reason alone)."""
+    try:
+        said = pod_problems(client.list("Pod", namespace, selector))
+    except VibecodeError:
+        return reason
+    return f"{reason} ({said})" if said else reason

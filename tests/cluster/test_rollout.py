@@ -79,3 +79,23 @@ def test_a_broken_watch_is_listed_again(kube, namespace):
 
     got = await_available(Breaking(), namespace, "ws-roll", "vibecode.dev/user=roll", timeout=30, retry_interval=0.1)
     assert got == "1 of 1 replicas available" and len(calls) == 2
+
+
+def test_kubelet_stand_in_says_the_image_is_missing_and_the_failed_rollout_names_it(kube, namespace):
+    """The pod's waiting reason is written as the kubelet would (a stand-in: no kubelet here)."""
+    _deployment(kube, namespace)
+    # No ServiceAccount controller either: the namespace's default account, as it would make it.
+    kube.create({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}})
+    kube.create({"apiVersion": "v1", "kind": "Pod",
+                 "metadata": {"name": "ws-roll-1-abc", "namespace": namespace, "labels": {"vibecode.dev/user": "roll"}},
+                 "spec": {"automountServiceAccountToken": False,
+                          "containers": [{"name": "c", "image": "cs@sha256:" + "0" * 64}]}})
+    kube.patch_status("Pod", namespace, "ws-roll-1-abc", {"phase": "Pending", "containerStatuses": [
+        {"name": "c", "ready": False, "restartCount": 0, "image": "cs", "imageID": "",
+         "state": {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "cs@sha256:000"'}}}]})
+    _status(kube, namespace, "ws-roll", replicas=1, updatedReplicas=1, conditions=[
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+         "message": 'ReplicaSet "ws-roll-1" has timed out progressing.'}])
+    with pytest.raises(PermanentError, match=r'timed out progressing\. \(pod ws-roll-1-abc: c ImagePullBackOff: '
+                                             r'Back-off pulling image "cs@sha256:000"\)'):
+        await_available(kube, namespace, "ws-roll", "vibecode.dev/user=roll", timeout=30, retry_interval=0.1)

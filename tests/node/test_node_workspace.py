@@ -37,7 +37,7 @@ def test_provisioned_workspace_runs_code_server_restricted_and_serves_through_it
     status = pod["status"]
     (cs,) = status["containerStatuses"]
     assert cs["ready"] is True and cs["restartCount"] == 0 and "running" in cs["state"]
-    assert cs["image"].endswith(node_cluster.images["code-server"].rpartition("/")[2])
+    assert cs["imageID"].endswith(node_cluster.images["code-server"].rpartition("@")[2])  # the image built here
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
     # The volumes bound to the node's local PersistentVolumes.
     for claim in ("ws-alice-workspace", "ws-alice-extensions"):
