@@ -32,6 +32,7 @@ from tasks.core.settings import get_settings
 from tasks.dr.plan import ORDER, BackupSet, parse_source, remaining, workspace_row
 from tasks.dr.steps import (
     ItemResult,
+    check_target,
     choose_backup_set,
     mark_done,
     read_progress,
@@ -59,10 +60,13 @@ def _row(r: ItemResult) -> dict[str, str]:
 
 @flow(name="recover-platform")
 def recover_platform(source: str, backup_set: str = "latest", bootstrap: bool = True,
-                     existing_kubeconfig: Path | None = None, workspaces: bool = True) -> RecoveryResult:
+                     existing_kubeconfig: Path | None = None, workspaces: bool = True,
+                     force: bool = False) -> RecoveryResult:
     """``source``: the platform repository (``s3:http://host:9000/bucket/_platform``).
     ``backup_set``: a run id, or the newest complete set. ``bootstrap`` False: the platform's
-    charts are installed already (or by hand). Credentials only from the environment."""
+    charts are installed already (or by hand). ``force``: recover onto a cluster that already
+    runs a platform (refused otherwise, before anything changes). Credentials only from the
+    environment."""
     logger = get_run_logger()
     repo = parse_source(source)
     chosen: BackupSet = choose_backup_set(repo, backup_set)
@@ -72,6 +76,8 @@ def recover_platform(source: str, backup_set: str = "latest", bootstrap: bool = 
                                    "detail": f"{chosen.time.isoformat()}; lacks: {', '.join(chosen.missing) or 'nothing'}"}]
     result = RecoveryResult(source=repo, set_run_id=rid, set_time=chosen.time.isoformat(), rows=rows)
     rows = result.rows  # pydantic copied the list: append to the model's own
+    target = check_target(rid, force)
+    rows.append({"what": "target cluster", "snapshot": "", "outcome": "checked", "detail": target})
     namespaces_done = ensure_namespaces(False)  # the progress record lives in the platform namespace
     done = read_progress()
     todo = remaining(done, rid)

@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
                 = True,
                 kubeconfig: Annotated[Path | None, typer.Option(help="Kubeconfig of the new cluster "
                                                                      "(bootstrap's --kubeconfig).")] = None,
+                force: Annotated[bool, typer.Option("--force", help="Recover onto a cluster that already runs "
+                                                    "a platform, replacing its Secrets, users and ledger.")]
+                = False,
                 as_json: Json = False) -> int:
         """Recover the whole platform on a new, empty cluster from S3.
 
@@ -74,7 +77,7 @@ def register(app: typer.Typer) -> None:
 
         with progress(f"Recovering the platform from {source}"):
             result = recover_platform(source, backup_set=backup_set, bootstrap=bootstrap,
-                                      existing_kubeconfig=kubeconfig)
+                                      existing_kubeconfig=kubeconfig, force=force)
         emit(result, as_json, lambda c: _rows_table(c, f"Recovered backup set {result.set_run_id} "
                                                        f"({result.set_time})", result.rows))
         return Exit.FAILED if result.failed else Exit.DONE

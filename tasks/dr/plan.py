@@ -210,6 +210,23 @@ def remaining(done: dict[str, str], run_id: str) -> list[str]:
     return [step for step in STEPS if done.get(step) != run_id]
 
 
+def live_platform_refusal(run_id: str, progress: dict[str, str], people: int, users_file: bool,
+                          force: bool) -> str | None:
+    """Why a recovery must not start on this cluster, or None. Recovery is for a new, empty
+    cluster: on one that runs a platform it would replace the Secrets, the users database and
+    the ledger of the people working there with the backup's, an irreversible step on a typo'd
+    kubeconfig. A rerun of the same recovery (its progress record names this set) carries on;
+    ``force`` is the operator saying the cluster's platform is to be replaced."""
+    if force or run_id in progress.values():
+        return None
+    if not people and not users_file:
+        return None
+    found = [f"{people} people in its ledger" if people else "", "Authelia's users database" if users_file else ""]
+    return (f"this cluster already runs a platform ({' and '.join(f for f in found if f)}): recovery restores onto "
+            "a new, empty cluster; point the kubeconfig at that one, or pass force to replace this platform's "
+            "Secrets, users database and ledger with the backup's")
+
+
 # -- the platform Secrets ------------------------------------------------------------------
 # role -> what it is. Namespaces and names come from the recovering cluster's settings.
 SECRET_ROLES = ("platform", "backup", "hr-gateway")

@@ -174,6 +174,23 @@ def _progress_name() -> tuple[str, str]:
 
 
 @task(name="read-recovery-progress", **RETRY)
+@task(name="check-recovery-target", **RETRY)
+def check_target(run_id: str, force: bool) -> str:
+    """Refuse, before anything is written, to recover onto a cluster that runs a platform
+    (:func:`tasks.dr.plan.live_platform_refusal`); what was found, otherwise."""
+    s = get_settings()
+    client = kube.connect()
+    try:
+        people = len(client.list("ConfigMap", s.platform_namespace, LEDGER_SELECTOR))
+        users = client.get("Secret", s.platform_namespace, s.identity.authelia_users_secret) is not None
+    except NotFound:  # no platform namespace: an empty cluster
+        people, users = 0, False
+    refusal = plan.live_platform_refusal(run_id, read_progress(), people, users, force)
+    if refusal:
+        raise PermanentError(refusal)
+    return f"{people} people in the ledger, users database {'present' if users else 'absent'}"
+
+
 def read_progress() -> dict[str, str]:
     ns, name = _progress_name()
     try:

@@ -49,7 +49,7 @@ from tasks.image.spec import (
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_DIR = ROOT / "images" / "workspace"
 CACHE = Path(os.environ.get("VIBECODE_CACHE", Path.home() / ".cache" / "vibecode")) / "image"
-RECIPE = "1"  # bump when this builder changes what it makes from the same inputs
+RECIPE = "3"  # bump when this builder changes what it makes from the same inputs
 # What a workspace never reads: manuals, docs (copyrights kept), translations.
 DPKG_EXCLUDES = ("path-exclude=/usr/share/man/*", "path-exclude=/usr/share/doc/*",
                  "path-include=/usr/share/doc/*/copyright", "path-exclude=/usr/share/locale/*",
@@ -292,6 +292,7 @@ def build(folder: Path = SPEC_DIR, out: Path | None = None, extra_extensions: li
         links = tuple((p, t_) for p, t_ in plan.links if not any(t_.startswith(f + "/") for f in absent))
         apply_plan(rootfs, replace(plan, links=links), inputs.vsix, spec.user.uid)
         stripped = oci.strip_setuid(rootfs)
+        oci.strip_native_build_files(npm_dir)
         seconds["assemble"] = time.monotonic() - t
         t = time.monotonic()
         out.mkdir(parents=True, exist_ok=True)

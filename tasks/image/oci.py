@@ -58,6 +58,34 @@ def strip_setuid(rootfs: Path) -> list[str]:
     return sorted(found)
 
 
+# What node-gyp leaves beside a native module's ``build/Release/*.node``: the generated
+# Makefiles, its config and the object files with their dependency lists. They name the folder
+# the module was compiled in (the cache under $HOME), so two machines' otherwise identical
+# builds differed in exactly these files, and no program reads them at run time.
+GYP_FILES = ("Makefile", "config.gypi")
+GYP_SUFFIXES = (".mk", ".Makefile")
+GYP_DIRS = ("obj.target", ".deps", "obj")
+
+
+def strip_native_build_files(root: Path) -> int:
+    """Remove node-gyp's build intermediates under every ``node_modules/**/build`` folder of
+    ``root`` (at any depth inside it), keeping the compiled modules; how many files went."""
+    removed = 0
+    for build in [p for p in root.rglob("build") if p.is_dir() and "node_modules" in p.parts]:
+        if not build.exists():  # inside a build folder removed a moment ago
+            continue
+        for d in [q for q in build.rglob("*") if q.is_dir() and not q.is_symlink()
+                  and (q.name == ".deps" or q.name in GYP_DIRS and q.parent.name in ("Release", "Debug"))]:
+            if d.exists():  # not inside one removed a moment ago
+                removed += sum(1 for q in d.rglob("*") if q.is_file())
+                shutil.rmtree(d)
+        for f in [q for q in build.rglob("*") if q.is_file() and not q.is_symlink()
+                  and (q.name in GYP_FILES or q.name.endswith(GYP_SUFFIXES))]:
+            f.unlink()
+            removed += 1
+    return removed
+
+
 def layer_tar(rootfs: Path, out: Path, epoch: int = EPOCH) -> None:
     entries = sorted(os.listdir(rootfs))
     run("tar", "--create", "--file", out, "--directory", rootfs, "--sort=name", "--format=posix",

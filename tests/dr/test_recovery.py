@@ -28,6 +28,7 @@ import pytest
 from tasks.cluster import kube as kube_adapter
 from tasks.cluster.localnode import envtest
 from tasks.cluster.localnode import prefectserver as localpg
+from tasks.core.errors import PermanentError
 from tasks.core.names import EMPLOYEE_INDEX_SELECTOR, LEDGER_SELECTOR
 from tasks.core.settings import get_settings
 from tasks.dr import plan
@@ -79,7 +80,7 @@ def _secret(kube, ns, name) -> dict:
 
 def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_recovery_resumes(
         kube, namespaces, backup_settings, job_kubelet, postgres, tmp_path, monkeypatch,
-        second_cluster, new_postgres):
+        apiserver, second_cluster, new_postgres):
     import flows.recover as recover
     from flows.backup import backup_workspaces
     from flows.platform_backup import backup_platform
@@ -188,8 +189,19 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     versions = {n: c["metadata"]["resourceVersion"] for n, c in
                 {c["metadata"]["name"]: c for c in kube2.list("ConfigMap", pns)}.items()}
     again = recover.recover_platform(url, bootstrap=False)
-    assert {r["outcome"] for r in again.rows if r["what"] != "backup set"} <= {"done earlier", "left"}
+    assert {r["outcome"] for r in again.rows if r["what"] not in ("backup set", "target cluster")} <= {
+        "done earlier", "left"}
     assert {c["metadata"]["name"]: c["metadata"]["resourceVersion"] for c in kube2.list("ConfigMap", pns)} == versions
+
+    # -- the same recovery pointed at the cluster that still runs the platform: refused, and
+    # nothing there changes (no namespace, Secret or ledger record written) ----------------
+    _switch(apiserver.kubeconfig)
+    live = {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+            for kind in ("ConfigMap", "Secret") for o in kube.list(kind, pns)}
+    with pytest.raises(PermanentError, match=r"already runs a platform \(3 people in its ledger and Authelia's"):
+        recover.recover_platform(url, bootstrap=False)
+    assert {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+            for kind in ("ConfigMap", "Secret") for o in kube.list(kind, pns)} == live
     print(f"recovery of {len(before)} workspaces: {seconds:.1f} s")
 
 

@@ -189,3 +189,20 @@ def test_a_chosen_set_is_always_complete_and_of_one_run(members):
     by_id = {s.id: s for s in snaps}
     assert {plan.run_tag(chosen.run_id) in by_id[i].tags and by_id[i].good for i in chosen.snapshots.values()} == {True}
     assert chosen.time == max(s.time for s in plan.backup_sets(snaps) if s.complete)
+
+
+@pytest.mark.parametrize(("progress", "people", "users_file", "force", "refused"), [
+    ({}, 0, False, False, False),                      # a new, empty cluster
+    ({}, 3, True, False, True),                        # a live platform
+    ({}, 0, True, False, True),                        # a users database and nobody in the ledger yet
+    ({}, 3, False, False, True),
+    ({"platform-secrets": "run1"}, 3, True, False, False),  # this recovery's own rerun carries on
+    ({"platform-secrets": "run0"}, 3, True, False, True),   # another set's recovery ran here
+    ({}, 3, True, True, False),                        # the operator says replace it
+])
+def test_a_recovery_starts_only_on_an_empty_cluster_or_its_own_rerun(progress, people, users_file, force, refused):
+    said = plan.live_platform_refusal("run1", progress, people, users_file, force)
+    assert (said is not None) == refused
+    if refused:
+        assert "already runs a platform" in said and "force" in said
+        assert (f"{people} people" in said) == bool(people)

@@ -371,6 +371,31 @@ def _api(node: Node, path: str, method: str = "GET", body: dict | None = None) -
     return r.json()
 
 
+def namespace_names(node: Node) -> list[str]:
+    return [ns["metadata"]["name"] for ns in _api(node, "/api/v1/namespaces")["items"]]
+
+
+def clear_namespaces(node: Node, keep: set[str], timeout: float = 180) -> tuple[list[str], list[str]]:
+    """Delete every namespace not in ``keep`` and wait until their pods are gone; returns
+    (deleted, pods still there at ``timeout``). The node has two CPUs: a test's workspaces and
+    stores left running hold their CPU requests, and a later test's workspace then stays
+    Pending until its rollout's deadline (what the node tests did once run one after another)."""
+    gone = [n for n in namespace_names(node) if n not in keep]
+    for name in gone:
+        try:
+            _api(node, f"/api/v1/namespaces/{name}", "DELETE")
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code not in (404, 409):
+                raise
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in _api(node, "/api/v1/pods")["items"]
+                if p["metadata"]["namespace"] in gone]
+        if not left or time.monotonic() > deadline:
+            return gone, left
+        time.sleep(1)
+
+
 def _scratch_parent() -> str:
     """/dev/shm when it has room (images unpack and clean up several times faster in
     memory), else /var/tmp."""
