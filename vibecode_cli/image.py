@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         Writes beside it `digest` and `packages.txt` (every Debian package, npm package and
         extension, with versions). The same cached inputs give the same digest; a first build on
         another machine may not (native modules, the day's Debian versions). Pin the digest you
-        push in deployments/platform.lock.yaml (the `workspace` entry) so workspaces run it by
+        push in deployments/platform.lock.yaml (the `code-server` entry) so workspaces run it by
         digest: the output says when the lock pins another build."""
         from tasks.image.build import build as build_image
 
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
                           f" (from cache: {', '.join(result.from_cache) or 'nothing'})")
             if pinned and pinned != result.digest:
                 console.print(f"  [yellow]the lock pins {pinned}[/yellow] (another build): pin this digest in "
-                              "deployments/platform.lock.yaml (`workspace`) before pushing it")
+                              "deployments/platform.lock.yaml (`code-server`) before pushing it")
             if result.setuid_stripped:
                 console.print(f"  setuid/setgid bits removed from {len(result.setuid_stripped)} files")
             for m in result.missing:

@@ -106,9 +106,10 @@ class WorkspaceSettings(BaseModel):
         Path(__file__).resolve().parents[2] / "charts" / "vibecode-workspace",
         description="Path of the vibecode-workspace Helm chart")
     image: str = Field(
-        "codercom/code-server:4.101.2",
-        description="Workspace image. The one built from images/workspace (`vibecode image build`) is the "
-                    "lock's `workspace` entry: named by its tag here, workspaces run it by the lock's digest")
+        "vibecode.local/workspace:4.139.1-1",
+        description="Workspace image: the one built from images/workspace (`vibecode image build`, the "
+                    "lock's `code-server` entry) by default; named by its tag, workspaces run it by the "
+                    "lock's digest. Where you pushed it, or another image, to run that instead")
     assistant_secret: str | None = Field(
         None, description="Secret (workspaces' namespace) holding the AI assistant's key; none: no key is "
                           "injected and the workspace says how to get one")

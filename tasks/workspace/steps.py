@@ -84,7 +84,7 @@ def install_release(username: str, replicas: int, gateway: GatewayRef | None = N
     s = get_settings()
     names = workspace_names(username)
     lock = load_lock(s.platform.lock_file)
-    image = pinned_for(lock, "workspace", pinned_for(lock, "code-server", s.workspace.image))
+    image = pinned_for(lock, "code-server", s.workspace.image)
     return helm.install_or_upgrade(names.release, s.workspace.chart,
                                    workspace_values(names, s, replicas, gateway, image), s.namespace, s)
 

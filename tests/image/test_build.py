@@ -102,13 +102,14 @@ def test_the_bundle_carries_the_built_image_at_the_lock_digest(built, tmp_path):
 
     # Pinned to this machine's build: the lock's own digest is one build's (a build on another
     # day may differ where Debian's mirror moved), and what is tested here is the bundle's rule.
-    lock = with_overrides(load_lock(), images={"workspace": {"digest": built.digest}})
-    manifest = write_bundle(tmp_path / "b", lock, DEFAULT_LOCK.read_text(), {}, ["workspace", "hr-gateway"], [],
-                            built={"workspace": build.bundle_source(built)})
+    lock = with_overrides(load_lock(), images={"code-server": {"digest": built.digest}})
+    manifest = write_bundle(tmp_path / "b", lock, DEFAULT_LOCK.read_text(), {}, ["code-server", "hr-gateway"], [],
+                            built={"code-server": build.bundle_source(built)})
     [entry] = manifest["images"]
-    assert entry["key"] == "workspace" and entry["built"] is True
+    assert entry["key"] == "code-server" and entry["built"] is True
     assert entry["digest"] == built.digest
     assert any(e["entry"] == "image hr-gateway" for e in manifest["left_out"])
-    other = with_overrides(lock, images={"workspace": {"digest": "sha256:" + "0" * 64}})
+    other = with_overrides(lock, images={"code-server": {"digest": "sha256:" + "0" * 64}})
     with pytest.raises(PermanentError, match="not the pinned"):
-        write_bundle(tmp_path / "c", other, "", {}, ["workspace"], [], built={"workspace": build.bundle_source(built)})
+        write_bundle(tmp_path / "c", other, "", {}, ["code-server"], [],
+                     built={"code-server": build.bundle_source(built)})

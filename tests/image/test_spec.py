@@ -52,15 +52,17 @@ def test_the_repository_spec_declares_what_people_need():
 
 
 def test_the_lock_pins_the_built_image_by_digest():
-    """The lock's ``workspace`` entry is this spec's image, built here (not pulled), by digest."""
+    """The lock's ``code-server`` entry (the workspaces' image) is this spec's image, built here
+    (not pulled), by digest, and the settings' default names it."""
+    from tasks.core.settings import WorkspaceSettings
     from tasks.platform.lock import pinned_for
 
     spec = parse_spec((SPEC_DIR / "spec.yaml").read_text())
     lock = load_lock()
-    pin = lock.image("workspace")
-    assert pin.image == spec.reference and pin.component == "workspace-image"
+    pin = lock.image("code-server")
+    assert pin.image == spec.reference == WorkspaceSettings().image and pin.component == "workspace"
     assert pin.build and "images/workspace" in pin.build
-    assert pinned_for(lock, "workspace", spec.reference) == f"{spec.reference}@{pin.digest}"
+    assert pinned_for(lock, "code-server", spec.reference) == f"{spec.reference}@{pin.digest}"
     assert pin.digest and re.match(r"^sha256:[0-9a-f]{64}$", pin.digest)
 
 

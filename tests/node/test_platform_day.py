@@ -196,8 +196,8 @@ def day(node_cluster, node_kube, node_namespace, node_backup_settings, smtp_inbo
     authelia = authelia_deployment_manifest(ns, s.identity.authelia_deployment)
     authelia["spec"]["replicas"] = 0
     node_kube.create(authelia)
-    # The node starts with 24 local volumes; a day needs two per person and one for the restore.
-    node_harness.add_volumes(node_cluster, [f"local-pv-day-{i:03d}" for i in range(2 * len(PEOPLE) + 2 - 24)])
+    # A day needs two volumes per person and one for the restore (earlier tests used some).
+    node_harness.ensure_volumes(node_cluster, 2 * len(PEOPLE) + 2, f"local-pv-day-{ns}")
     with prefect_pg.settings():  # the team's Prefect server, on PostgreSQL (see the docstring)
         ensure_concurrency_limits(Settings())  # the tag limits bootstrap creates
         deployments = register_hr_deployments()

@@ -85,8 +85,8 @@ def test_bundle_then_install_with_no_network(kube, apiserver, platform_env, helm
 def test_a_bundle_refuses_unpinned_entries_before_downloading_anything(tmp_path, prefect_server):
     from flows.bundle import bundle
 
-    state = bundle(tmp_path / "b", return_state=True)  # the real lock: code-server, restic, datadog unpinned
+    state = bundle(tmp_path / "b", return_state=True)  # the real lock: restic, datadog unpinned
     assert state.is_failed()
     message = str(state.message)
-    assert "not pinned by digest" in message and "image code-server" in message and "chart datadog" in message
+    assert "not pinned by digest" in message and "image restic" in message and "chart datadog" in message
     assert not (tmp_path / "b").exists()

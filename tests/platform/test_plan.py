@@ -35,13 +35,25 @@ def test_the_order_puts_every_component_after_what_it_needs():
 
 
 def test_with_registries_everything_pinned_runs_and_datadog_waits_for_a_key():
-    verdicts, parts = decide(LOCK, _facts(node_images=frozenset({normalise("vibecode-ops:0.1.0")})))
+    """The images built here (the HR gateway, the workspace image) loaded onto the nodes."""
+    built = frozenset({normalise("vibecode-ops:0.1.0"), normalise(LOCK.image("code-server").image)})
+    verdicts, parts = decide(LOCK, _facts(node_images=built))
     assert {n for n, v in verdicts.items() if not v.run} == {"datadog"}
     assert "no Datadog API key" in verdicts["datadog"].reason
     assert all(v.run for v in parts.values())
-    assert "by tag, not pinned: docker.io/codercom/code-server:4.101.2" in verdicts["demo-workspace"].reason
+    assert verdicts["demo-workspace"].reason == "runnable; by tag, not pinned: docker.io/restic/restic:0.14.0"
     with_key, _ = decide(LOCK, _facts(datadog_key=True))
     assert not with_key["datadog"].run and "not pinned" in with_key["datadog"].reason  # never installed by tag
+
+
+def test_the_workspace_image_is_built_not_pulled_so_a_registry_does_not_make_the_demo_workspace_runnable():
+    verdicts, _ = decide(LOCK, _facts(node_images=frozenset({normalise("vibecode-ops:0.1.0")})))
+    assert not verdicts["demo-workspace"].run
+    assert ("vibecode.local/workspace:4.139.1-1 is built from images/workspace" in verdicts["demo-workspace"].reason
+            and "load one" in verdicts["demo-workspace"].reason)
+    # Pushed to the company's registry and configured there: an override, pulled from it.
+    pushed, _ = decide(LOCK, _facts(image_overrides={"code-server": "registry.example.com/vibecode/workspace:4.139.1-1"}))
+    assert pushed["demo-workspace"].run
 
 
 def test_one_node_cluster_without_registry_runs_what_was_built_here_and_says_why_not_the_rest():

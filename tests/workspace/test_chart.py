@@ -131,9 +131,9 @@ def test_chart_metadata():
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2"
     assert chart["name"] == "vibecode-workspace"
-    assert chart["appVersion"] == "4.101.2"
+    assert chart["appVersion"] == "4.139.1"  # code-server's version, in the workspace image
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert values["image"]["tag"] == chart["appVersion"]
+    assert values["image"]["tag"].startswith(chart["appVersion"] + "-")  # 4.139.1-<image revision>
 
 
 def test_renders_exactly_the_expected_objects(rendered):
@@ -224,7 +224,7 @@ def test_an_image_digest_pins_the_pull(helm):
     digest = "sha256:" + "ab" * 32
     dep = _one(_render(helm, "--set-string", f"image.digest={digest}"), "Deployment")
     image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image.endswith(f":4.101.2@{digest}")
+    assert image.endswith(f":4.139.1-1@{digest}")
     err = _expect_schema_error(helm, "--set-string", "image.digest=sha256:short")
     assert "/image/digest" in err
 
@@ -317,17 +317,17 @@ def test_a_configured_assistant_secret_reaches_the_pod_by_reference_only(helm, t
 
 
 def test_the_builder_runs_the_lock_image_by_digest(helm, tmp_path):
-    """The setting names the lock's workspace entry by tag; provisioning runs it by the lock's digest."""
+    """The setting names the lock's workspace image entry by tag; provisioning runs it by the lock's digest."""
     from tasks.core.names import workspace_names
     from tasks.core.settings import Settings, WorkspaceSettings
     from tasks.platform.lock import load_lock, pinned_for
     from tasks.workspace.values import workspace_values
 
-    pin = load_lock().image("workspace")
+    pin = load_lock().image("code-server")
     s = Settings(workspace=WorkspaceSettings(image=pin.image))
-    image = pinned_for(load_lock(), "workspace", s.workspace.image)
+    image = pinned_for(load_lock(), "code-server", s.workspace.image)
     assert image == pin.pinned_ref and image.endswith(f"@{pin.digest}")
-    assert pinned_for(load_lock(), "workspace", "elsewhere/code-server:1") == "elsewhere/code-server:1"
+    assert pinned_for(load_lock(), "code-server", "elsewhere/code-server:1") == "elsewhere/code-server:1"
     values_file = tmp_path / "values.json"
     values_file.write_text(json.dumps(workspace_values(workspace_names("carol"), s, image=image)))
     dep = _one(_render(helm, "-f", str(values_file), username=None), "Deployment")
@@ -386,7 +386,7 @@ def test_deployment_runs_code_server_as_specified(objs):
     assert pod["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] == "ws-alice"
     [c] = pod["containers"]
-    assert c["image"] == "codercom/code-server:4.101.2"
+    assert c["image"] == "vibecode.local/workspace:4.139.1-1"
     assert c["imagePullPolicy"] == "IfNotPresent"
     assert c["args"] == ["--bind-addr", "0.0.0.0:8080", "--auth", "none", "/workspace"]
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]

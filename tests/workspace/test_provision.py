@@ -12,6 +12,7 @@ from flows.workspace import provision_workspace
 from tasks.cluster import helm
 from tasks.core.errors import Invalid, InvalidInput
 from tasks.core.settings import get_settings
+from tasks.platform.lock import load_lock
 from tests.fixtures.kube import mark_deployment_available
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
@@ -77,7 +78,8 @@ def test_provision_installs_a_restricted_authelia_protected_workspace(kube, name
     assert pod["securityContext"]["runAsUser"] != 0
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     (container,) = pod["containers"]
-    assert container["image"] == "codercom/code-server:4.101.2"
+    pin = load_lock().image("code-server")  # the default: the workspace image, by the lock's digest
+    assert container["image"] == f"{pin.image}@{pin.digest}"
     csc = container["securityContext"]
     assert csc["allowPrivilegeEscalation"] is False and csc["capabilities"]["drop"] == ["ALL"]
     assert container["resources"]["limits"] and container["resources"]["requests"]

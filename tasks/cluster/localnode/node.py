@@ -620,6 +620,18 @@ def add_volumes(node: Node, names: list[str]) -> None:
                          {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}]}]}}}})
 
 
+def ensure_volumes(node: Node, count: int, prefix: str) -> list[str]:
+    """At least ``count`` unbound local PersistentVolumes, adding the shortfall as
+    ``<prefix>-NNN``; the names added. Earlier tests' volumes stay Released (Retain: their
+    files are evidence), so a test that needs many counts what is free, not what the node
+    started with."""
+    free = [pv for pv in _api(node, "/api/v1/persistentvolumes")["items"]
+            if (pv.get("status") or {}).get("phase") == "Available" and not pv["spec"].get("claimRef")]
+    names = [f"{prefix}-{i:03d}" for i in range(max(0, count - len(free)))]
+    add_volumes(node, names)
+    return names
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] != ["up"]:
         print("usage: python -m tasks.cluster.localnode.node up [--no-code-server]", file=sys.stderr)
