@@ -228,25 +228,48 @@ def live_platform_refusal(run_id: str, progress: dict[str, str], people: int, us
 
 
 # -- the platform Secrets ------------------------------------------------------------------
-# role -> what it is. Namespaces and names come from the recovering cluster's settings.
-SECRET_ROLES = ("platform", "backup", "hr-gateway")
+# role -> what it is. Namespaces and names come from the recovering cluster's settings. ``ca``
+# is cert-manager's CA (kubernetes.io/tls): recovered before cert-manager starts, it is the CA
+# cert-manager goes on issuing from, so people's browsers keep trusting the platform.
+SECRET_ROLES = ("platform", "backup", "hr-gateway", "ca")
+META = "_meta"  # role -> the Secret's type and cert-manager's annotations, beside the data
+# cert-manager reissues a Certificate whose Secret lacks its issuer annotations: keep those.
+KEPT_ANNOTATION_PREFIX = "cert-manager.io/"
 
 
 def secrets_document(secrets: dict[str, dict | None]) -> str:
-    """role -> the Secret's ``data`` (base64, as the API holds it); absent ones are left out."""
-    return json.dumps({role: dict(sorted((m.get("data") or {}).items()))
-                       for role, m in sorted(secrets.items()) if m is not None}, sort_keys=True)
+    """role -> the Secret's ``data`` (base64, as the API holds it); absent ones are left out.
+    A Secret that is not Opaque, or carries cert-manager's annotations, has them under
+    ``_meta`` (older documents have none: their Secrets are all Opaque)."""
+    present = {role: m for role, m in sorted(secrets.items()) if m is not None}
+    doc: dict = {role: dict(sorted((m.get("data") or {}).items())) for role, m in present.items()}
+    meta = {}
+    for role, m in present.items():
+        kept = {k: v for k, v in ((m.get("metadata") or {}).get("annotations") or {}).items()
+                if k.startswith(KEPT_ANNOTATION_PREFIX)}
+        if m.get("type", "Opaque") != "Opaque" or kept:
+            meta[role] = {"type": m.get("type", "Opaque"), "annotations": dict(sorted(kept.items()))}
+    if meta:
+        doc[META] = meta
+    return json.dumps(doc, sort_keys=True)
 
 
 def secret_manifests(document: str, where: dict[str, tuple[str, str]], labels: dict[str, str]) -> list[dict]:
     """The Secrets to recreate: ``where`` maps each role to (namespace, name) on this cluster."""
     data = json.loads(document)
+    meta = data.pop(META, {})
     unknown = sorted(set(data) - set(where))
     if unknown:
         raise InvalidInput("platform-secrets", f"names roles this version does not know: {', '.join(unknown)}")
-    return [{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-             "metadata": {"name": where[role][1], "namespace": where[role][0], "labels": dict(labels)},
-             "data": data[role]} for role in sorted(data)]
+    out = []
+    for role in sorted(data):
+        m = meta.get(role, {})
+        metadata: dict = {"name": where[role][1], "namespace": where[role][0], "labels": dict(labels)}
+        if m.get("annotations"):
+            metadata["annotations"] = dict(m["annotations"])
+        out.append({"apiVersion": "v1", "kind": "Secret", "type": m.get("type", "Opaque"), "metadata": metadata,
+                    "data": data[role]})
+    return out
 
 
 def secret_action(existing: dict | None, wanted: dict) -> str:

@@ -89,10 +89,12 @@ def ensure_platform_repository() -> str | None:
 
 # -- backup ------------------------------------------------------------------------------
 def _where(s: Settings) -> dict[str, tuple[str, str]]:
+    from tasks.platform.ca import CA_SECRET
     from tasks.platform.releases import HR_GATEWAY_SECRET
 
     return {"platform": (s.platform_namespace, s.platform.secret_name), "backup": (s.namespace, s.backup.secret),
-            "hr-gateway": (s.platform_namespace, HR_GATEWAY_SECRET)}
+            "hr-gateway": (s.platform_namespace, HR_GATEWAY_SECRET),
+            "ca": (s.platform.cert_manager_namespace, CA_SECRET)}
 
 
 def _last_snapshot(repo: PlatformRepo, item: str, run_id: str) -> str:
@@ -219,7 +221,10 @@ def _apply_secret(client, manifest: dict) -> str:
     if action == "create":
         client.create(manifest)
     elif action == "replace":
-        client.patch("Secret", meta["namespace"], meta["name"], {"data": manifest["data"]})
+        change: dict = {"data": manifest["data"]}
+        if meta.get("annotations"):
+            change["metadata"] = {"annotations": meta["annotations"]}
+        client.patch("Secret", meta["namespace"], meta["name"], change)
     return f"{meta['name']} {action}"
 
 

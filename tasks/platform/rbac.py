@@ -6,6 +6,7 @@ tests check are the same. Three scopes:
 
 - ``workspaces``: a Role in the workspace namespace (releases, volumes, backup Jobs);
 - ``platform``: a Role in the platform namespace (Authelia's users Secret, ledger, TOTP);
+- ``ca``: a Role in cert-manager's namespace, for its CA Secret only (the platform backup);
 - ``cluster``: a ClusterRole, only LISTs a check truly needs across namespaces.
 
 :data:`WHY` names the code path behind each rule. The test suite runs a representative
@@ -26,7 +27,7 @@ from tasks.platform.values import FLOWS_RULES, FLOWS_SERVICE_ACCOUNT, OPS_NAMESP
 
 SERVICE_ACCOUNT = FLOWS_SERVICE_ACCOUNT
 FLOWS_NAMESPACE = OPS_NAMESPACE
-SCOPES = ("workspaces", "platform", "cluster")
+SCOPES = ("workspaces", "platform", "ca", "cluster")
 _RULE_KEYS = ("apiGroups", "resources", "resourceNames", "verbs")
 _APPLY = "helm's server-side apply that creates an object needs create; the audit records it as patch"
 
@@ -49,6 +50,7 @@ WHY: dict[tuple[str, str, str], str] = {
     ("platform", "", "pods"): "a failed TOTP Job's pod states its reason",
     ("platform", "batch", "jobs"): "the TOTP pre-provisioning Job, awaited by a watch",
     ("platform", "apps", "deployments"): "roll Authelia after its users Secret changed",
+    ("ca", "", "secrets"): "the nightly platform backup saves cert-manager's CA (tasks/dr/steps.py)",
     ("cluster", "", "nodes"): "health's node check (nodes are cluster-scoped)",
     ("cluster", "apps", "deployments"): "health's platform components live in several namespaces",
     ("cluster", "apps", "statefulsets"): "health's platform components live in several namespaces",
@@ -74,6 +76,7 @@ UNAUDITED: dict[tuple[str, str, str, str], str] = {
     ("platform", "batch", "jobs", "delete"): "a failed TOTP Job is replaced on the rerun",
     ("platform", "", "configmaps", "delete"): "a SCIM DELETE of a user (the gateway's path, tests/gateway)",
     ("platform", "", "pods", "list"): "only when a TOTP Job fails",
+    ("ca", "", "secrets", "get"): "the platform backup tests (tests/dr) run as the test API server's admin",
     ("cluster", "cert-manager.io", "certificates", "list"): "no cert-manager CRD on the test API server: the "
                                                               "LIST answers 404 before RBAC is asked",
     ("cluster", "gateway.networking.k8s.io", "gateways", "list"): "no Gateway API CRD in the marked tests' runs",
@@ -96,13 +99,17 @@ def username(namespace: str = FLOWS_NAMESPACE, name: str = SERVICE_ACCOUNT) -> s
 
 def manifests(rules: dict[str, list[dict[str, Any]]], workspace_namespace: str, platform_namespace: str,
               flows_namespace: str = FLOWS_NAMESPACE, name: str = SERVICE_ACCOUNT,
-              labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """ServiceAccount, a Role + RoleBinding per namespace, ClusterRole + ClusterRoleBinding."""
+              labels: dict[str, str] | None = None, ca_namespace: str | None = None) -> list[dict[str, Any]]:
+    """ServiceAccount, a Role + RoleBinding per namespace (cert-manager's only when
+    ``ca_namespace`` is given), ClusterRole + ClusterRoleBinding."""
     meta_labels = {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: "flows", **(labels or {})}
     subject = [{"kind": "ServiceAccount", "name": name, "namespace": flows_namespace}]
     out: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "ServiceAccount",
                                   "metadata": {"name": name, "namespace": flows_namespace, "labels": meta_labels}}]
-    for scope, ns in (("workspaces", workspace_namespace), ("platform", platform_namespace)):
+    scoped = [("workspaces", workspace_namespace), ("platform", platform_namespace)]
+    if ca_namespace is not None and rules.get("ca"):
+        scoped.append(("ca", ca_namespace))
+    for scope, ns in scoped:
         role = f"{name}-{scope}"
         out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                     "metadata": {"name": role, "namespace": ns, "labels": meta_labels},

@@ -100,6 +100,11 @@ FLOWS_RULES: dict[str, list[dict[str, Any]]] = {
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "delete", "get", "list", "watch"]},
         {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["authelia"], "verbs": ["get", "patch"]},
     ],
+    # cert-manager's namespace: only its CA Secret, read by the nightly platform backup (without
+    # it a recovered platform issues a new CA, and everyone trusts again).
+    "ca": [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["vibecode-ca"], "verbs": ["get"]},
+    ],
     "cluster": [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
         {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["list"]},

@@ -72,8 +72,13 @@ def test_cluster_wide_rights_are_reads_and_name_no_secret():
             for group in r["apiGroups"]:
                 for resource in r["resources"]:
                     assert rbac.WHY.get((scope, group, resource)), (scope, group, resource)
+    named = {"platform": "authelia", "ca": "vibecode-ca"}  # the objects their resourceNames allow
     for scope, group, resource, verb in rbac.UNAUDITED:  # every waiver names a granted verb
-        assert rbac.allows(rules[scope], verb, group, resource, name="authelia"), (scope, group, resource, verb)
+        assert rbac.allows(rules[scope], verb, group, resource, name=named.get(scope)), (scope, group, resource, verb)
+    # cert-manager's namespace: the CA's Secret, read, and nothing else of it.
+    assert rules["ca"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["vibecode-ca"],
+                            "verbs": ["get"]}]
+    assert not rbac.allows(rules["ca"], "get", "", "secrets", name="cert-manager-webhook-ca")
     for r in rules["workspaces"] + rules["platform"]:  # never the power to grant rights or run bare pods
         assert not {"roles", "rolebindings", "clusterroles", "clusterrolebindings"} & set(r["resources"])
         assert not ("pods" in r["resources"] and {"create", "update", "patch"} & set(r["verbs"])), r
@@ -100,3 +105,6 @@ def test_manifests_bind_each_scope_where_it_belongs():
     for m in out:
         for rule in m.get("rules", []):
             assert set(rule) <= {"apiGroups", "resources", "resourceNames", "verbs"}
+    with_ca = rbac.manifests(rbac.load_rules(), "ws", "pf", ca_namespace="cm")
+    assert [(m["kind"], m["metadata"]["namespace"]) for m in with_ca if m["metadata"]["name"].endswith("-ca")] == [
+        ("Role", "cm"), ("RoleBinding", "cm")]

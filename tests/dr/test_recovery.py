@@ -88,6 +88,16 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     ns, pns = namespaces
     s = backup_settings
     source = source_platform(kube, ns, pns, s, postgres)
+    # cert-manager's CA, as cert-manager keeps it (this test's own namespace for it).
+    cm = f"cm-{pns}"[:63]
+    monkeypatch.setenv("VIBECODE_PLATFORM__CERT_MANAGER_NAMESPACE", cm)
+    get_settings.cache_clear()
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cm}})
+    ca_annotations = {"cert-manager.io/certificate-name": "vibecode-ca", "cert-manager.io/issuer-name": "vibecode-self",
+                      "cert-manager.io/issuer-kind": "ClusterIssuer", "cert-manager.io/issuer-group": "cert-manager.io"}
+    kube.create({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                 "metadata": {"name": "vibecode-ca", "namespace": cm, "annotations": ca_annotations},
+                 "data": {k: base64.b64encode(secrets.token_bytes(64)).decode() for k in ("tls.crt", "tls.key", "ca.crt")}})
     trees = {u: add_workspace(kube, ns, job_kubelet, u, tmp_path) for u, st in PEOPLE.items() if st == "active"}
     before = {u: tree_state(d) for u, d in trees.items()}
     assert backup_workspaces().outcome.value == "Completed"
@@ -105,6 +115,7 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     original = {"users": _secret(kube, pns, s.identity.authelia_users_secret),
                 "platform": _secret(kube, pns, s.platform.secret_name),
                 "backup": _secret(kube, ns, s.backup.secret), "ledger": _ledger(kube, pns),
+                "ca": kube.get("Secret", cm, "vibecode-ca"),
                 "totp": _rows(postgres, "authelia_src", "totp_configurations"),
                 "flow_run": _rows(postgres, "prefect_src", "flow_run", "name")}
 
@@ -158,6 +169,9 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     assert _secret(kube2, pns, s.identity.authelia_users_secret) == original["users"]
     assert _secret(kube2, pns, s.platform.secret_name) == original["platform"]
     assert _secret(kube2, ns, s.backup.secret) == original["backup"]
+    ca = kube2.get("Secret", cm, "vibecode-ca")  # the same CA: nobody is asked to trust a new one
+    assert ca["type"] == "kubernetes.io/tls" and ca["data"] == original["ca"]["data"]
+    assert {k: v for k, v in ca["metadata"]["annotations"].items() if k.startswith("cert-manager.io/")} == ca_annotations
     recovered = credentials.decode(kube2.get("Secret", pns, s.platform.secret_name))
     assert recovered["authelia-storage-encryption-key"] == source["values"]["authelia-storage-encryption-key"]
     assert recovered["restic-password"] == source["values"]["restic-password"]
@@ -196,11 +210,11 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     # -- the same recovery pointed at the cluster that still runs the platform: refused, and
     # nothing there changes (no namespace, Secret or ledger record written) ----------------
     _switch(apiserver.kubeconfig)
-    live = {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+    live = {(kind, o["metadata"]["name"]): o["metadata"]["resourceVersion"]
             for kind in ("ConfigMap", "Secret") for o in kube.list(kind, pns)}
     with pytest.raises(PermanentError, match=r"already runs a platform \(3 people in its ledger and Authelia's"):
         recover.recover_platform(url, bootstrap=False)
-    assert {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+    assert {(kind, o["metadata"]["name"]): o["metadata"]["resourceVersion"]
             for kind in ("ConfigMap", "Secret") for o in kube.list(kind, pns)} == live
     print(f"recovery of {len(before)} workspaces: {seconds:.1f} s")
 

@@ -191,6 +191,26 @@ def test_a_chosen_set_is_always_complete_and_of_one_run(members):
     assert chosen.time == max(s.time for s in plan.backup_sets(snaps) if s.complete)
 
 
+def test_the_ca_comes_back_as_kubernetes_io_tls_with_cert_manager_s_annotations_and_nothing_else():
+    """cert-manager reissues a Certificate whose Secret lacks its issuer annotations (a new CA
+    that every browser must be told to trust): they travel with the data; others do not."""
+    ca = {"type": "kubernetes.io/tls", "data": {"tls.crt": _b64("C"), "tls.key": _b64("K"), "ca.crt": _b64("C")},
+          "metadata": {"annotations": {"cert-manager.io/issuer-name": "vibecode-selfsigned",
+                                       "cert-manager.io/issuer-kind": "ClusterIssuer",
+                                       "kubectl.kubernetes.io/last-applied-configuration": "{}"}}}
+    doc = plan.secrets_document({"ca": ca, "platform": {"data": {"k": _b64("v")}}})
+    where = {"ca": ("cert-manager", "vibecode-ca"), "platform": ("pf", "vibecode-platform-secrets")}
+    by = {m["metadata"]["name"]: m for m in plan.secret_manifests(doc, where, {"a": "b"})}
+    assert by["vibecode-ca"]["type"] == "kubernetes.io/tls" and by["vibecode-ca"]["data"] == ca["data"]
+    assert by["vibecode-ca"]["metadata"]["annotations"] == {"cert-manager.io/issuer-name": "vibecode-selfsigned",
+                                                            "cert-manager.io/issuer-kind": "ClusterIssuer"}
+    assert by["vibecode-platform-secrets"]["type"] == "Opaque"
+    assert "annotations" not in by["vibecode-platform-secrets"]["metadata"]
+    # A document written before the CA was saved (no _meta) still restores, all Opaque.
+    old = json.dumps({"platform": {"k": _b64("v")}})
+    assert [m["type"] for m in plan.secret_manifests(old, where, {})] == ["Opaque"]
+
+
 @pytest.mark.parametrize(("progress", "people", "users_file", "force", "refused"), [
     ({}, 0, False, False, False),                      # a new, empty cluster
     ({}, 3, True, False, True),                        # a live platform
