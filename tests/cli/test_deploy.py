@@ -192,9 +192,11 @@ def _start_runs() -> dict[str, str]:
 
 
 def _stop(proc: subprocess.Popen) -> int:
+    """Ctrl-C, as a person stops the worker. It must exit by itself; under the full suite's
+    load (3 workers on 2 cores) its shutdown once took over 60 s, so it gets 180."""
     os.killpg(proc.pid, signal.SIGINT)
     try:
-        return proc.wait(timeout=60)
+        return proc.wait(timeout=180)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         return proc.wait()

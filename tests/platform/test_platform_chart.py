@@ -209,7 +209,7 @@ def test_every_option_on_renders_exactly_these_objects(all_on):
         *(("NetworkPolicy", PNS, n) for n in ("authelia", "totp-provision", "authelia-postgresql",
                                                "authelia-redis", "seaweedfs", "acme-http01-solver")),
         ("ServiceAccount", ONS, "vibecode-flows"),
-        *((k, ns, "vibecode-flows") for ns in (WNS, PNS) for k in ("Role", "RoleBinding")),
+        *((k, ns, "vibecode-flows") for ns in (WNS, PNS, "cert-manager") for k in ("Role", "RoleBinding")),
         ("ClusterRole", "", "vibecode-flows"), ("ClusterRoleBinding", "", "vibecode-flows"),
     ])
     assert not any(d["kind"] == "Secret" and d["metadata"]["name"] in ("authelia-users", "vibecode-platform-secrets",
