@@ -434,8 +434,8 @@ def start(code_server: bool = True, pv_count: int = 24, lock_timeout: float = 18
     node = Node(workdir=workdir, _lock_fd=fd)
     node.timings["images"] = t_images - t0
     # By digest where the image has one (the workspace image): a tag alone would be pinned to
-    # the lock's digest, which is another machine's build (the build is not byte-reproducible
-    # across machines), and the node would try to pull it.
+    # the lock's digest, the build of the day the lock was written (another day's Debian or npm
+    # versions give another digest), and the node would try to pull it.
     node.images = {i.short: f"{i.name}@{i.digest}" if i.digest else i.name for i in imgs}
     node.sysctls = {k: Path("/proc/sys", k).read_text().strip() for k in SYSCTLS if Path("/proc/sys", k).exists()}
     node.host_dirs = {d: Path(d).exists() for d in HOST_DIRS}
