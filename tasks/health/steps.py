@@ -20,6 +20,7 @@ from tasks.core.names import WORKSPACE_PVC_SELECTOR
 from tasks.core.settings import get_settings
 from tasks.core.steps import KUBE_API, transient_retries
 from tasks.health.checks import HealthReport, Listing, Status, parse_users, redact
+from tasks.health.fields import observed
 from tasks.health.probes import probe_bucket, probe_http
 from tasks.health.sinks import push_prometheus, send_datadog
 from tasks.people.ledger import SELECTOR as LEDGER_SELECTOR
@@ -52,7 +53,7 @@ def list_cluster_objects() -> Listing:
     s = get_settings()
     client = kube.connect()
     try:
-        certificates = client.list_all("Certificate")
+        certificates = [observed(c) for c in client.list_all("Certificate")]
     except NotFound:  # the cert-manager CRD is not installed
         certificates = None
     users, users_database = None, None
@@ -65,10 +66,10 @@ def list_cluster_objects() -> Listing:
         users = redact(users)
 
     def read(kind: str, namespace: str | None = None, sel: str | None = None) -> list[dict]:
-        """Every page, each object leaned as its page arrives: no managedFields, and of a pod
-        template only the resource requests (the overview shows them)."""
-        return [kube.lean(o, template="requests")
-                for page in client.pages(kind, namespace, sel, all_namespaces=namespace is None) for o in page]
+        """Every page, each object cut to what the checks and the overview read as its page
+        arrives (:func:`tasks.health.fields.observed`): memory follows the result, not the fleet."""
+        return [observed(o) for page in client.pages(kind, namespace, sel, all_namespaces=namespace is None)
+                for o in page]
 
     return Listing(nodes=read("Node"), deployments=read("Deployment"), statefulsets=read("StatefulSet"),
                    pvcs=read("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR),
