@@ -18,6 +18,7 @@ snapshot, and what could not be.
 from __future__ import annotations
 
 import contextvars
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from pydantic import BaseModel
 
 from flows.restore import restore_workspace
 from flows.workspace import provision_workspace
+from tasks.cluster import kube
 from tasks.core.errors import NotFound, PermanentError
 from tasks.core.settings import get_settings
 from tasks.dr.plan import ORDER, BackupSet, parse_source, remaining, workspace_row
@@ -65,10 +67,12 @@ def recover_platform(source: str, backup_set: str = "latest", bootstrap: bool = 
     """``source``: the platform repository (``s3:http://host:9000/bucket/_platform``).
     ``backup_set``: a run id, or the newest complete set. ``bootstrap`` False: the platform's
     charts are installed already (or by hand). ``force``: recover onto a cluster that already
-    runs a platform (refused otherwise, before anything changes). Credentials only from the
+    runs a platform (refused otherwise, before anything changes). ``existing_kubeconfig``: the
+    new cluster, for every step (default: the settings' cluster). Credentials only from the
     environment."""
     logger = get_run_logger()
     repo = parse_source(source)
+    kubeconfig = _one_cluster(existing_kubeconfig, bootstrap)
     chosen: BackupSet = choose_backup_set(repo, backup_set)
     snaps, rid = chosen.snapshots, chosen.run_id
     logger.info("recovering platform backup %s of %s", rid, chosen.time.isoformat())
@@ -101,7 +105,8 @@ def recover_platform(source: str, backup_set: str = "latest", bootstrap: bool = 
                 if bootstrap:
                     from flows.bootstrap import bootstrap_platform
 
-                    boot = bootstrap_platform(existing_kubeconfig=existing_kubeconfig)
+                    boot = bootstrap_platform(existing_kubeconfig=kubeconfig,
+                                              kube_context=get_settings().kube_context)
                     rows.append({"what": step, "snapshot": "", "outcome": "changed" if boot.changed else "unchanged",
                                  "detail": ", ".join(f"{o.component}: {o.action}" for o in boot.components)})
                 else:
@@ -119,6 +124,28 @@ def recover_platform(source: str, backup_set: str = "latest", bootstrap: bool = 
         _artifact(result)
     logger.info("recovery of %s: %d steps, %d failures", rid, len(rows), len(result.failed))
     return result
+
+
+def _one_cluster(existing_kubeconfig: Path | None, bootstrap: bool) -> Path | None:
+    """The kubeconfig of the cluster being recovered, made the one every step uses. Bootstrap
+    given no kubeconfig creates a KIND cluster of its own, and one given here but not to the
+    other steps would install the charts where the Secrets were not restored: either way the
+    keys and the charts would land on two clusters. Decided before anything changes."""
+    if existing_kubeconfig is not None:
+        os.environ["VIBECODE_KUBECONFIG"] = str(existing_kubeconfig)  # as bootstrap itself does
+        get_settings.cache_clear()
+        kube.reset_connections()
+        return existing_kubeconfig
+    if not bootstrap:
+        return None
+    configured = get_settings().kubeconfig
+    if configured is not None:
+        return configured
+    default = Path(os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config")))
+    if os.pathsep in str(default) or not default.is_file():
+        raise PermanentError(f"bootstrap needs the new cluster's kubeconfig file ({default} is not one): pass "
+                             "--kubeconfig, or --no-bootstrap when the charts are installed already")
+    return default
 
 
 def _workspaces(rows: list[dict[str, str]], rid: str, done: dict[str, str], result: RecoveryResult,

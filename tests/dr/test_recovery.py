@@ -1,18 +1,21 @@
 """Disaster recovery end to end, on real components: a platform on one kube-apiserver (people,
-a leaver, TOTP registrations in PostgreSQL, workspace files backed up by the real backup flow)
-is backed up by ``backup_platform``; a second, empty kube-apiserver and an empty PostgreSQL
-are recovered by ``recover_platform`` from the S3 store alone.
+a leaver, TOTP registrations in PostgreSQL, Prefect's own database written by a real Prefect
+server, workspace files backed up by the real backup flow) is backed up by
+``backup_platform``; a second, empty kube-apiserver and an empty PostgreSQL are recovered by
+``recover_platform`` from the S3 store alone, bootstrap included: the charts are installed on
+the second API server with helm, from the loopback registry of chart stand-ins
+(tests/fixtures/registry.py), as tests/platform/test_bootstrap.py installs them.
 
 Stand-ins, named as such: Authelia's binary does not run here, so its storage is the table
 ``totp_configurations`` created by this test from Authelia's published PostgreSQL schema
 (a stand-in for Authelia's own migration), its ``secret`` column encrypted with the
 platform's ``authelia-storage-encryption-key`` (AES-256-GCM over sha256 of the key, as
-Authelia does; a stand-in for Authelia's writer). Prefect's database is a stand-in table in a
-real PostgreSQL database. No kubelet or controllers run: workspace Deployments are marked
-available and Jobs are run by the kubelet stand-in (tests/fixtures/storage.JobKubelet), on
-this machine, against the real S3 server, as the other backup tests do. Bootstrap is not
-run (``bootstrap=False``: the platform charts need pods; its place in the order is in
-tests/dr/test_recovery_plan.py).
+Authelia does; a stand-in for Authelia's writer). No kubelet or controllers run: the platform's
+workloads are marked ready by :class:`tests.fixtures.platform.ControllerStandIn` (a stand-in),
+workspace Deployments are marked available, and Jobs are run by the kubelet stand-in
+(tests/fixtures/storage.JobKubelet) on this machine, against the real S3 server, as the other
+backup tests do. The databases are restored into a PostgreSQL of this machine (standing in
+for the one the platform chart runs); the CA is written as cert-manager writes it.
 """
 
 from __future__ import annotations
@@ -34,8 +37,22 @@ from tasks.core.settings import get_settings
 from tasks.dr import plan
 from tasks.people import usersdb
 from tasks.platform import credentials
+from tasks.platform.releases import HR_GATEWAY_SECRET
 from tests.fixtures.backup import add_workspace
-from tests.fixtures.recovery import LEFT_AT, PEOPLE, db_url, deployments_available, psql, source_platform, unseal
+from tests.fixtures.platform import ControllerStandIn, stand_in_node
+from tests.fixtures.recovery import (
+    LEFT_AT,
+    PEOPLE,
+    ca_secret,
+    db_url,
+    deployments_available,
+    prefect_history,
+    prefect_on,
+    prefect_view,
+    psql,
+    source_platform,
+    unseal,
+)
 from tests.fixtures.storage import JobKubelet, tree_state
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
@@ -78,9 +95,21 @@ def _secret(kube, ns, name) -> dict:
     return (kube.get("Secret", ns, name) or {}).get("data") or {}
 
 
-def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_recovery_resumes(
+def _artifacts(flow_run_id) -> dict[str, str]:
+    """key -> markdown of the artifacts of a flow run and of its subflows (bootstrap's)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter
+
+    with get_client(sync_client=True) as client:
+        runs = [flow_run_id] + [r.id for r in client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [flow_run_id]}))]
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=runs)))
+    return {a.key: str(a.data) for a in found}
+
+
+def test_a_platform_is_recovered_and_bootstrapped_on_an_empty_cluster_from_s3_alone_and_a_killed_recovery_resumes(
         kube, namespaces, backup_settings, job_kubelet, postgres, tmp_path, monkeypatch,
-        apiserver, second_cluster, new_postgres):
+        apiserver, second_cluster, new_postgres, upstream):
     import flows.recover as recover
     from flows.backup import backup_workspaces
     from flows.platform_backup import backup_platform
@@ -88,6 +117,9 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     ns, pns = namespaces
     s = backup_settings
     source = source_platform(kube, ns, pns, s, postgres)
+    with prefect_on(postgres, "prefect_src") as prefect:  # the team's Prefect, stopped before the backup
+        prefect_history(prefect)
+        prefect_before = prefect_view(prefect)
     # cert-manager's CA, as cert-manager keeps it (this test's own namespace for it).
     cm = f"cm-{pns}"[:63]
     monkeypatch.setenv("VIBECODE_PLATFORM__CERT_MANAGER_NAMESPACE", cm)
@@ -95,9 +127,8 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cm}})
     ca_annotations = {"cert-manager.io/certificate-name": "vibecode-ca", "cert-manager.io/issuer-name": "vibecode-self",
                       "cert-manager.io/issuer-kind": "ClusterIssuer", "cert-manager.io/issuer-group": "cert-manager.io"}
-    kube.create({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-                 "metadata": {"name": "vibecode-ca", "namespace": cm, "annotations": ca_annotations},
-                 "data": {k: base64.b64encode(secrets.token_bytes(64)).decode() for k in ("tls.crt", "tls.key", "ca.crt")}})
+    ca, ca_fingerprint = ca_secret("vibecode-ca", cm, ca_annotations)
+    kube.create(ca)
     trees = {u: add_workspace(kube, ns, job_kubelet, u, tmp_path) for u, st in PEOPLE.items() if st == "active"}
     before = {u: tree_state(d) for u, d in trees.items()}
     assert backup_workspaces().outcome.value == "Completed"
@@ -114,60 +145,90 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
 
     original = {"users": _secret(kube, pns, s.identity.authelia_users_secret),
                 "platform": _secret(kube, pns, s.platform.secret_name),
+                "hr-gateway": _secret(kube, pns, HR_GATEWAY_SECRET),
                 "backup": _secret(kube, ns, s.backup.secret), "ledger": _ledger(kube, pns),
                 "ca": kube.get("Secret", cm, "vibecode-ca"),
-                "totp": _rows(postgres, "authelia_src", "totp_configurations"),
-                "flow_run": _rows(postgres, "prefect_src", "flow_run", "name")}
+                "totp": _rows(postgres, "authelia_src", "totp_configurations")}
 
     # -- the cluster is gone: a new API server and an empty PostgreSQL; only S3 is left ----
+    # Bootstrap's settings, as tests/fixtures/platform.platform_env has them; what bootstrap
+    # sets in the environment (the workspace image of the tests' lock) is put back afterwards.
+    for key, value in {"VIBECODE_PLATFORM__LOCK_FILE": str(upstream.lock_file),
+                       "VIBECODE_PLATFORM__READY_TIMEOUT_SECONDS": "30", "VIBECODE_PLATFORM__READY_POLL_SECONDS": "0.2",
+                       "VIBECODE_WORKSPACE__READY_TIMEOUT_SECONDS": "30",
+                       "VIBECODE_RECOVERY__AUTHELIA_DB_URL": db_url(new_postgres, "authelia"),
+                       "VIBECODE_RECOVERY__PREFECT_DB_URL": db_url(new_postgres, "prefect_new")}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("VIBECODE_WORKSPACE__IMAGE", raising=False)
     _switch(second_cluster.kubeconfig)
-    monkeypatch.setenv("VIBECODE_RECOVERY__AUTHELIA_DB_URL", db_url(new_postgres, "authelia"))
-    monkeypatch.setenv("VIBECODE_RECOVERY__PREFECT_DB_URL", db_url(new_postgres, "prefect_new"))
-    get_settings.cache_clear()
     kube2 = kube_adapter.connect()
+    s2 = get_settings()
     assert kube2.get("Namespace", None, pns) is None
+    # The operator's kubeconfig still names the old cluster; the recovery is told the new one.
+    _switch(apiserver.kubeconfig)
+    stand_in_node(kube2, ["docker.io/library/vibecode-ops:0.1.0"])  # the HR gateway's image, built here
     scratch = tmp_path / "kubelet2"
     scratch.mkdir()
     kubelet2 = JobKubelet(kube2, ns, scratch)
     stop = threading.Event()
     deployments = threading.Thread(target=deployments_available, args=(kube2, ns, stop), daemon=True)
     deployments.start()
+    # The platform's workloads; the workspace namespace is left to the Job kubelet, which runs
+    # the restore Jobs for real (the controller stand-in would mark them done unrun).
+    controllers = ControllerStandIn(kube2, {pns, cm, s2.platform.envoy_gateway_namespace, s2.platform.ops_namespace})
     url = f"s3:{s.backup.s3_endpoint}/{s.backup.s3_bucket}/{plan.DEFAULT_PREFIX}"
     try:
         kubelet2.start()  # its watch retries until recovery creates the namespace
+        controllers.__enter__()
 
-        # a recovery that dies half-way (after the secrets, the users and the databases)
+        # a recovery that dies half-way (after the secrets, the users, bootstrap and the databases)
         def killed(*_a, **_k):
             raise RuntimeError("injected: the recovery process died here")
 
         real_restore_ledger = recover.restore_ledger
         monkeypatch.setattr(recover, "restore_ledger", killed)
-        with pytest.raises(RuntimeError, match="injected"):
-            recover.recover_platform(url, bootstrap=False)
+        died = recover.recover_platform(url, existing_kubeconfig=second_cluster.kubeconfig, return_state=True)
+        assert died.is_failed() and "injected" in str(died.message), died
         progress = kube2.get("ConfigMap", pns, s.recovery.progress_configmap)["data"]
         assert set(progress) == {"namespaces", "platform-secrets", "users-database", "bootstrap", "authelia-db",
                                  "prefect-db"}
         assert _ledger(kube2, pns) == {}
         monkeypatch.setattr(recover, "restore_ledger", real_restore_ledger)
+        with prefect_on(new_postgres, "prefect_new") as prefect:  # a new Prefect on the recovered database
+            prefect_after = prefect_view(prefect)
 
         started = time.monotonic()
-        result = recover.recover_platform(url, bootstrap=False)
+        result = recover.recover_platform(url)  # now the cluster of the settings: the new one
         seconds = time.monotonic() - started
     finally:
         stop.set()
+        controllers.__exit__()
         if getattr(kubelet2, "_thread", None):
             kubelet2.stop()
 
+    # -- bootstrap ran on the new cluster with the recovered Secrets and generated none -------
+    shown = _artifacts(died.state_details.flow_run_id)
+    boot_row = next(line for line in shown["platform-recovery"].splitlines() if line.startswith("| bootstrap |"))
+    assert "platform-secrets: unchanged" in boot_row and "namespaces: unchanged" in boot_row, boot_row
+    for component in ("cert-manager", "envoy-gateway", "vibecode-platform", "hr-gateway"):
+        assert f"{component}: installed" in boot_row, boot_row
+    assert f"SHA-256 fingerprint {ca_fingerprint}" in shown["bootstrap-platform"]  # the recovered CA, presented
+    authelia = kube2.get("Deployment", pns, s.identity.authelia_deployment)  # installed by bootstrap's chart
+    assert s.platform.secret_name in {(v.get("secret") or {}).get("secretName")
+                                      for v in authelia["spec"]["template"]["spec"]["volumes"]}
+    assert kube.get("Deployment", pns, s.identity.authelia_deployment) is None  # nothing went to the old one
+
     outcomes = {r["what"]: r["outcome"] for r in result.rows}
     assert result.set_run_id == report.run_id and not result.failed
-    assert set(result.resumed) >= {"platform-secrets", "users-database", "authelia-db"}
-    assert outcomes["ledger"] == "restored"
+    assert set(result.resumed) >= {"platform-secrets", "users-database", "bootstrap", "authelia-db"}
+    assert outcomes["bootstrap"] == "done earlier" and outcomes["ledger"] == "restored"
     assert outcomes["workspace alice"] == outcomes["workspace bob"] == "recovered"
     assert outcomes["workspace carol"] == "left"
 
     # -- everything equals the original ---------------------------------------------------
     assert _secret(kube2, pns, s.identity.authelia_users_secret) == original["users"]
     assert _secret(kube2, pns, s.platform.secret_name) == original["platform"]
+    assert _secret(kube2, pns, HR_GATEWAY_SECRET) == original["hr-gateway"]
     assert _secret(kube2, ns, s.backup.secret) == original["backup"]
     ca = kube2.get("Secret", cm, "vibecode-ca")  # the same CA: nobody is asked to trust a new one
     assert ca["type"] == "kubernetes.io/tls" and ca["data"] == original["ca"]["data"]
@@ -177,7 +238,8 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     assert recovered["restic-password"] == source["values"]["restic-password"]
     assert _ledger(kube2, pns) == original["ledger"]
     assert _rows(new_postgres, "authelia", "totp_configurations") == original["totp"]
-    assert _rows(new_postgres, "prefect_new", "flow_run", "name") == original["flow_run"]
+    assert prefect_after == prefect_before  # deployments, schedules, runs and their state histories
+    assert len(prefect_before["flow_runs"]) == 3 and len(prefect_before["deployments"]) == 1
     for user, raw in source["totp"].items():  # readable with the recovered key: nobody enrols again
         sealed = bytes.fromhex(psql(new_postgres, "authelia",
                                     f"SELECT encode(secret, 'hex') FROM totp_configurations "
@@ -194,15 +256,15 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     assert carol["metadata"]["labels"]["vibecode.dev/state"] == "terminated"
     assert LEFT_AT.strftime("%Y-%m-%dT%H:%M") in str(carol["data"])  # the retention clock, as it was
 
-    # no secret in what the flows returned (and so in their artifacts' rows)
-    shown = report.model_dump_json() + result.model_dump_json()
+    # no secret in what the flows returned or showed (their artifacts)
+    shown_text = report.model_dump_json() + result.model_dump_json() + "".join(shown.values())
     for value in [*source["values"].values(), platform_password, new_postgres.password, postgres.password]:
-        assert value not in shown
+        assert value not in shown_text
 
     # -- a third run finds everything done and changes nothing -----------------------------
     versions = {n: c["metadata"]["resourceVersion"] for n, c in
                 {c["metadata"]["name"]: c for c in kube2.list("ConfigMap", pns)}.items()}
-    again = recover.recover_platform(url, bootstrap=False)
+    again = recover.recover_platform(url)
     assert {r["outcome"] for r in again.rows if r["what"] not in ("backup set", "target cluster")} <= {
         "done earlier", "left"}
     assert {c["metadata"]["name"]: c["metadata"]["resourceVersion"] for c in kube2.list("ConfigMap", pns)} == versions
@@ -213,11 +275,10 @@ def test_a_platform_is_recovered_on_an_empty_cluster_from_s3_alone_and_a_killed_
     live = {(kind, o["metadata"]["name"]): o["metadata"]["resourceVersion"]
             for kind in ("ConfigMap", "Secret") for o in kube.list(kind, pns)}
     with pytest.raises(PermanentError, match=r"already runs a platform \(3 people in its ledger and Authelia's"):
-        recover.recover_platform(url, bootstrap=False)
+        recover.recover_platform(url)
     assert {(kind, o["metadata"]["name"]): o["metadata"]["resourceVersion"]
             for kind in ("ConfigMap", "Secret") for o in kube.list(kind, pns)} == live
-    print(f"recovery of {len(before)} workspaces: {seconds:.1f} s")
-
+    print(f"recovery of {len(before)} workspaces after bootstrap: {seconds:.1f} s")
 
 
 def test_a_recovery_killed_by_sigkill_inside_pg_restore_resumes_to_the_same_result(

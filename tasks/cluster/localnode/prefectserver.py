@@ -149,12 +149,13 @@ def server_env(database_url: str | None, home: Path) -> dict[str, str]:
 
 
 def start_prefect_server(database_url: str | None = None, workers: int = 1, timeout: float = 180,
-                         cpus: set[int] | None = None) -> PrefectServer:
+                         cpus: set[int] | None = None, services: bool = True) -> PrefectServer:
     """``prefect server start`` on a free loopback port; returns when ``/api/health`` answers.
 
     ``workers`` > 1 runs several API processes, which only PostgreSQL can serve (SQLite's
     one writer would make them queue behind each other's locks). ``cpus`` pins the server
-    (benchmarks keep it off the gateway's core)."""
+    (benchmarks keep it off the gateway's core). ``services`` False: the API alone, no
+    scheduler or other loop writing to the database behind a test that compares its rows."""
     home = tempfile.TemporaryDirectory(prefix="vibecode-prefect-")
     port = free_port()
     log = Path(home.name) / "server.log"
@@ -162,6 +163,8 @@ def start_prefect_server(database_url: str | None = None, workers: int = 1, time
            "--no-ui", "--analytics-off"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
+    if not services:
+        cmd.append("--no-services")
     proc = subprocess.Popen(cmd, env=server_env(database_url, Path(home.name)), stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
