@@ -106,12 +106,22 @@ print("warm", flush=True)
 sys.stdin.readline()  # the parent reads the API server's counters now
 runs = int(sys.argv[2])
 calls = dict(kube_adapter.CALLS)
-walls = []
+walls, cpus = [], []
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 for _ in range(runs):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu()
     out = run()
     walls.append(round(time.perf_counter() - t, 3))
-out.update(wall_seconds=min(walls), walls=walls, runs=runs, rss_after_imports_mb=round(after_imports, 1),
+    cpus.append(round(cpu() - c, 3))
+if os.environ.get("VIBECODE_BENCH_PROFILE"):  # one more run under pyinstrument, written beside the results
+    from pyinstrument import Profiler
+    with Profiler(interval=0.005) as prof:
+        run()
+    with open(os.path.join(os.environ["VIBECODE_BENCH_PROFILE"], f"scale-{what}-profile.txt"), "w") as f:
+        f.write(prof.output_text(unicode=False, color=False, show_all=False))
+out.update(wall_seconds=min(walls), walls=walls, cpu_seconds=cpus, runs=runs, rss_after_imports_mb=round(after_imports, 1),
            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            adapter_requests=sum(v - calls.get(k, 0) for k, v in kube_adapter.CALLS.items()
                                 if k != "LIST_RESTART") / runs,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 
 from flows.backup import backup_workspaces
 from flows.workspace import provision_workspace
@@ -59,7 +60,9 @@ def reap_idle_workspaces(dry_run: bool = False, now: datetime | None = None) -> 
     logger = get_run_logger()
     workspaces = list_workspaces()
     running = [w for w in workspaces if w.replicas and not w.busy]
-    probes = probe_workspaces({w.username: probe_url(s, w.username) for w in running}) if running else {}
+    # quote(): Prefect would otherwise walk every URL (7,500 at 10,000 workspaces) looking for futures
+    urls = {w.username: probe_url(s, w.username) for w in running}
+    probes = probe_workspaces(quote(urls)) if running else {}  # type: ignore[call-overload]
     # The owners' groups choose the policy and their addresses receive warnings: read only when needed.
     owners = read_owners() if workspaces and (s.reaper.group_policies or (running and not dry_run)) else {}
 
@@ -74,7 +77,7 @@ def reap_idle_workspaces(dry_run: bool = False, now: datetime | None = None) -> 
     outcomes: dict[str, Outcome] = {}
     if not dry_run:
         direct = [(w, d) for w, d in changes if d.action is not Action.BACKUP]
-        outcomes = apply_decisions(direct, now, owners) if direct else {}
+        outcomes = apply_decisions(quote(direct), now, quote(owners)) if direct else {}  # type: ignore[call-overload]
         to_back_up = sorted(w.username for w, d in changes if d.action is Action.BACKUP)
         if to_back_up:
             outcomes.update(_backup_first(to_back_up))

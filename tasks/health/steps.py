@@ -68,8 +68,9 @@ def list_cluster_objects() -> Listing:
     def read(kind: str, namespace: str | None = None, sel: str | None = None) -> list[dict]:
         """Every page, each object cut to what the checks and the overview read as its page
         arrives (:func:`tasks.health.fields.observed`): memory follows the result, not the fleet."""
-        return [observed(o) for page in client.pages(kind, namespace, sel, all_namespaces=namespace is None)
-                for o in page]
+        with kube.gc_paused():
+            return [observed(o) for page in client.pages(kind, namespace, sel, all_namespaces=namespace is None)
+                    for o in page]
 
     return Listing(nodes=read("Node"), deployments=read("Deployment"), statefulsets=read("StatefulSet"),
                    pvcs=read("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR),

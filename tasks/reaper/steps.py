@@ -125,8 +125,9 @@ def list_workspaces() -> list[Workspace]:
     # A volume is kept for its name, labels, annotations and resourceVersion (the dormancy and
     # backup rules read nothing else): two of them per workspace, held for the whole run.
     volumes = ({"metadata": v["metadata"]} for v in read("PersistentVolumeClaim", WORKSPACE_VOLUMES_SELECTOR))
-    return workspaces_from(read("Deployment", WORKSPACE_DEPLOYMENT_SELECTOR), volumes,
-                           read("Job", RESTIC_JOBS_SELECTOR))
+    with kube.gc_paused():  # 10,000 workspaces' pages: see gc_paused
+        return workspaces_from(read("Deployment", WORKSPACE_DEPLOYMENT_SELECTOR), volumes,
+                               read("Job", RESTIC_JOBS_SELECTOR))
 
 
 @task(name="read-owners", **RETRY)
