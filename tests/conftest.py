@@ -15,6 +15,7 @@
 - ``fixtures.platform`` bootstrap settings and the controller stand-in
 - ``fixtures.people``   the onboarding/offboarding platform (namespaces, users Secret, inbox)
 - ``fixtures.reaper``   a closed port for a workspace that does not answer
+- ``fixtures.secrets_hygiene`` fails the run on a generated secret found outside its Secrets
 
 Helpers without fixtures, imported by the tests that use them: ``fixtures.backup``,
 ``fixtures.objects`` (cluster objects as the product writes them), ``fixtures.pss`` (Pod Security
@@ -47,6 +48,7 @@ pytest_plugins = [
     "tests.fixtures.people",
     "tests.fixtures.reaper",
     "tests.fixtures.gatewayapi",
+    "tests.fixtures.secrets_hygiene",
 ]
 
 
