@@ -29,6 +29,7 @@ from tasks.core.steps import table_artifact
 from tasks.people.hr import HRRequest
 from tasks.people.record import EVENT_KINDS, State
 from tasks.people.steps import (
+    REHIRED,
     OffboardResult,
     admit_event,
     delete_workspace,
@@ -74,7 +75,7 @@ def offboard_user(request: HRRequest, now: datetime | None = None) -> OffboardRe
                                   workspace="unchanged", backup="not needed", deletion="nothing",
                                   ignored=admission.ignored or "")
         rows["identity"] = disable_identity(username)  # access ends at once
-        rows["workspace"] = scale_workspace(username, 0)
+        rows["workspace"] = rows["identity"] if rows["identity"] == REHIRED else scale_workspace(username, 0)
         decision = judge_deletion(username, now)
         if decision.action == "refuse":
             try:

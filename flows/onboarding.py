@@ -42,9 +42,9 @@ from tasks.people.steps import (
     ensure_identity,
     mark_restored,
     note_failure,
+    person_of,
     record_event,
     send_welcome,
-    user_spec,
 )
 from tasks.people.totp_steps import preprovision_totp
 from tasks.workspace.steps import scale_workspace
@@ -85,17 +85,19 @@ def onboard_user(request: HRRequest) -> OnboardResult:
     if rec.seen(request.event_id):
         return done(replay=True)
     try:
-        admission = admit_event(username, EVENT_KINDS[request.type], request.event_id, request.occurred_at, _now())
+        admission = admit_event(username, EVENT_KINDS[request.type], request.event_id, request.occurred_at, _now(),
+                                person_of(request))
         if not admission.applies:
             return done(replay=False, ignored=admission.ignored or "")
         employment = admission.record
+        # The directory gets the newest data HR sent (a late hire keeps a newer update's), and a
+        # leaver's late update changes their data, never their access (ensure_identity).
         if request.type == "employee.updated":
-            rows["identity"] = "left disabled (person has left)" if employment.state.has_left \
-                else ensure_identity(user_spec(request, username))
+            rows["identity"] = ensure_identity(request, username)
             rows["workspace"] = rows["email"] = "not touched by an update"
         else:
             returning = rec.state.has_left
-            rows["identity"] = ensure_identity(user_spec(request, username))
+            rows["identity"] = ensure_identity(request, username)
             # Subflows without heartbeats of their own: this run's heartbeat covers the process,
             # and each subflow's would add up to 1 s of joining at its end (tasks/core/runtime.py).
             with without_flow_heartbeats():

@@ -23,7 +23,7 @@ from tasks.core.settings import get_settings
 from tasks.core.steps import HELM, KUBE_API, USERS_DB, call_retrying, transient_retries
 from tasks.core.steps import now as _now
 from tasks.people.deletion import Decision, deletion_decision
-from tasks.people.hr import HRRequest, effective_groups
+from tasks.people.hr import Employee, HRRequest, effective_groups
 from tasks.people.identity import UserSpec, get_backend
 from tasks.people.ledger import Ledger
 from tasks.people.record import (
@@ -89,15 +89,17 @@ def find_person(employee_id: str) -> Record:
 
 
 @task(name="admit-event", tags=[KUBE_API], **RETRY)
-def admit_event(username: str, kind: EventKind, event_id: str, occurred_at: datetime, now: datetime) -> Admission:
+def admit_event(username: str, kind: EventKind, event_id: str, occurred_at: datetime, now: datetime,
+                person: str = "") -> Admission:
     """Judge the event against the newest applied ones and, if it is not stale, record its
-    effect on the employment, in one compare-and-swap (a stale event is recorded only)."""
+    effect on the employment and the person's data (``person``, HR's fields as JSON), in one
+    compare-and-swap (a stale event is recorded only)."""
     def decision(r: Record) -> tuple[Record, Admission]:
-        verdict = admit(r, kind, event_id, occurred_at, now)
+        verdict = admit(r, kind, event_id, occurred_at, now, person)
         return verdict.record, verdict
 
     rec, verdict = Ledger().decide(username, decision)
-    return Admission(rec, verdict.ignored)
+    return Admission(rec, verdict.ignored, verdict.data)
 
 
 @task(name="list-leavers", tags=[KUBE_API], **RETRY)
@@ -127,19 +129,39 @@ def mark_restored(username: str) -> None:
 
 
 # -- identity and welcome -------------------------------------------------------------
-def user_spec(request: HRRequest, username: str) -> UserSpec:
-    emp = request.employee
+def person_of(request: HRRequest) -> str:
+    """HR's fields of the person in an event, as the ledger keeps them (``Record.person``)."""
+    return request.employee.model_dump_json(exclude_none=True)
+
+
+def user_spec(request: HRRequest, username: str, person: str = "", grants_access: bool = True) -> UserSpec:
+    """The directory entry for ``person`` (the ledger's newest data; else the request's)."""
+    emp = Employee.model_validate_json(person) if person else request.employee
     return UserSpec(username=username, email=emp.email, given_name=emp.given_name, family_name=emp.family_name,
-                    groups=tuple(effective_groups(emp, get_settings())), employee_id=emp.employee_id)
+                    groups=tuple(effective_groups(emp, get_settings())), employee_id=emp.employee_id,
+                    grants_access=grants_access)
 
 
 @task(name="ensure-identity", tags=[USERS_DB], **RETRY)
-def ensure_identity(spec: UserSpec) -> str:
-    return get_backend().upsert(spec)
+def ensure_identity(request: HRRequest, username: str) -> str:
+    """The directory entry as the ledger says now, read just before the write: a run whose event
+    was overtaken meanwhile (a newer update, a termination) writes what the newer one decided,
+    not its own request's data or access."""
+    rec = Ledger().get(username)
+    person, left = (rec.person, rec.state.has_left) if rec else ("", False)
+    return get_backend().upsert(user_spec(request, username, person, grants_access=not left))
+
+
+REHIRED = "kept: a newer hire was admitted meanwhile"
 
 
 @task(name="disable-identity", tags=[USERS_DB], **RETRY)
 def disable_identity(username: str) -> str:
+    """Disable, unless the ledger says a newer hire was admitted while this termination's run
+    went on (a duplicate or slow run would otherwise lock out the re-hire: found by the soak)."""
+    rec = Ledger().get(username)
+    if rec is not None and not rec.state.has_left:
+        return REHIRED
     return get_backend().disable(username)
 
 

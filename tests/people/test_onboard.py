@@ -16,7 +16,6 @@ from tasks.cluster import helm
 from tasks.core.errors import InvalidInput
 from tasks.core.settings import get_settings
 from tasks.people.hr import parse_request
-from tasks.people.identity import UserSpec
 from tasks.people.ledger import Ledger
 from tasks.people.steps import claim_username, ensure_identity
 from tests.fixtures.concurrency import run_in_threads
@@ -117,10 +116,7 @@ def test_fifty_concurrent_hires_lose_and_duplicate_nothing(platform, kube):
     @flow(task_runner=ThreadPoolTaskRunner(max_workers=50))
     def hire_identities(reqs):
         claims = claim_username.map(reqs)
-        specs = [UserSpec(username=r.username, email=r.employee.email, given_name=r.employee.given_name,
-                          family_name=r.employee.family_name, groups=("users",), employee_id=r.employee.employee_id)
-                 for r in reqs]
-        return ensure_identity.map(specs, wait_for=[claims]).result()
+        return ensure_identity.map(reqs, [r.username for r in reqs], wait_for=[claims]).result()
 
     assert hire_identities(requests) == ["created"] * 50
     users = users_file(kube)

@@ -46,15 +46,21 @@ ORDER = [
     (rec(hired_at=t(5)), "termination", t(6), False),
     (rec(changed_at=t(5)), "update", t(4), True),  # an older update after a newer one
     (rec(changed_at=t(5)), "update", t(6), False),
-    (rec(changed_at=t(5)), "hire", t(4), True),  # an older hire would overwrite newer data
+    (rec(changed_at=t(5)), "hire", t(4), False),  # starts its employment; keeps the newer data (below)
     (rec(changed_at=t(5)), "termination", t(4), False),  # data and employment do not conflict
-    (rec(left_at=t(5)), "update", t(4), False),  # an update for a leaver changes no data anyway
+    (rec(left_at=t(5)), "update", t(4), False),  # a leaver's data still follows HR
+    # the very same moment: HR's event ids order them
+    (rec(left_at=t(5), left_by="evt-0002"), "hire", t(5), True),
+    (rec(left_at=t(5), left_by="evt-0002"), "hire", t(5), False),
+    (rec(changed_at=t(5), changed_by="evt-0002"), "update", t(5), True),
 ]
+ORDER_IDS = ["", "", "", "", "", "", "", "", "", "", "", "evt-0001", "evt-0003", "evt-0001"]
 
 
-@pytest.mark.parametrize("before, kind, at, stale", ORDER)
-def test_stale_reason_table(before, kind, at, stale):
-    reason = stale_reason(before, kind, at)
+@pytest.mark.parametrize("before, kind, at, stale, event_id", [(*row, i) for row, i in zip(ORDER, ORDER_IDS,
+                                                                                             strict=True)])
+def test_stale_reason_table(before, kind, at, stale, event_id):
+    reason = stale_reason(before, kind, at, event_id)
     assert (reason is not None) == stale
     if stale:
         assert reason.startswith("stale: ") and at.isoformat() in reason
@@ -64,7 +70,8 @@ def test_a_stale_event_is_recorded_and_changes_nothing_else():
     before = rec(state=State.TERMINATED, left_at=t(5), terminated_at=NOW)
     a = admit(before, "hire", "evt-late", t(4), NOW)
     assert not a.applies and "termination" in a.ignored
-    assert a.record == replace(before, events=("evt-late",))
+    # and remembered as the newest hire seen: a termination older than it is stale in HR's order too
+    assert a.record == replace(before, events=("evt-late",), hired_at=t(4), hired_by="evt-late")
 
 
 # (record before, kind, occurred_at) -> expected fields after
@@ -81,16 +88,37 @@ TRANSITIONS = [
      dict(state=State.ONBOARDING, terminated_at=None, welcome=Welcome(), last_error="", hired_at=t(9))),
     (rec(state=State.PURGED, left_at=t(3), purged_at=t(8)), "hire", t(9),
      dict(state=State.ONBOARDING, purged_at=t(8))),  # purged_at stays until the restore is done
-    (rec(state=State.TERMINATED, changed_at=t(1)), "update", t(4), dict(changed_at=t(1))),  # leaver: no data
+    (rec(state=State.TERMINATED, changed_at=t(1)), "update", t(4),  # a leaver's data, not their access
+     dict(state=State.TERMINATED, changed_at=t(4), changed_by="evt", person='{"p": 1}')),
+    (rec(state=State.TERMINATED, left_at=t(3), changed_at=t(5), person='{"p": 0}'), "hire", t(4),
+     dict(state=State.ONBOARDING, hired_at=t(4), changed_at=t(5), person='{"p": 0}')),  # newer data kept
 ]
 
 
 @pytest.mark.parametrize("before, kind, at, expect", TRANSITIONS)
 def test_admit_transitions(before, kind, at, expect):
-    a = admit(before, kind, "evt", at, NOW)
+    a = admit(before, kind, "evt", at, NOW, person='{"p": 1}')
     assert a.applies
     for k, v in expect.items():
         assert getattr(a.record, k) == v, k
+
+
+def test_the_outcome_does_not_depend_on_arrival_order():
+    """Every order of one person's events, three of them at the very same moment, ends in
+    one record (events aside, which keep their arrival order): what the soak relies on."""
+    from itertools import permutations
+
+    events = [("hire", "e1", t(0)), ("update", "e2", t(1)), ("termination", "e3", t(1)),
+              ("hire", "e4", t(1)), ("update", "e5", t(0.5))]
+    ends = set()
+    for order in permutations(events):
+        r = rec()
+        for kind, eid, at in order:
+            r = admit(r, kind, eid, at, NOW, person=eid if kind != "termination" else "").record
+        ends.add(replace(r, events=(), terminated_at=None, welcome=Welcome()))
+    assert len(ends) == 1, ends
+    (end,) = ends
+    assert end.person == "e4" and end.state is State.ONBOARDING and end.left_at == t(1)
 
 
 def test_a_replayed_event_is_admitted_unchanged():
@@ -143,3 +171,14 @@ def test_record_round_trips_through_configmap_data():
                                                             last_error="")
     with pytest.raises(ValueError):
         from_data({**data, "state": "deleted"})  # a state we never write is an error, not a string
+
+
+def test_a_run_does_not_undo_the_employment_a_newer_event_began():
+    """A termination's run that ends after a re-hire was admitted, and a hire's run that ends
+    after a termination was, record their event but leave the state the newer one set."""
+    rehired, ended = rec(state=State.ONBOARDING), rec(state=State.TERMINATED)
+    assert finish_event(rehired, "evt-term", State.TERMINATED).state is State.ONBOARDING
+    assert finish_event(ended, "evt-hire", State.ACTIVE).state is State.TERMINATED
+    assert finish_event(rehired, "evt-hire", State.ACTIVE).state is State.ACTIVE
+    assert finish_event(ended, "evt-term", State.PURGED).state is State.PURGED
+    assert finish_event(ended, "evt-term", State.PURGED).seen("evt-term")

@@ -30,6 +30,9 @@ class UserSpec:
     family_name: str
     groups: tuple[str, ...]
     employee_id: str = ""
+    # False: bring the data in line and leave access as it is (a leaver's late update must
+    # neither enable them nor stand in for the disable, which also replaces the password)
+    grants_access: bool = True
 
     @property
     def displayname(self) -> str:

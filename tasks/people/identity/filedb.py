@@ -49,6 +49,10 @@ def apply_upsert(doc: dict, spec: UserSpec, new_hash: Callable[[], str]) -> tupl
     users = doc["users"]
     current = users.get(spec.username)
     wanted = _attributes(spec)
+    if not spec.grants_access:
+        del wanted["disabled"]
+        if current is None:
+            return doc, "absent"
     if current is None:
         out = copy.deepcopy(doc)
         out["users"][spec.username] = {**wanted, "password": new_hash()}
@@ -57,7 +61,7 @@ def apply_upsert(doc: dict, spec: UserSpec, new_hash: Callable[[], str]) -> tupl
         return doc, "unchanged"
     out = copy.deepcopy(doc)
     out["users"][spec.username] = {**current, **wanted}
-    return out, "enabled" if current.get("disabled") else "updated"
+    return out, "enabled" if current.get("disabled") and spec.grants_access else "updated"
 
 
 def apply_disable(doc: dict, username: str, new_hash: Callable[[], str]) -> tuple[dict, Change]:

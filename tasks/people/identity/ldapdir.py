@@ -160,7 +160,11 @@ class LdapBackend:
             current = self._read(conn, spec.username)
             dn = self.user_dn(spec.username)
             attrs = {"cn": spec.displayname, "displayName": spec.displayname, "givenName": spec.given_name,
-                     "sn": spec.family_name, "mail": spec.email, "employeeType": "active"}
+                     "sn": spec.family_name, "mail": spec.email}
+            if spec.grants_access:
+                attrs["employeeType"] = "active"
+            elif current is None:
+                return "absent"
             if spec.employee_id:
                 attrs["employeeNumber"] = spec.employee_id
             change: Change = "unchanged"
@@ -179,7 +183,7 @@ class LdapBackend:
                 diff = {k: [(MODIFY_REPLACE, [v])] for k, v in attrs.items() if have.get(k) != v}
                 if diff:
                     conn.modify(dn, diff)
-                    change = "enabled" if current.disabled else "updated"
+                    change = "enabled" if current.disabled and spec.grants_access else "updated"
             groups_changed = self._sync_groups(conn, dn, set(spec.groups),
                                                set(current.groups) if current else set())
             if groups_changed and change == "unchanged":
