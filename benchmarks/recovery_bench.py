@@ -2,14 +2,16 @@
 """Recovery benchmark (rerunnable; not a test). Prints results and writes benchmarks/results/recovery.json.
 
 A platform of N people (N-2 active with workspace files, 2 leavers; TOTP registrations in
-PostgreSQL, the ledger, the users database, the platform Secrets) on one kube-apiserver is
-backed up (the workspace backups, then ``backup_platform``); then a second, empty
+PostgreSQL, Prefect's database written by a real Prefect server, the ledger, the users
+database, the platform Secrets) on one kube-apiserver is backed up (the workspace backups,
+then ``backup_platform``); then a second, empty
 kube-apiserver and an empty PostgreSQL are recovered from the S3 store alone by
 ``recover_platform``, timed in two parts: the platform's state (Secrets, users, databases,
 ledger: ``workspaces=False``), then the rerun that resumes with the workspaces (each
 reprovisioned stopped, its newest snapshot restored in place, started). Jobs run on the
 kubelet stand-in and Deployments are marked available by a stand-in, as in tests/dr.
-Every recovered workspace is compared with its original tree.
+Every recovered workspace is compared with its original tree, and a Prefect server on the
+recovered database with the original's API view. Bootstrap is not run here (tests/dr does).
 
     .venv/bin/python benchmarks/recovery_bench.py [--people 20] [--ws-mib 5]
 """
@@ -36,7 +38,7 @@ from tasks.cluster.localnode import envtest
 from tasks.cluster.localnode import prefectserver as localpg
 from tasks.core.settings import get_settings
 from tasks.dr import plan
-from tests.fixtures.recovery import db_url, deployments_available, psql, source_platform
+from tests.fixtures.recovery import db_url, deployments_available, prefect_state, psql, source_platform
 from tests.fixtures.storage import JobKubelet, backup_env_vars, make_tree, start_s3, tree_state
 
 
@@ -68,6 +70,7 @@ def run(n: int, ws_mib: int, scratch: Path) -> dict:
             kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         s = get_settings()
         source_platform(kube, ns, pns, s, src_pg, people)
+        prefect_before = prefect_state(src_pg, "prefect_src", write_history=True)  # a real Prefect's database
         kubelet = JobKubelet(kube, ns, scratch / "kubelet1")
         kubelet.scratch.mkdir()
         trees = {}
@@ -132,6 +135,7 @@ def run(n: int, ws_mib: int, scratch: Path) -> dict:
         assert not state.failed and not result.failed, result.rows
         same = sum(tree_state(kubelet2.volumes[f"ws-{u}-workspace"]) == trees[u] for u in active)
         assert psql(dst_pg, "authelia", "SELECT count(*) FROM totp_configurations").strip() == str(n)
+        prefect_equal = prefect_state(dst_pg, "prefect_new") == prefect_before
     finally:
         for env in (a, b):
             env.stop()
@@ -144,7 +148,7 @@ def run(n: int, ws_mib: int, scratch: Path) -> dict:
             "recover_workspaces_seconds": round(ws_seconds, 1),
             "recovery_total_seconds": round(state_seconds + ws_seconds, 1),
             "per_workspace_seconds": round(ws_seconds / max(1, len(active)), 1),
-            "workspaces_equal_to_originals": same, "failed_in_first_pass_then_rerun": failed_first, "load_average_1m": round(os.getloadavg()[0], 2)}
+            "workspaces_equal_to_originals": same, "prefect_equal_to_original": prefect_equal, "failed_in_first_pass_then_rerun": failed_first, "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ from pydantic import BaseModel
 
 from flows.restore import restore_workspace
 from flows.workspace import provision_workspace
-from tasks.cluster import kube
 from tasks.core.errors import NotFound, PermanentError
 from tasks.core.settings import get_settings
 from tasks.dr.plan import ORDER, BackupSet, parse_source, remaining, workspace_row
@@ -133,8 +132,7 @@ def _one_cluster(existing_kubeconfig: Path | None, bootstrap: bool) -> Path | No
     keys and the charts would land on two clusters. Decided before anything changes."""
     if existing_kubeconfig is not None:
         os.environ["VIBECODE_KUBECONFIG"] = str(existing_kubeconfig)  # as bootstrap itself does
-        get_settings.cache_clear()
-        kube.reset_connections()
+        get_settings.cache_clear()  # the cluster clients are cached per kubeconfig: new ones follow
         return existing_kubeconfig
     if not bootstrap:
         return None

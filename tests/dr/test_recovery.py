@@ -349,3 +349,20 @@ def test_a_recovery_killed_by_sigkill_inside_pg_restore_resumes_to_the_same_resu
     assert _ledger(kube2, pns) == original["ledger"]
     assert _secret(kube2, pns, s.identity.authelia_users_secret) == original["users"]
     assert _secret(kube2, pns, s.platform.secret_name) == original["platform"]
+
+
+def test_a_recovery_that_would_bootstrap_with_no_kubeconfig_to_name_its_cluster_stops_before_anything(
+        monkeypatch, tmp_path, apiserver):
+    """Given no kubeconfig, bootstrap makes a KIND cluster of its own: the charts would go there
+    and the Secrets to whatever the client found. Refused before the backup is even read (the
+    S3 address here answers nothing)."""
+    from flows.recover import recover_platform
+
+    with monkeypatch.context() as m:
+        m.delenv("VIBECODE_KUBECONFIG", raising=False)
+        m.setenv("KUBECONFIG", str(tmp_path / "none"))
+        get_settings.cache_clear()
+        with pytest.raises(PermanentError, match="bootstrap needs the new cluster's kubeconfig file"):
+            recover_platform("s3:http://127.0.0.1:9/nowhere/_platform")
+    get_settings.cache_clear()
+    kube_adapter.reset_connections()
