@@ -154,11 +154,11 @@ def _newest_seen(rec: Record, kind: EventKind, at: datetime, event_id: str) -> R
 def stale_reason(rec: Record, kind: EventKind, occurred_at: datetime, event_id: str = "") -> str | None:
     """Why an event must be ignored because a newer conflicting one came first, or ``None``."""
     when = occurred_at.isoformat()
-    if kind == "hire" and _before(occurred_at, event_id, rec.left_at, rec.left_by):
+    if kind == "hire" and rec.left_at and _before(occurred_at, event_id, rec.left_at, rec.left_by):
         return f"stale: hire of {when} is older than the termination of {rec.left_at.isoformat()} already received"
-    if kind == "termination" and _before(occurred_at, event_id, rec.hired_at, rec.hired_by):
+    if kind == "termination" and rec.hired_at and _before(occurred_at, event_id, rec.hired_at, rec.hired_by):
         return f"stale: termination of {when} is older than the hire of {rec.hired_at.isoformat()} already received"
-    if kind == "update" and _before(occurred_at, event_id, rec.changed_at, rec.changed_by):
+    if kind == "update" and rec.changed_at and _before(occurred_at, event_id, rec.changed_at, rec.changed_by):
         return (f"stale: update of {when} is older than the hire or update of "
                 f"{rec.changed_at.isoformat()} already applied")
     return None
@@ -262,5 +262,6 @@ def from_data(d: dict[str, str], resource_version: str = "") -> Record:
                   state=State(d.get("state") or State.ONBOARDING.value),
                   events=tuple(json.loads(d.get("events") or "[]")), welcome=Welcome.decode(d.get("welcome", "")),
                   last_error=d.get("last_error", ""), resource_version=resource_version,
-                  **{k: d.get(k, "") for k in _STRINGS},
+                  scim_id=d.get("scim_id", ""), scim=d.get("scim", ""), hired_by=d.get("hired_by", ""),
+                  changed_by=d.get("changed_by", ""), left_by=d.get("left_by", ""), person=d.get("person", ""),
                   **{k: _time(d.get(k, "")) for k in _TIMES})

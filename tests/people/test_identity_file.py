@@ -46,6 +46,22 @@ def test_disable_scrambles_and_reenable_keeps_the_entry():
 
 
 # -- against the API server -----------------------------------------------------------------
+def test_a_data_only_upsert_changes_a_leavers_data_never_their_access():
+    """A leaver's late update (grants_access=False): new data, still disabled, same scrambled
+    password; on someone not disabled yet it does not disable (that is the disable's, which
+    also scrambles); on no one it creates no one."""
+    doc, _ = filedb.apply_upsert({"users": {}}, ALICE, lambda: "HASH1")
+    off, _ = filedb.apply_disable(doc, "alice", lambda: "SCRAMBLED")
+    late = UserSpec(**{**ALICE.__dict__, "family_name": "Hargreaves", "grants_access": False})
+    kept, change = filedb.apply_upsert(off, late, lambda: pytest.fail("no password for a data change"))
+    entry = kept["users"]["alice"]
+    assert change == "updated" and entry["family_name"] == "Hargreaves" and entry["disabled"] is True
+    assert entry["password"] == "SCRAMBLED"
+    still, _ = filedb.apply_upsert(doc, late, lambda: pytest.fail("no password"))
+    assert still["users"]["alice"]["disabled"] is False and still["users"]["alice"]["family_name"] == "Hargreaves"
+    assert filedb.apply_upsert({"users": {}}, late, lambda: pytest.fail("no one created")) == ({"users": {}}, "absent")
+
+
 def test_create_writes_an_authelia_argon2id_hash_and_rolls_authelia(authelia_users, kube, platform_namespace, monkeypatch):
     minted = []
     real = passwords.random_secret
