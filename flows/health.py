@@ -63,9 +63,11 @@ def check_platform_health() -> HealthReport:
     bucket_probe, bucket_crash = outcome(bucket, left())
     bucket_latency, bucket_error = bucket_probe or (None, bucket_crash)
     listing = listed if isinstance(listed, Listing) else Listing()
-    obs = Observed(**dict(listing), api_latency=latency, api_error=api_error, authelia_status=status,
-                   authelia_body=body, authelia_latency=seconds, authelia_error=http_error,
-                   bucket=s.backup.s3_bucket, bucket_latency=bucket_latency, bucket_error=bucket_error)
+    # model_construct: the listing is validated already; validating again copies every listed object
+    obs = Observed.model_construct(**dict(listing), api_latency=latency, api_error=api_error,
+                                   authelia_status=status, authelia_body=body, authelia_latency=seconds,
+                                   authelia_error=http_error, bucket=s.backup.s3_bucket,
+                                   bucket_latency=bucket_latency, bucket_error=bucket_error)
     dormancy = timedelta(days=s.reaper.dormancy_days) if s.reaper.dormancy_days else None
     checks, gauges = evaluate(obs, _now(), s.namespace, s.health.components, s.health.slow_seconds,
                               dormancy=dormancy)

@@ -10,10 +10,14 @@ say exactly the same of the projected objects as of the whole ones.
 
 from __future__ import annotations
 
+import sys
+from functools import lru_cache
+
 OUR_ANNOTATIONS = "vibecode.dev/"  # every annotation the platform writes and reads
 LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "vibecode.dev/user", "vibecode.dev/volume")
 STATUS = ("replicas", "readyReplicas", "availableReplicas", "phase", "notAfter")
 CONDITION = ("type", "status", "reason", "lastTransitionTime")
+LEDGER_DATA = ("username", "state", "terminated_at", "last_error")  # of a ledger record's data
 
 
 def observed(obj: dict) -> dict:
@@ -24,10 +28,10 @@ def observed(obj: dict) -> dict:
     meta = obj.get("metadata") or {}
     out_meta = {k: meta[k] for k in ("name", "namespace", "creationTimestamp") if k in meta}
     labels = meta.get("labels") or {}
-    if picked := {k: labels[k] for k in LABELS if k in labels}:
+    if picked := {k: _shared(labels[k]) for k in LABELS if k in labels}:
         out_meta["labels"] = picked
     ann = meta.get("annotations") or {}
-    if ours := {k: v for k, v in ann.items() if k.startswith(OUR_ANNOTATIONS)}:
+    if ours := {k: _shared(v) for k, v in ann.items() if k.startswith(OUR_ANNOTATIONS)}:
         out_meta["annotations"] = ours
     out: dict = {"metadata": out_meta}
     spec = obj.get("spec")
@@ -37,7 +41,8 @@ def observed(obj: dict) -> dict:
     if isinstance(status, dict):
         out["status"] = _status(status)
     if "data" in obj:
-        out["data"] = obj["data"]
+        data = obj["data"] or {}
+        out["data"] = {k: _shared(data[k]) for k in LEDGER_DATA if k in data}
     return out
 
 
@@ -47,17 +52,35 @@ def _spec(spec: dict) -> dict:
         out["replicas"] = spec["replicas"]
     requests = (spec.get("resources") or {}).get("requests")
     if requests:  # a volume's size
-        out["resources"] = {"requests": requests}
+        out["resources"] = _requests_of_volume(tuple(sorted(requests.items())))
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers")
     if containers:  # a workspace's CPU and memory
-        out["template"] = {"spec": {"containers": [
-            {"resources": {"requests": (c.get("resources") or {}).get("requests") or {}}} for c in containers]}}
+        out["template"] = _template(tuple(tuple(sorted(((c.get("resources") or {}).get("requests") or {}).items()))
+                                          for c in containers))
     return out
+
+
+# Thousands of workspaces ask for the same sizes: one shared (never modified) structure per
+# distinct request, instead of six nested containers per object.
+@lru_cache(maxsize=256)
+def _requests_of_volume(requests: tuple) -> dict:
+    return {"requests": dict(requests)}
+
+
+@lru_cache(maxsize=256)
+def _template(requests: tuple) -> dict:
+    return {"spec": {"containers": [{"resources": {"requests": dict(r)}} for r in requests]}}
 
 
 def _status(status: dict) -> dict:
-    out = {k: status[k] for k in STATUS if k in status}
+    out = {k: _shared(status[k]) for k in STATUS if k in status}
     conditions = status.get("conditions")
     if conditions:
-        out["conditions"] = [{k: c[k] for k in CONDITION if k in c} for c in conditions]
+        out["conditions"] = [{k: _shared(c[k]) for k in CONDITION if k in c} for c in conditions]
     return out
+
+
+def _shared(value):
+    """One string object for the values thousands of objects repeat ("True", "Bound",
+    "Completed", "vibecode", a condition's reason): each decoded page has its own copies."""
+    return sys.intern(value) if isinstance(value, str) and len(value) <= 40 else value

@@ -9,6 +9,7 @@ sink that is down is named in the result and never hides the checks.
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from prefect import task
@@ -68,14 +69,21 @@ def list_cluster_objects() -> Listing:
     def read(kind: str, namespace: str | None = None, sel: str | None = None) -> list[dict]:
         """Every page, each object cut to what the checks and the overview read as its page
         arrives (:func:`tasks.health.fields.observed`): memory follows the result, not the fleet."""
-        with kube.gc_paused():
-            return [observed(o) for page in client.pages(kind, namespace, sel, all_namespaces=namespace is None)
-                    for o in page]
+        return [observed(o) for page in client.pages(kind, namespace, sel, all_namespaces=namespace is None)
+                for o in page]
 
-    return Listing(nodes=read("Node"), deployments=read("Deployment"), statefulsets=read("StatefulSet"),
-                   pvcs=read("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR),
-                   ledger=read("ConfigMap", s.platform_namespace, LEDGER_SELECTOR),
-                   certificates=certificates, users=users, users_database=users_database)
+    kinds = {"nodes": ("Node",), "deployments": ("Deployment",), "statefulsets": ("StatefulSet",),
+             "pvcs": ("PersistentVolumeClaim", s.namespace, WORKSPACE_PVC_SELECTOR),
+             "ledger": ("ConfigMap", s.platform_namespace, LEDGER_SELECTOR)}
+    # Three LISTs at once: the API server prepares one kind's pages while this process decodes
+    # another's. The collector stays paused meanwhile (kube.gc_paused: 70% of the CPU otherwise).
+    with kube.gc_paused(), ThreadPoolExecutor(max_workers=3, thread_name_prefix="list") as pool:
+        futures = {key: pool.submit(read, *args) for key, args in kinds.items()}
+        listed = {key: f.result() for key, f in futures.items()}
+    # model_construct: validating would copy 40,000 dicts at 10,000 workspaces, for fields built just above
+    return Listing.model_construct(nodes=listed["nodes"], deployments=listed["deployments"],
+                                   statefulsets=listed["statefulsets"], pvcs=listed["pvcs"], ledger=listed["ledger"],
+                                   certificates=certificates, users=users, users_database=users_database)
 
 
 @task(name="probe-authelia", **RETRY)

@@ -150,11 +150,14 @@ def test_checks_gauges_and_overview_are_the_same_on_the_projection_as_on_whole_o
     assert len(full_rows) == len({r.person for r in full_rows}) > 0 or not (deps or vols or recs)
 
 
+_RUNNING = {"replicas": 1, "ready": 1, "available_hours": 1.0, "deadline": False, "annotations": [STOPPED_AT],
+            "containers": 2, "has_deployment": True, "has_volume": True, "phase": "Bound",
+            "backup": ("Completed", 3.0, True), "dormant": False, "state": "active", "left_hours": 1.0,
+            "last_error": False}
+
+
 def test_the_projection_drops_the_bulk_and_keeps_what_is_read():
-    dep, vol, rec = build(7, {"replicas": 1, "ready": 1, "available_hours": 1.0, "deadline": False,
-                              "annotations": [STOPPED_AT], "containers": 2, "has_deployment": True,
-                              "has_volume": True, "phase": "Bound", "backup": ("Completed", 3.0, True),
-                              "dormant": False, "state": "active", "left_hours": 1.0, "last_error": False})
+    dep, vol, rec = build(7, _RUNNING)
     cut = observed(dep)
     assert set(cut["metadata"]) == {"name", "namespace", "creationTimestamp", "labels", "annotations"}
     assert set(cut["metadata"]["annotations"]) == {STOPPED_AT}  # helm's and Kubernetes' own are gone
@@ -163,5 +166,7 @@ def test_the_projection_drops_the_bulk_and_keeps_what_is_read():
         {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}] * 2}}}
     assert [set(c) for c in cut["status"]["conditions"]] == [{"type", "status", "reason", "lastTransitionTime"}] * 2
     assert observed(vol)["spec"] == {"resources": {"requests": {"storage": "1Gi"}}}
-    assert observed(rec)["data"] == rec["data"]
+    assert observed(rec)["data"] == {k: rec["data"][k] for k in ("username", "state", "terminated_at", "last_error")
+                                     if k in rec["data"]} and "employee_id" in rec["data"]
+    assert observed(dep)["spec"]["template"] is observed(build(8, {**_RUNNING})[0])["spec"]["template"]  # shared
     assert len(repr(cut)) < len(repr(dep)) / 2
