@@ -44,7 +44,7 @@ def _as_db_owner() -> dict:
 @dataclass
 class Postgres:
     port: int
-    password: str
+    password: str = field(repr=False)  # a failure report prints the object
     datadir: Path
     proc: subprocess.Popen
     _tmp: tempfile.TemporaryDirectory = field(repr=False)
@@ -155,7 +155,26 @@ def start_prefect_server(database_url: str | None = None, workers: int = 1, time
     ``workers`` > 1 runs several API processes, which only PostgreSQL can serve (SQLite's
     one writer would make them queue behind each other's locks). ``cpus`` pins the server
     (benchmarks keep it off the gateway's core). ``services`` False: the API alone, no
-    scheduler or other loop writing to the database behind a test that compares its rows."""
+    scheduler or other loop writing to the database behind a test that compares its rows.
+
+    The port is free when chosen, but the server binds it only after its imports (seconds on
+    a busy machine), and meanwhile another process may take it (an outgoing connection's
+    local port included; seen on this machine under load): a server that found its port
+    taken is started again on another, twice at most."""
+    for _ in range(2):
+        try:
+            return _start_prefect_server(database_url, workers, timeout, cpus, services)
+        except _PortTaken:
+            pass
+    return _start_prefect_server(database_url, workers, timeout, cpus, services)
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+def _start_prefect_server(database_url: str | None, workers: int, timeout: float, cpus: set[int] | None,
+                          services: bool) -> PrefectServer:
     home = tempfile.TemporaryDirectory(prefix="vibecode-prefect-")
     port = free_port()
     log = Path(home.name) / "server.log"
@@ -174,7 +193,8 @@ def start_prefect_server(database_url: str | None = None, workers: int = 1, time
         if proc.poll() is not None:
             text = log.read_text()[-3000:]
             home.cleanup()
-            raise RuntimeError(f"prefect server exited with {proc.returncode}:\n{text}")
+            error = _PortTaken if "address already in use" in text else RuntimeError
+            raise error(f"prefect server exited with {proc.returncode}:\n{text}")
         try:
             if httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200:
                 return server
