@@ -95,7 +95,7 @@ def test_the_registry_finds_a_form_at_any_offset(before, after):
 
 
 def test_a_secret_in_a_cluster_object_or_a_prefect_artifact_is_found_and_one_in_its_secret_is_not(
-        kube, namespace, apiserver, prefect_server):
+        kube, namespace, apiserver, prefect_server, prefect_secrets_scan):
     from prefect.artifacts import create_markdown_artifact
     from prefect.client.orchestration import get_client
 
@@ -121,7 +121,7 @@ def test_a_secret_in_a_cluster_object_or_a_prefect_artifact_is_found_and_one_in_
         assert isinstance(created, UUID)  # called outside a coroutine: the id, not an awaitable
         artifact = created
         in_kube = {f.place for f in scan_kube(apiserver.kubeconfig, hygiene.REGISTRY) if f.form in _forms(secret)}
-        in_prefect = {f.place for f in scan_prefect(hygiene.REGISTRY, started) if f.form in _forms(secret)}
+        in_prefect = {f.place for f in scan_prefect(hygiene.REGISTRY, started, prefect_secrets_scan) if f.form in _forms(secret)}
     finally:
         for obj in objects:
             kube.delete(obj["kind"], namespace, obj["metadata"]["name"])
