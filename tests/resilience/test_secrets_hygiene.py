@@ -44,9 +44,12 @@ def test_a_generated_secret_in_a_log_record_or_its_exception_is_found(request):
     try:
         _quiet_logger("vibecode.hygiene.plant").warning("your password is %s", secret)
         try:
-            raise RuntimeError(f"login refused for {base64.b64encode(secret.encode()).decode()}")
-        except RuntimeError:
-            _quiet_logger("vibecode.hygiene.exc").exception("login failed")  # the message holds no secret
+            try:
+                raise RuntimeError(f"login refused for {base64.b64encode(secret.encode()).decode()}")
+            except RuntimeError as exc:
+                raise ValueError("login failed") from exc  # the cause holds it, not the exception logged
+        except ValueError:
+            _quiet_logger("vibecode.hygiene.exc").exception("login failed")  # nor the message
         _quiet_logger("vibecode.hygiene.clean").warning("onboarded alice")
     finally:
         found = _take(secret)
