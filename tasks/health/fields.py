@@ -13,8 +13,10 @@ from __future__ import annotations
 import sys
 from functools import lru_cache
 
-OUR_ANNOTATIONS = "vibecode.dev/"  # every annotation the platform writes and reads
-LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "vibecode.dev/user", "vibecode.dev/volume")
+from tasks.core.names import NAME_LABEL, PART_OF_LABEL, USER_LABEL, VOLUME_LABEL
+
+OUR_ANNOTATIONS = USER_LABEL.split("/")[0] + "/"  # vibecode.dev/: every annotation the platform writes and reads
+LABELS = (NAME_LABEL, PART_OF_LABEL, USER_LABEL, VOLUME_LABEL)
 STATUS = ("replicas", "readyReplicas", "availableReplicas", "phase", "notAfter")
 CONDITION = ("type", "status", "reason", "lastTransitionTime")
 LEDGER_DATA = ("username", "state", "terminated_at", "last_error")  # of a ledger record's data
