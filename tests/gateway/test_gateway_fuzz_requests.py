@@ -235,7 +235,8 @@ def test_over_a_thousand_hostile_requests_get_a_4xx_or_a_valid_run_and_no_error_
     assert problems == []
     assert sum(seen.values()) >= 1000, seen
     assert {400, 401, 404, 405, 415, 422} <= set(seen) and 202 in seen, seen  # every layer was reached
-    fresh = [r for r in all_flow_runs() if str(r.id) not in before]
+    # the gateway's runs: a flow the session runs directly (a reaper's, a backup's) has no deployment here
+    fresh = [r for r in all_flow_runs() if str(r.id) not in before and str(r.deployment_id) in names]
     assert fresh, "no generated request started a run"
     assert set(accepted) <= {str(r.id) for r in fresh}  # every 202 names a run that exists
     for run in fresh:

@@ -29,7 +29,9 @@ class Person:
         self.gw, self.employee_id, self.seen = gw, employee_id, 0
 
     def runs(self) -> list[dict]:
-        return [r for r in all_flow_runs() if r.parameters["request"]["employee"]["employee_id"] == self.employee_id]
+        # The session's other flow runs (the reaper's, a backup's) have other parameters, or none
+        return [r for r in all_flow_runs()
+                if ((r.parameters.get("request") or {}).get("employee") or {}).get("employee_id") == self.employee_id]
 
     def new(self) -> list[str]:
         """The event types started since the last call, each checked to be a valid HR event on
