@@ -42,7 +42,8 @@ def run(events: int, people: int, seed: int, share: float) -> dict:
     Path(table).unlink(missing_ok=True)
     row = rows[-1] if rows else {}
     row.update({"pytest_exit": proc.returncode, "session_seconds": round(time.monotonic() - t0, 1)})
-    if proc.returncode:
+    if proc.returncode:  # the assertion, then the end of the output
+        row["error"] = [line for line in proc.stdout.splitlines() if line.startswith("E ")][:40]
         row["tail"] = proc.stdout[-1500:]
     return row
 

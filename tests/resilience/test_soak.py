@@ -128,7 +128,7 @@ def test_hr_soak_under_faults_ends_as_its_serial_fault_free_replay(
 
     # The replay: one event at a time in HR's order, no faults, on the fixtures' world.
     _fill_volumes(job_kubelet, people)
-    oracle = deliver(replay, workers=1, rounds=0)
+    oracle = deliver(replay, workers=1, rounds=0, in_place=3)
     assert not oracle.failed, oracle.failed
     want = world_state(kube, oracle_ns, oracle_pns, secret_name, people)
     want_mail, _ = welcome_counts(inbox)
