@@ -102,6 +102,7 @@ else:
                 "batches_in_flight": in_flight}
 after_imports = rss_mb()
 run()  # warm-up: first flow registration, connection pools
+first_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # one run in a fresh process, as a worker runs it
 print("warm", flush=True)
 sys.stdin.readline()  # the parent reads the API server's counters now
 runs = int(sys.argv[2])
@@ -123,6 +124,7 @@ if os.environ.get("VIBECODE_BENCH_PROFILE"):  # one more run under pyinstrument,
         f.write(prof.output_text(unicode=False, color=False, show_all=False))
 out.update(wall_seconds=min(walls), walls=walls, cpu_seconds=cpus, runs=runs, rss_after_imports_mb=round(after_imports, 1),
            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           peak_rss_one_run_mb=round(first_peak, 1),
            adapter_requests=sum(v - calls.get(k, 0) for k, v in kube_adapter.CALLS.items()
                                 if k != "LIST_RESTART") / runs,
            list_restarts=kube_adapter.CALLS["LIST_RESTART"] - calls.get("LIST_RESTART", 0))
@@ -330,15 +332,17 @@ def main() -> None:
 
 
 def table(results: dict) -> str:
-    """The one table: per size and step, wall, requests, bytes, peak RSS."""
-    lines = ["| workspaces | step | best wall s | API requests | bytes read | peak RSS MB | load 1m |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
+    """The one table: per size and step, wall, the flow process's CPU, requests, bytes, peak RSS."""
+    lines = ["| workspaces | step | best wall s | CPU s (best) | API requests | bytes read | peak RSS MB, one run "
+             "(all runs) | load 1m |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for key in sorted((k for k in results if k.startswith("workspaces_")), key=lambda k: int(k.split("_")[1])):
         for what in ("reaper", "health", "backup-planning"):
             r = results[key].get(what)
             if r:
-                lines.append(f"| {int(key.split('_')[1]):,} | {what} | {r['wall_seconds']} | {r['api_requests']} | "
-                             f"{r['bytes_read']:,} | {r['peak_rss_mb']} | {r['load_average_1m']} |")
+                cpu = min(r["cpu_seconds"]) if r.get("cpu_seconds") else "-"
+                lines.append(f"| {int(key.split('_')[1]):,} | {what} | {r['wall_seconds']} | {cpu} | {r['api_requests']} | "
+                             f"{r['bytes_read']:,} | {r.get('peak_rss_one_run_mb', '-')} ({r['peak_rss_mb']}) | "
+                             f"{r['load_average_1m']} |")
     return "\n".join(lines)
 
 

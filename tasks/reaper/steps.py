@@ -113,25 +113,23 @@ class ReapReport(BaseModel):
 
 @task(name="list-workspaces", tags=[KUBE_API], **RETRY)
 def list_workspaces() -> list[Workspace]:
-    """Deployments, volumes and restic Jobs, each read in pages and cut as the pages arrive:
-    what is held is the decision's input (metadata, replicas, status), not 10,000 full objects
-    with their pod templates. The three LISTs run at once, so the API server prepares one
-    kind's pages while this process decodes another's (at 10,000 workspaces they are 86 MB)."""
+    """Deployments, volumes and restic Jobs, each read in pages and folded into the
+    workspaces as the pages arrive: what is held is the decision's input (metadata, replicas,
+    status), not 10,000 full objects with their pod templates. One LIST after the other: run
+    at once they were no faster in CPU and held all three kinds at the same time (+40 MB at
+    10,000, benchmarks/scale_bench.py)."""
     s = get_settings()
     client = kube.connect()
 
-    def read(kind: str, sel: str) -> list[dict]:
-        return [kube.lean(o, template="drop") for page in client.pages(kind, s.namespace, sel) for o in page]
+    def read(kind: str, sel: str):
+        return (kube.lean(o, template="drop") for page in client.pages(kind, s.namespace, sel) for o in page)
 
-    def volumes() -> list[dict]:
-        # A volume is kept for its name, labels, annotations and resourceVersion (the dormancy and
-        # backup rules read nothing else): two of them per workspace, held for the whole run.
-        return [{"metadata": v["metadata"]} for v in read("PersistentVolumeClaim", WORKSPACE_VOLUMES_SELECTOR)]
-
-    with kube.gc_paused(), ThreadPoolExecutor(max_workers=3, thread_name_prefix="list") as pool:  # see gc_paused
-        deployments = pool.submit(read, "Deployment", WORKSPACE_DEPLOYMENT_SELECTOR)
-        vols, jobs = pool.submit(volumes), pool.submit(read, "Job", RESTIC_JOBS_SELECTOR)
-        return workspaces_from(deployments.result(), vols.result(), jobs.result())
+    # A volume is kept for its name, labels, annotations and resourceVersion (the dormancy and
+    # backup rules read nothing else): two of them per workspace, held for the whole run.
+    volumes = ({"metadata": v["metadata"]} for v in read("PersistentVolumeClaim", WORKSPACE_VOLUMES_SELECTOR))
+    with kube.gc_paused():  # 10,000 workspaces' pages: see gc_paused
+        return workspaces_from(read("Deployment", WORKSPACE_DEPLOYMENT_SELECTOR), volumes,
+                               read("Job", RESTIC_JOBS_SELECTOR))
 
 
 @task(name="read-owners", **RETRY)
