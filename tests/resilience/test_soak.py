@@ -7,7 +7,7 @@ volumes. What "serial replay" means, and what is not compared, is in tests/fixtu
 
 Real kube-apiserver, helm, Prefect server, SMTP server, S3 server and restic; the kubelet
 stand-ins of tests/fixtures (Deployments' status, the backup Jobs) play the node. The suite
-runs a small stream (``VIBECODE_SOAK_EVENTS``/``_PEOPLE``, default 20 over 5 people: the
+runs a small stream (``VIBECODE_SOAK_EVENTS``/``_PEOPLE``, default 12 over 3 people: the
 CI budget); benchmarks/soak_bench.py runs 200 over 50 with this same test and reads the
 row it prints and appends to ``$VIBECODE_SOAK_TABLE``.
 """
@@ -43,8 +43,8 @@ from tests.fixtures.soak import (
 pytestmark = pytest.mark.usefixtures("prefect_server", "helm_bin")
 
 SEED = int(os.environ.get("VIBECODE_SOAK_SEED", "1919"))
-EVENTS = int(os.environ.get("VIBECODE_SOAK_EVENTS", "20"))
-PEOPLE = int(os.environ.get("VIBECODE_SOAK_PEOPLE", "5"))
+EVENTS = int(os.environ.get("VIBECODE_SOAK_EVENTS", "12"))
+PEOPLE = int(os.environ.get("VIBECODE_SOAK_PEOPLE", "3"))
 SHARE = float(os.environ.get("VIBECODE_SOAK_SHARE", "0.1"))
 WORKERS = 4
 
