@@ -204,7 +204,7 @@ def admit(rec: Record, kind: EventKind, event_id: str, occurred_at: datetime, no
 
 
 # -- the welcome email: at most one per employment ---------------------------------------------
-WelcomeStep = Literal["send", "already sent", "busy"]
+WelcomeStep = Literal["send", "already sent", "busy", "left"]
 
 
 def claim_welcome(rec: Record, run: str, now: datetime) -> tuple[Record, WelcomeStep]:
@@ -212,8 +212,13 @@ def claim_welcome(rec: Record, run: str, now: datetime) -> tuple[Record, Welcome
 
     ``busy``: another run holds a fresh claim (retry later). A claim older than
     WELCOME_CLAIM_SECONDS was left by a crashed run and is taken over, so the email is
-    never lost; the same run may re-claim (a task retry).
+    never lost; the same run may re-claim (a task retry). ``left``: a termination was admitted
+    while this hire's run was still going (found by the HR soak): nobody is welcomed to a job
+    they have left. The claim and the termination's admission are compare-and-swaps of the
+    same record, so one of them sees the other.
     """
+    if rec.state.has_left:
+        return rec, "left"
     w = rec.welcome
     if w.status is WelcomeStatus.SENT:
         return rec, "already sent"

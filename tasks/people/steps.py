@@ -176,6 +176,8 @@ def send_welcome(request: HRRequest, username: str, url: str, returning: bool) -
         return "already sent"
     if step == "busy":
         raise TransientError("another run is sending the welcome email")
+    if step == "left":
+        return f"not sent: {username} left while this hire was in progress"
     emp = request.employee
     msg = welcome_message(to_email=emp.email, given_name=emp.given_name, family_name=emp.family_name,
                           username=username, workspace_url=url, returning=returning,

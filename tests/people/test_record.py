@@ -144,6 +144,15 @@ def test_claim_welcome_table(before, run, now, step, after):
     assert got == step and new.welcome == after
 
 
+@pytest.mark.parametrize("state", [State.TERMINATED, State.PURGED])
+@pytest.mark.parametrize("welcome", [Welcome(), Welcome(WelcomeStatus.CLAIMED, "r2", T0)])
+def test_no_welcome_is_claimed_for_a_person_who_has_left_meanwhile(state, welcome):
+    """The HR soak's 40-event run: a hire's run reached its welcome after the termination
+    of the same person was admitted, and welcomed a leaver."""
+    before = rec(state=state, welcome=welcome)
+    assert claim_welcome(before, "r1", FRESH) == (before, "left")
+
+
 def test_release_and_sent():
     mine = rec(welcome=Welcome(WelcomeStatus.CLAIMED, "r1", T0))
     assert release_welcome(mine, "r1").welcome == Welcome()
