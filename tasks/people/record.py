@@ -236,6 +236,10 @@ def release_welcome(rec: Record, run: str) -> Record:
 
 
 def welcome_sent(rec: Record, now: datetime) -> Record:
+    """A termination admitted between the claim and this mark has reset the welcome for the
+    next employment: the mark leaves that alone."""
+    if rec.state.has_left:
+        return rec
     return replace(rec, welcome=Welcome(WelcomeStatus.SENT, "", now))
 
 

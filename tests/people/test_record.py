@@ -151,6 +151,7 @@ def test_no_welcome_is_claimed_for_a_person_who_has_left_meanwhile(state, welcom
     of the same person was admitted, and welcomed a leaver."""
     before = rec(state=state, welcome=welcome)
     assert claim_welcome(before, "r1", FRESH) == (before, "left")
+    assert welcome_sent(before, FRESH) == before  # a mark after the termination's reset leaves it alone
 
 
 def test_release_and_sent():
