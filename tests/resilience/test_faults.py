@@ -25,7 +25,6 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -34,6 +33,7 @@ from tasks.cluster import kube as kube_adapter
 from tasks.core import retrying
 from tasks.core.settings import get_settings
 from tasks.core.steps import retry_counts
+from tests.fixtures.codeserver import HealthzServer, HealthzStandIn
 from tests.fixtures.faults import FAILURES, FaultPlan, api_proxy, s3_proxy
 from tests.fixtures.people import event, users_file
 
@@ -231,23 +231,14 @@ def test_nightly_backup_of_ten_workspaces_under_faults(kube, namespace, job_kube
 T0 = datetime.now(timezone.utc).replace(microsecond=0)
 
 
-class _Heartbeats(BaseHTTPRequestHandler):
+class _Heartbeats(HealthzStandIn):
     """code-server's /healthz for ``/<user>/healthz``: a spread of heartbeats relative to T0
     (never used, used minutes ago, idle for hours), the same for both worlds."""
 
-    def do_GET(self):
-        user = self.path.strip("/").split("/")[0]
+    def answer(self, user: str) -> dict:
         n = int(user[-2:])
         beat = 0 if n % 10 == 0 else int((T0 - timedelta(minutes=(n % 7) * 45)).timestamp() * 1000)
-        body = json.dumps({"status": "alive" if n % 7 == 0 else "expired", "lastHeartbeat": beat}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        return {"status": "alive" if n % 7 == 0 else "expired", "lastHeartbeat": beat}
 
 
 def _world(kube, ns: str, users: list[str]) -> None:
@@ -279,7 +270,7 @@ def test_reaper_run_over_fifty_workspaces_under_faults(kube, platform_namespace,
 
     users = [f"rp{i:02d}" for i in range(50)]
     owners_secret(kube, platform_namespace, {u: f"{u}@example.com" for u in users})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Heartbeats)
+    server = HealthzServer(("127.0.0.1", 0), _Heartbeats)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("VIBECODE_REAP_PROBE_URL", f"http://127.0.0.1:{server.server_address[1]}/{{username}}")
     oracle_ns, faulted_ns = _fresh_namespace(kube, "t-oracle"), _fresh_namespace(kube, "t-faulted")

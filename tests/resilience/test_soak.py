@@ -20,13 +20,13 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tasks.cluster import kube as kube_adapter
 from tasks.core.settings import get_settings
 from tasks.core.steps import retry_counts
+from tests.fixtures.codeserver import HealthzServer, HealthzStandIn
 from tests.fixtures.faults import FAILURES, FaultPlan, api_proxy, s3_proxy
 from tests.fixtures.kube import _fresh_namespace
 from tests.fixtures.soak import (
@@ -60,20 +60,12 @@ def _plans() -> tuple[FaultPlan, FaultPlan, FaultPlan]:
     return api, helm, s3
 
 
-class _Alive(BaseHTTPRequestHandler):
+class _Alive(HealthzStandIn):
     """code-server's /healthz: everyone is at work right now, so the reaper keeps every running
     workspace (a stop would be the reaper's decision, not the events')."""
 
-    def do_GET(self):
-        body = json.dumps({"status": "alive", "lastHeartbeat": int(time.time() * 1000)}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+    def answer(self, user: str) -> dict:
+        return {"status": "alive", "lastHeartbeat": int(time.time() * 1000)}
 
 
 def _second_world(kube, monkeypatch, tmp_path, s3_server, stop: threading.Event):
@@ -136,7 +128,7 @@ def test_hr_soak_under_faults_ends_as_its_serial_fault_free_replay(
 
     # The soak: a world of its own, every request through the fault proxies.
     stop = threading.Event()
-    heartbeats = ThreadingHTTPServer(("127.0.0.1", 0), _Alive)
+    heartbeats = HealthzServer(("127.0.0.1", 0), _Alive)
     threading.Thread(target=heartbeats.serve_forever, daemon=True).start()
     monkeypatch.setenv("VIBECODE_REAP_PROBE_URL", f"http://127.0.0.1:{heartbeats.server_address[1]}/{{username}}")
     ns, pns, jobs = _second_world(kube, monkeypatch, tmp_path, s3_server, stop)
