@@ -2,8 +2,8 @@
 :mod:`tasks.reaper.steps`, the decision in :mod:`tasks.reaper.decide`.
 
 One run: one paged LIST each of Deployments, volumes and restic Jobs (never a GET per
-workspace); every running workspace's ``/healthz`` probed inside one task with a bounded
-pool; then writes only for the workspaces whose decision changes something. Dormant
+workspace); every running workspace's ``/healthz`` probed inside one task, a bounded number at once
+on one event loop; then writes only for the workspaces whose decision changes something. Dormant
 workspaces without a verified backup newer than their stop get one from the backup flow;
 their deletion waits for a later run, which re-reads the volumes' backup annotations.
 """

@@ -465,7 +465,7 @@ class ReaperSettings(BaseModel):
     probe_concurrency: int = Field(
         200, ge=1, le=2000,
         description="Probes in flight at once. 10,000 workspaces answering in 50 ms take 10,000 / 200 x 0.05 = "
-                    "2.5 s at 200; each probe in flight holds one thread and one socket")
+                    "2.5 s at 200; each probe in flight holds one socket on the prober's event loop")
     probe_timeout_seconds: float = Field(
         3, gt=0, le=60,
         description="Whole probe (connect, send, read to the end); a timeout counts as unknown, never as idle. "
