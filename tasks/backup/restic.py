@@ -82,13 +82,50 @@ def _sh(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def backup_script(username: str, run_id: str, kind_tag: str = NIGHTLY_TAG, restic: str = "restic") -> str:
-    """``sh -c`` script for a backup Job, run in the volume: an empty volume gets the marker snapshot."""
-    return (f'if [ -z "$(ls -A .)" ]; then\n'
-            f'  echo "vibecode: the volume is empty" | {_sh([restic, *empty_backup_args(username, run_id, kind_tag)])}\n'
+# Seconds between a backup's tries while another run holds the repository's exclusive lock
+# (a check reading a subset of the data, a prune): nine minutes in all, well inside the Job's deadline.
+LOCK_WAITS = (5, 10, 20, 45, 60, 60, 60, 60, 60, 60, 60, 60)
+LOCKED = ("repository is already locked", "unable to create lock")  # restic 0.14's words (see classify_failure)
+
+
+def backup_script(username: str, run_id: str, kind_tag: str = NIGHTLY_TAG, restic: str = "restic",
+                  waits: tuple[int, ...] = LOCK_WAITS) -> str:
+    """``sh -c`` script for a backup Job, run in the volume: an empty volume gets the marker snapshot.
+
+    A backup takes a shared lock, which an exclusive one (a ``check`` or ``forget --prune``
+    of the same repository, e.g. the nightly run's while an offboarding takes its final
+    backup) refuses. restic 0.14 has no ``--retry-lock``, so the script tries again after
+    each of ``waits``, only on those words; any other failure ends it at
+    once. restic runs in the background, and the TERM of a Job's deadline is passed on to it
+    as an INT (a shell as the container's PID 1 ignores TERM, and restic 0.14 removes its
+    lock on INT only): killed without that, it would leave a lock that blocks every check
+    of the repository for 30 minutes; a TERM also ends the tries. restic's stderr goes to the
+    log (the Job's termination message) after each try; scratch files go to ``$TMPDIR``,
+    the Job's own emptyDir."""
+    empty = _sh([restic, *empty_backup_args(username, run_id, kind_tag)])
+    full = _sh([restic, *backup_args(username, run_id, kind_tag)])
+    locked = "|".join(f'*"{w}"*' for w in LOCKED)
+    return (f'tmp="${{TMPDIR:-/tmp}}" input=/dev/null stopped=\n'
+            f'err="$tmp/vibecode-restic.err"\n'
+            f'if [ -z "$(ls -A .)" ]; then\n'
+            f'  input="$tmp/vibecode-empty.in"; echo "vibecode: the volume is empty" > "$input"\n'
+            f'  set -- {empty}\n'
             f'else\n'
-            f'  exec {_sh([restic, *backup_args(username, run_id, kind_tag)])}\n'
-            f'fi\n')
+            f'  set -- {full}\n'
+            f'fi\n'
+            f"trap 'stopped=1; kill -INT \"$pid\" 2>/dev/null' TERM INT\n"
+            f'for wait in {" ".join(str(w) for w in waits)} 0; do\n'
+            f'  [ -z "$stopped" ] || exit 143\n'
+            f'  "$@" < "$input" 2> "$err" &\n'
+            f'  pid=$!\n'
+            f'  while :; do wait "$pid"; rc=$?; kill -0 "$pid" 2>/dev/null || break; done\n'
+            f'  cat "$err" >&2\n'
+            f'  [ "$rc" -ne 0 ] && [ -z "$stopped" ] && [ "$wait" -gt 0 ] || exit "$rc"\n'
+            f'  case "$(cat "$err")" in\n'
+            f'    {locked}) echo "vibecode: the repository is locked; trying again in ${{wait}}s" >&2; sleep "$wait" ;;\n'
+            f'    *) exit "$rc" ;;\n'
+            f'  esac\n'
+            f'done\n')
 
 
 def restore_script(username: str, snapshot: str, run_id: str, empty: bool = False, restic: str = "restic") -> str:
