@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from reaper_bench import SERVER  # the code-server stand-in (asyncio, 50 ms per /healthz)
+from reaper_bench import SERVER  # the code-server stand-in (one selector loop, 50 ms per /healthz)
 
 from tasks.cluster.localnode.envtest import free_port
 
@@ -249,6 +249,8 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=50)
     ap.add_argument("--only", default="reaper,health,backup-planning")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per step (the best is the figure)")
+    ap.add_argument("--hold", metavar="FILE", help="after the last size, keep the world up and write the child's "
+                    "environment to FILE as JSON (to profile by hand: see hold_world); stop with Ctrl-C or TERM")
     args = ap.parse_args()
     sizes = sorted(int(x) for x in args.sizes.split(","))
 
@@ -324,11 +326,31 @@ def main() -> None:
                                     "process all run on this machine"})
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(results, indent=2) + "\n")
+        if args.hold:
+            hold_world(Path(args.hold), child_env)
     finally:
         endpoint.terminate()
         prefect.stop()
         env.stop()
     print(table(results))
+
+
+def hold_world(path: Path, child_env: dict) -> None:
+    """Keep the API server, the stand-in and Prefect up for by-hand runs of one step, e.g.
+    ``env $(jq -r 'to_entries[] | "\\(.key)=\\(.value)"' FILE) python -c "$(python -c
+    'import scale_bench; print(scale_bench.CHILD)')" reaper 1`` (the child waits for a line on stdin)."""
+    import signal
+
+    path.write_text(json.dumps(child_env))
+    print(f"holding the world; the child's environment is in {path}; Ctrl-C or TERM ends it", file=sys.stderr,
+          flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a background job ignores Ctrl-C's INT
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 def table(results: dict) -> str:

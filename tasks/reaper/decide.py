@@ -344,6 +344,26 @@ def _volume_kind(obj: dict) -> str:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(VOLUME_LABEL, "")
 
 
+def busy_jobs(jobs: Iterable[dict]) -> dict[str, str]:
+    """username -> why a workspace is busy: a backup or restore Job of it is running."""
+    busy: dict[str, str] = {}
+    for j in jobs:
+        if job_running(j):
+            component = ((j.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL, "job")
+            busy[_user(j)] = f"a {component} Job is running"
+    return busy
+
+
+def probe_target(deployment: dict, busy: Mapping[str, str]) -> str:
+    """The username whose ``/healthz`` is asked, "" for none: the workspace runs (replicas) and
+    no Job (``busy``, from :func:`busy_jobs`) or restore guard on the Deployment works on it. A
+    guard on a volume only is seen later; probing such a workspace changes nothing, its
+    decision is keep."""
+    replicas = int((deployment.get("spec") or {}).get("replicas", 1) or 0)
+    user = _user(deployment)
+    return user if replicas and user not in busy and not _ann(deployment).get(RESTORING) else ""
+
+
 def workspaces_from(deployments: Iterable[dict], volumes: Iterable[dict], jobs: Iterable[dict]) -> list[Workspace]:
     """One Workspace per user that has a Deployment or a workspace volume, sorted by username.
 
@@ -351,8 +371,16 @@ def workspaces_from(deployments: Iterable[dict], volumes: Iterable[dict], jobs: 
     restore guard on any volume of the user makes the workspace busy: an in-place restore
     of a dormant workspace (no Deployment) is guarded on its volume only.
 
-    Each argument is iterated once, volumes and Jobs before Deployments, so pages can be
-    folded in as they arrive."""
+    Each argument is iterated once, in the order Jobs, Deployments, volumes, so pages can be
+    folded in as they arrive, and running workspaces probed while the volumes are still read;
+    a Deployment is kept as the few facts the rule reads."""
+    busy = busy_jobs(jobs)
+    facts: dict[str, tuple[int, Mapping[str, str], datetime | None, str]] = {}
+    for d in deployments:
+        user, meta = _user(d), d.get("metadata") or {}
+        if user:
+            facts[user] = (int((d.get("spec") or {}).get("replicas", 1) or 0), meta.get("annotations") or {},
+                           available_since(d), meta.get("resourceVersion", ""))
     by_user_vols: dict[str, list[dict]] = {}
     guarded: dict[str, str] = {}
     for v in volumes:
@@ -361,20 +389,10 @@ def workspaces_from(deployments: Iterable[dict], volumes: Iterable[dict], jobs: 
             guarded.setdefault(user, f"{RESTORING} is set on {(v.get('metadata') or {}).get('name', '?')}")
         if _volume_kind(v) != "restore":
             by_user_vols.setdefault(user, []).append(v)
-    busy: dict[str, str] = {}
-    for j in jobs:
-        if job_running(j):
-            component = ((j.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL, "job")
-            busy[_user(j)] = f"a {component} Job is running"
     out: dict[str, Workspace] = {}
-    for d in deployments:
-        user, meta = _user(d), d.get("metadata") or {}
-        if not user:
-            continue
-        ann = meta.get("annotations") or {}
+    for user, (replicas, ann, since, version) in facts.items():
         reason = busy.get(user) or (f"{RESTORING} is set" if ann.get(RESTORING) else "") or guarded.get(user, "")
-        out[user] = Workspace(user, int((d.get("spec") or {}).get("replicas", 1) or 0), ann, available_since(d),
-                              tuple(by_user_vols.get(user, ())), reason, meta.get("resourceVersion", ""))
+        out[user] = Workspace(user, replicas, ann, since, tuple(by_user_vols.get(user, ())), reason, version)
     for user, vols in by_user_vols.items():
         if user and user not in out:
             out[user] = Workspace(user, None, {}, None, tuple(vols), busy.get(user, "") or guarded.get(user, ""))

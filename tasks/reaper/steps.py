@@ -2,9 +2,9 @@
 probing in :mod:`tasks.reaper.probe`, cluster calls through :mod:`tasks.cluster.kube` and
 :mod:`tasks.cluster.helm`.
 
-One run: one paged LIST each of Deployments, volumes and restic Jobs (never a GET per
-workspace); every running workspace's ``/healthz`` probed inside one task with a bounded
-pool; then writes only for the workspaces whose decision changes something. Dormant
+One run: one paged LIST each of restic Jobs, Deployments and volumes (never a GET per
+workspace), and every running workspace's ``/healthz`` probed, a bounded number at once, as
+its Deployment's page arrives, all inside one task; then writes only for the workspaces whose decision changes something. Dormant
 workspaces without a verified backup newer than their stop get one from the backup flow;
 their deletion waits for a later run, which re-reads the volumes' backup annotations.
 """
@@ -12,7 +12,7 @@ their deletion waits for a later run, which re-reads the volumes' backup annotat
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import assert_never
@@ -43,11 +43,14 @@ from tasks.reaper.decide import (
     Decision,
     Probe,
     Workspace,
+    busy_jobs,
     cancel_patch,
     claim_patch,
     decide,
     dormant_patch,
     policy_for,
+    probe_target,
+    probe_url,
     resume_annotations,
     rfc3339,
     stop_patch,
@@ -55,7 +58,7 @@ from tasks.reaper.decide import (
     warning_message,
     workspaces_from,
 )
-from tasks.reaper.probe import probe_all
+from tasks.reaper.probe import Prober
 
 RETRY = transient_retries(3)
 Owners = dict[str, tuple[str, tuple[str, ...]]]
@@ -111,11 +114,23 @@ class ReapReport(BaseModel):
         return [r.model_dump(mode="json") for r in self.rows]
 
 
-@task(name="list-workspaces", tags=[KUBE_API], **RETRY)
-def list_workspaces() -> list[Workspace]:
-    """Deployments, volumes and restic Jobs, each read in pages and folded into the
-    workspaces as the pages arrive: what is held is the decision's input (metadata, replicas,
-    status), not 10,000 full objects with their pod templates. One LIST after the other: run
+@dataclass(frozen=True)
+class Observed:
+    """What a run reads: the workspaces, and the probes of those that run. One object: Prefect
+    links a task's result one level deep, and would otherwise visit 10,000 workspaces and 7,500
+    probes (0.5 s at that size, benchmarks/scale_bench.py)."""
+
+    workspaces: list[Workspace]
+    probes: dict[str, Probe]
+
+
+@task(name="observe-workspaces", tags=[KUBE_API], **RETRY)
+def observe_workspaces() -> Observed:
+    """Jobs, Deployments and volumes, each read in pages and folded into the workspaces as
+    the pages arrive: what is held is the decision's input (metadata, replicas, status), not
+    10,000 full objects with their pod templates. Each running workspace's probe starts as its
+    Deployment's page arrives, so the probes run while the volumes are still read (one task for
+    both: a task's result cannot arrive page by page). The LISTs run one after the other: run
     at once they were no faster in CPU and held all three kinds at the same time (+40 MB at
     10,000, benchmarks/scale_bench.py)."""
     s = get_settings()
@@ -124,12 +139,26 @@ def list_workspaces() -> list[Workspace]:
     def read(kind: str, sel: str):
         return (kube.lean(o, template="drop") for page in client.pages(kind, s.namespace, sel) for o in page)
 
-    # A volume is kept for its name, labels, annotations and resourceVersion (the dormancy and
-    # backup rules read nothing else): two of them per workspace, held for the whole run.
-    volumes = ({"metadata": v["metadata"]} for v in read("PersistentVolumeClaim", WORKSPACE_VOLUMES_SELECTOR))
-    with kube.gc_paused():  # 10,000 workspaces' pages: see gc_paused
-        return workspaces_from(read("Deployment", WORKSPACE_DEPLOYMENT_SELECTOR), volumes,
-                               read("Job", RESTIC_JOBS_SELECTOR))
+    prober = Prober(s.reaper.probe_concurrency, s.reaper.probe_timeout_seconds)
+    try:
+        with kube.gc_paused():  # 10,000 workspaces' pages: see gc_paused
+            jobs = list(read("Job", RESTIC_JOBS_SELECTOR))
+            busy = busy_jobs(jobs)
+
+            def probed(deployments):
+                for d in deployments:
+                    user = probe_target(d, busy)
+                    if user:
+                        prober.add(user, probe_url(s, user))
+                    yield d
+
+            # A volume is kept for its name, labels, annotations and resourceVersion (the dormancy
+            # and backup rules read nothing else): two of them per workspace, held for the run.
+            volumes = ({"metadata": v["metadata"]} for v in read("PersistentVolumeClaim", WORKSPACE_VOLUMES_SELECTOR))
+            workspaces = workspaces_from(probed(read("Deployment", WORKSPACE_DEPLOYMENT_SELECTOR)), volumes, jobs)
+    finally:
+        probes = prober.results()  # also when a LIST failed: no probe is left running
+    return Observed(workspaces, probes)
 
 
 @task(name="read-owners", **RETRY)
@@ -145,12 +174,6 @@ def read_owners() -> Owners | None:
             raise
         get_run_logger().warning("owner directory unreadable, warnings postponed: %s", exc)
         return None
-
-
-@task(name="probe-workspaces", cache_policy=NO_CACHE)  # a cache key would hash every URL
-def probe_workspaces(urls: dict[str, str]) -> dict[str, Probe]:
-    s = get_settings()
-    return probe_all(urls, s.reaper.probe_concurrency, s.reaper.probe_timeout_seconds)
 
 
 @task(name="confirm-snapshots", tags=[KUBE_API], cache_policy=NO_CACHE)

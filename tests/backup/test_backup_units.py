@@ -39,7 +39,7 @@ def test_backup_job_mounts_read_only_pins_the_node_and_holds_no_secret():
     (c,) = pod["containers"]
     assert c["image"] == s.backup.restic_image and ":" in c["image"]
     assert c["command"] + c["args"] == ["/bin/sh", "-c", backup_script("alice", "abcd1234")]
-    assert "exec restic " + " ".join(backup_args("alice", "abcd1234")) in c["args"][0]
+    assert "set -- restic " + " ".join(backup_args("alice", "abcd1234")) in c["args"][0]
     assert "--tag nightly --tag alice" in c["args"][0]
     data = next(v for v in pod["volumes"] if v["name"] == "data")
     assert data["persistentVolumeClaim"] == {"claimName": "ws-alice-workspace", "readOnly": True}

@@ -82,15 +82,35 @@ def test_page_size_is_a_setting(apiserver, monkeypatch):
         get_settings.cache_clear()
 
 
-def test_pages_arrive_one_at_a_time(kube, namespace, monkeypatch):
-    """The iterator form asks for the next page only when the caller wants it."""
+def test_pages_are_read_one_ahead_of_the_caller_and_no_further(kube, namespace, monkeypatch):
+    """The iterator form asks for the next page as soon as it holds one (the API server
+    prepares it while the caller folds this one), and never for two ahead."""
+    import time
+
     _make(kube, namespace, 30, "lazy")
     monkeypatch.setattr(kube, "page_size", 10)
     before = _requests()
     pages = kube.pages("ConfigMap", namespace, f"{LABEL}=lazy")
     first = next(pages)
-    assert len(first) == 10 and _requests() - before == 1
+    deadline = time.monotonic() + 10
+    while _requests() - before < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(first) == 10 and _requests() - before == 2  # the second page asked for, not yet taken
+    time.sleep(0.3)
+    assert _requests() - before == 2  # and not the third
     assert sum(len(p) for p in pages) == 20 and _requests() - before == 3
+
+
+def test_the_continue_token_is_read_off_a_pages_head():
+    from tasks.cluster.kube import continue_token
+
+    page = (b'{"kind":"ConfigMapList","apiVersion":"v1","metadata":{"resourceVersion":"77","continue":"eyJ2IjoibWV0YS5r'
+            b'OHMuaW8vdjEifQ","remainingItemCount":3},"items":[{"metadata":{"annotations":{"continue":"x"}}}]}')
+    assert continue_token(page) == "eyJ2IjoibWV0YS5rOHMuaW8vdjEifQ"
+    last = b'{"kind":"ConfigMapList","metadata":{"resourceVersion":"77"},"items":[{"data":{"continue":"not me"}}]}'
+    assert continue_token(last) == ""  # an item's own "continue" is never taken for the list's
+    assert continue_token(b'{"items":[]}') == ""
+    assert continue_token(b"not json at all") == ""  # then the caller decodes and uses the body's
 
 
 def test_expired_continue_token_restarts_the_pages_and_sees_every_object_once(kube, apiserver, namespace,

@@ -123,3 +123,39 @@ def test_response_parsing_content_length_chunked_and_garbage():
         assert not parse_response(bad).ok
     assert request_bytes("http://ws-a.ns.svc:80/healthz") == (
         b"GET /healthz HTTP/1.1\r\nHost: ws-a.ns.svc:80\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+
+
+def test_probes_start_as_urls_are_added_and_names_are_resolved():
+    """The reaper adds each running workspace as its Deployment's page arrives: the first probes
+    are answered before the last URL is added. A name (``localhost``) is resolved on the pool;
+    one that does not resolve is unknown, and the order of the answer is the order of adding."""
+    from tasks.reaper.probe import Prober
+
+    srv = Recorder(delay=0.05)
+    try:
+        prober = Prober(concurrency=4, timeout=5)
+        for i in range(8):
+            prober.add(f"ip{i}", f"http://127.0.0.1:{srv.port}/healthz")
+        deadline = time.monotonic() + 5
+        while len(srv.requests) < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(srv.requests) == 8  # answered while more are still to come
+        prober.add("name", f"http://localhost:{srv.port}/healthz")
+        prober.add("nowhere", "http://ws-nobody.invalid:8080/healthz")
+        prober.add("query", f"http://127.0.0.1:{srv.port}/healthz?x=1")
+        out = prober.results()
+        assert list(out) == [*(f"ip{i}" for i in range(8)), "name", "nowhere", "query"]
+        assert all(out[f"ip{i}"].ok for i in range(8)) and out["name"].ok
+        assert not out["nowhere"].ok and "gaierror" in out["nowhere"].error
+        assert not out["query"].ok and "refusing" in out["query"].error
+        assert srv.peak <= 4
+    finally:
+        srv.close()
+
+
+def test_a_prober_with_nothing_added_answers_at_once():
+    from tasks.reaper.probe import Prober
+
+    t = time.monotonic()
+    assert Prober(concurrency=8, timeout=30).results() == {}
+    assert time.monotonic() - t < 5

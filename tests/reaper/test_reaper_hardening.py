@@ -250,7 +250,7 @@ def test_the_purge_of_leavers_refuses_on_an_annotation_the_repository_contradict
 def test_two_runs_at_once_warn_and_stop_each_person_once(kube, namespace, smtp_inbox):
     """Both runs LIST before either writes (the schedule and a manual `vibecode reap`): one
     email, one stop; the other run's guarded writes are refused and reported as skipped."""
-    from tasks.reaper.steps import apply_decisions, list_workspaces
+    from tasks.reaper.steps import apply_decisions, observe_workspaces
     from tests.fixtures.reaper import add_workspace, play_controller
 
     R = datetime.now(timezone.utc).replace(microsecond=0)
@@ -259,7 +259,7 @@ def test_two_runs_at_once_warn_and_stop_each_person_once(kube, namespace, smtp_i
     owners = {"ola": ("ola@example.com", ("users",))}
 
     def judged(now):
-        (ws,) = [w for w in list_workspaces.fn() if w.username == "ola"]
+        (ws,) = [w for w in observe_workspaces.fn().workspaces if w.username == "ola"]
         return [(ws, decide(ws, Probe(True, "expired", None), now, POLICY))]
 
     first, second = judged(R), judged(R)

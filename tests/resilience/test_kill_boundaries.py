@@ -292,7 +292,7 @@ def test_reaping_killed_at_every_boundary_converges(zygote, kube, namespaces, sm
     boundaries = crash_everywhere(zygote, "flows.reaper:reap_idle_workspaces", prepare, state, same_run=True,
                                   rename=lambda s, k: _swap(s, k, {f"warn{k}": "warn0", f"stop{k}": "stop0"}),
                                   env=env_for)
-    assert {"probe-workspaces", "apply-reap-decisions"} <= set(boundaries)
+    assert {"observe-workspaces", "apply-reap-decisions"} <= set(boundaries)
     reference = state(0)["workspaces"]
     assert reference["ws-stop0"]["replicas"] == 0 and reference["ws-warn0"]["replicas"] == 1
     assert "vibecode.dev/idle-warned-at" in reference["ws-warn0"]["annotations"]
