@@ -403,7 +403,7 @@ class Kube:
         raise AssertionError("unreachable")
 
     def pages(self, kind: str, namespace: str | None, selector: str | None = None, *, raw: bool = True,
-              all_namespaces: bool = False) -> Iterator[Items]:
+              all_namespaces: bool = False, ahead: bool = True) -> Iterator[Items]:
         """The LIST's pages as they arrive (``settings.kube_list_page_size`` objects each), for
         callers that fold each page into a smaller result and drop it: memory then follows the
         result, not the fleet.
@@ -411,38 +411,42 @@ class Kube:
         An expired continue token (410) restarts the list from the first page; objects already
         yielded (by uid) are not yielded again, so each object is seen once. The pages after a
         restart come from a newer snapshot than the ones before it: a caller that needs one
-        consistent snapshot (to watch from its resourceVersion) uses :meth:`list`."""
+        consistent snapshot (to watch from its resourceVersion) uses :meth:`list`.
+
+        ``ahead``: raw pages are read one ahead of the caller (see below); a caller that runs
+        several LISTs at once keeps the API server busy already, and saves the page held ahead."""
         what = f"list {kind} in {'all namespaces' if all_namespaces else namespace} ({selector}), paged"
         method, args = self._lister(kind, namespace, all_namespaces, what)
         kw = {"label_selector": selector} if selector else {}
         seen: set[str] = set()
         token, restarts = "", 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kube-page") as ahead:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kube-page") as reader:
             # Raw pages are pipelined: the next one is asked for as soon as this one's continue
             # token is read off its head, so the API server prepares it while this is decoded
             # and folded (at 10,000 workspaces the two took turns on the cores before).
-            upcoming = ahead.submit(self._fetch, method, args, kw, what, token) if raw else None
+            pipelined = raw and ahead
+            upcoming = reader.submit(self._fetch, method, args, kw, what, token) if pipelined else None
             while True:
                 try:
-                    if upcoming is None:
+                    if not pipelined:
                         items, token, _ = self._page(method, args, kw, raw, what, token)
                     else:
-                        data = upcoming.result()
+                        data = upcoming.result()  # type: ignore[union-attr]
                         peeked, upcoming = continue_token(data), None
                         if peeked:
-                            upcoming = ahead.submit(self._fetch, method, args, kw, what, peeked)
+                            upcoming = reader.submit(self._fetch, method, args, kw, what, peeked)
                         items, token, _ = _items(decode(data))
                         if token != peeked:  # never seen: the head did not say what the body does
                             if upcoming is not None:
                                 upcoming.cancel()
-                            upcoming = ahead.submit(self._fetch, method, args, kw, what, token) if token else None
+                            upcoming = reader.submit(self._fetch, method, args, kw, what, token) if token else None
                 except WatchExpired:
                     if not token or restarts == LIST_RESTARTS:
                         raise
                     restarts, token = restarts + 1, ""
                     with _calls_lock:
                         CALLS["LIST_RESTART"] += 1
-                    upcoming = ahead.submit(self._fetch, method, args, kw, what, token) if raw else None
+                    upcoming = reader.submit(self._fetch, method, args, kw, what, token) if pipelined else None
                     continue
                 fresh = [i for i in items if _identity(i) not in seen] if restarts else items
                 seen.update(_identity(i) for i in items)

@@ -69,7 +69,8 @@ def list_cluster_objects() -> Listing:
     def read(kind: str, namespace: str | None = None, sel: str | None = None) -> list[dict]:
         """Every page, each object cut to what the checks and the overview read as its page
         arrives (:func:`tasks.health.fields.observed`): memory follows the result, not the fleet."""
-        return [observed(o) for page in client.pages(kind, namespace, sel, all_namespaces=namespace is None)
+        return [observed(o) for page in client.pages(kind, namespace, sel, all_namespaces=namespace is None,
+                                                     ahead=False)  # three at once: no page held ahead
                 for o in page]
 
     kinds = {"nodes": ("Node",), "deployments": ("Deployment",), "statefulsets": ("StatefulSet",),

@@ -100,6 +100,13 @@ def test_pages_are_read_one_ahead_of_the_caller_and_no_further(kube, namespace, 
     assert _requests() - before == 2  # and not the third
     assert sum(len(p) for p in pages) == 20 and _requests() - before == 3
 
+    before = _requests()  # ahead=False (a caller running several LISTs at once): only when wanted
+    pages = kube.pages("ConfigMap", namespace, f"{LABEL}=lazy", ahead=False)
+    assert len(next(pages)) == 10
+    time.sleep(0.3)
+    assert _requests() - before == 1
+    assert sum(len(p) for p in pages) == 20 and _requests() - before == 3
+
 
 def test_the_continue_token_is_read_off_a_pages_head():
     from tasks.cluster.kube import continue_token
