@@ -40,6 +40,7 @@ from tasks.people.steps import (
     admit_event,
     claim_username,
     ensure_identity,
+    left_meanwhile,
     mark_restored,
     note_failure,
     person_of,
@@ -100,14 +101,19 @@ def onboard_user(request: HRRequest) -> OnboardResult:
             rows["identity"] = ensure_identity(request, username)
             # Subflows without heartbeats of their own: this run's heartbeat covers the process,
             # and each subflow's would add up to 1 s of joining at its end (tasks/core/runtime.py).
+            # A termination admitted meanwhile overtook this hire: it does not wake the workspace,
+            # and stops it after provisioning (the release is as a serial run would leave it).
+            gone = left_meanwhile(username)
             with without_flow_heartbeats():
                 if employment.purged_at:  # volumes were deleted after retention: bring the work back
                     provision_workspace(username, replicas=0)  # fresh volumes, nothing writing to them
                     rows["data"] = restore_previous_work(username)
-                elif returning:
+                elif returning and not gone:
                     rows["wake"] = scale_workspace(username, 1)
                 ws = provision_workspace(username)
             rows["workspace"] = f"{ws.release} revision {ws.revision} ({'changed' if ws.changed else 'unchanged'})"
+            if gone or left_meanwhile(username):
+                rows["workspace"] += f"; {scale_workspace(username, 0)}: a termination was admitted meanwhile"
             rows["email"] = send_welcome(request, username, url, returning)
             if s.identity.totp_preprovision:
                 rows["totp"] = preprovision_totp(username)

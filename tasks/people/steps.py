@@ -152,6 +152,17 @@ def ensure_identity(request: HRRequest, username: str) -> str:
     return get_backend().upsert(user_spec(request, username, person, grants_access=not left))
 
 
+@task(name="check-left-meanwhile", **RETRY)
+def left_meanwhile(username: str) -> bool:
+    """Whether the ledger now says the person has left: a termination admitted while this
+    hire's run went on. Found by the soak: an overtaken hire, redelivered, woke the leaver's
+    workspace after the termination's run had stopped it. The hire asks before it wakes or
+    starts the workspace, and again after, stopping it then (the termination's own run scales
+    down after its admission, so between the two every order ends stopped)."""
+    rec = Ledger().get(username)
+    return rec is not None and rec.state.has_left
+
+
 REHIRED = "kept: a newer hire was admitted meanwhile"
 
 

@@ -196,7 +196,7 @@ class Prober:
         self._refused: dict[str, Probe] = {}
         self._tls: dict[str, str] = {}
         self._order: list[str] = []
-        self._incoming: queue.SimpleQueue = queue.SimpleQueue()  # (user, url, family, address) or None: no more
+        self._incoming: queue.SimpleQueue = queue.SimpleQueue()  # (user, request, family, address) or None: no more
         self._waker_r, self._waker_w = socket.socketpair()
         self._waker_r.setblocking(False)
         self._waker_w.setblocking(False)

@@ -98,3 +98,44 @@ def test_rehire_within_retention_reenables_and_keeps_the_data(platform, kube, ba
     rec = Ledger().get("alice")
     assert rec.state == "active" and rec.terminated_at is None
     assert purge_offboarded(now=datetime.now(timezone.utc) + timedelta(days=60)) == {}  # nothing to purge
+
+
+def test_a_hire_overtaken_by_a_newer_termination_leaves_the_workspace_stopped(platform, kube, backup_calls,
+                                                                               monkeypatch):
+    """Found by the soak: a re-hire's run, admitted, went on while a newer termination was
+    admitted and ran to its end (scaled to 0); the re-hire then woke the leaver's workspace.
+    Here the re-hire is held at its identity step while the termination runs. Now it neither
+    wakes the workspace nor leaves it running, grants no access and sends no welcome."""
+    import threading
+
+    import flows.onboarding as onboarding
+
+    ns, inbox = platform["ns"], platform["inbox"]
+    onboard_user(parse_request(HIRE))
+    backup_calls.verified = True
+    offboard_user(parse_request(TERMINATE))
+    admitted, go = threading.Event(), threading.Event()
+    real_identity = onboarding.ensure_identity
+
+    def held(request, username):
+        admitted.set()
+        assert go.wait(120)
+        return real_identity(request, username)
+
+    monkeypatch.setattr(onboarding, "ensure_identity", held)
+    out: dict = {}
+    rehire = threading.Thread(target=lambda: out.update(r=onboard_user(parse_request(event("evt-2027-0001")))))
+    rehire.start()
+    try:
+        assert admitted.wait(120), "the re-hire did not reach its identity step"
+        offboard_user(parse_request(event("evt-2027-0100", "employee.terminated")))  # newer than the re-hire
+        assert kube.get("Deployment", ns, "ws-alice")["spec"]["replicas"] == 0
+    finally:
+        go.set()
+        rehire.join(180)
+
+    assert kube.get("Deployment", ns, "ws-alice")["spec"]["replicas"] == 0
+    assert "a termination was admitted meanwhile" in out["r"].workspace
+    assert users_file(kube)["alice"]["disabled"] is True
+    assert Ledger().get("alice").state.has_left
+    assert len(inbox.messages) == 1  # the first welcome only: none to the leaver
