@@ -344,6 +344,10 @@ def _volume_kind(obj: dict) -> str:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(VOLUME_LABEL, "")
 
 
+def _replicas(deployment: dict) -> int:
+    return int((deployment.get("spec") or {}).get("replicas", 1) or 0)
+
+
 def busy_jobs(jobs: Iterable[dict]) -> dict[str, str]:
     """username -> why a workspace is busy: a backup or restore Job of it is running."""
     busy: dict[str, str] = {}
@@ -359,9 +363,8 @@ def probe_target(deployment: dict, busy: Mapping[str, str]) -> str:
     no Job (``busy``, from :func:`busy_jobs`) or restore guard on the Deployment works on it. A
     guard on a volume only is seen later; probing such a workspace changes nothing, its
     decision is keep."""
-    replicas = int((deployment.get("spec") or {}).get("replicas", 1) or 0)
     user = _user(deployment)
-    return user if replicas and user not in busy and not _ann(deployment).get(RESTORING) else ""
+    return user if _replicas(deployment) and user not in busy and not _ann(deployment).get(RESTORING) else ""
 
 
 def workspaces_from(deployments: Iterable[dict], volumes: Iterable[dict], jobs: Iterable[dict]) -> list[Workspace]:
@@ -379,8 +382,8 @@ def workspaces_from(deployments: Iterable[dict], volumes: Iterable[dict], jobs: 
     for d in deployments:
         user, meta = _user(d), d.get("metadata") or {}
         if user:
-            facts[user] = (int((d.get("spec") or {}).get("replicas", 1) or 0), meta.get("annotations") or {},
-                           available_since(d), meta.get("resourceVersion", ""))
+            facts[user] = (_replicas(d), meta.get("annotations") or {}, available_since(d),
+                           meta.get("resourceVersion", ""))
     by_user_vols: dict[str, list[dict]] = {}
     guarded: dict[str, str] = {}
     for v in volumes:

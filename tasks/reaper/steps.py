@@ -4,9 +4,10 @@ probing in :mod:`tasks.reaper.probe`, cluster calls through :mod:`tasks.cluster.
 
 One run: one paged LIST each of restic Jobs, Deployments and volumes (never a GET per
 workspace), and every running workspace's ``/healthz`` probed, a bounded number at once, as
-its Deployment's page arrives, all inside one task; then writes only for the workspaces whose decision changes something. Dormant
-workspaces without a verified backup newer than their stop get one from the backup flow;
-their deletion waits for a later run, which re-reads the volumes' backup annotations.
+its Deployment's page arrives, all inside one task; then writes only for the workspaces whose
+decision changes something. Dormant workspaces without a verified backup newer than their
+stop get one from the backup flow; their deletion waits for a later run, which re-reads the
+volumes' backup annotations.
 """
 
 from __future__ import annotations
