@@ -26,17 +26,27 @@ def guarding_job(value: str) -> str:
     return value.partition(SEPARATOR)[0]
 
 
-def guard_step(current: str | None, job: str, clear: bool) -> GuardStep:
+def guard_step(current: str | None, job: str, clear: bool, other_holds: bool = True) -> GuardStep:
     """What the restore flow does to one object's guard annotation, holding ``current``.
 
     Setting: set it (again: a retry re-stamps its own guard), or refuse when another
-    restore's guard is there. Clearing: only our own guard; another restore's, or none, is
-    left alone (a restore that lost its guard must not clear the next one's).
+    restore's guard is there and still holds (:func:`guard_holds`, ``other_holds``). A guard
+    that lapsed is taken over: that is how a restore whose run was killed is run again as a
+    new run, and it is the rule provisioning already clears such a guard by. Clearing: only
+    our own guard; another restore's, or none, is left alone (a restore that lost its guard
+    must not clear the next one's).
     """
     mine = bool(current) and guarding_job(current or "") == job
     if clear:
         return "clear" if mine else "leave"
-    return "refuse" if current and not mine else "set"
+    return "refuse" if current and not mine and other_holds else "set"
+
+
+def setup_seconds(backup_timeout_seconds: float) -> float:
+    """How long a guard whose restore Job does not exist yet holds: the run's pre-restore
+    backup (one Job, up to its deadline, possibly twice on a retry) comes first. A flow killed
+    in that time leaves a guard nobody can tell from a live one, so it holds that long."""
+    return 2 * backup_timeout_seconds + 120
 
 
 def guard_holds(value: str | None, job: dict | None, job_state: str | None, now: datetime,

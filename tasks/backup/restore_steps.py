@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import base64
 
-from prefect import task
+from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from tasks.backup.guard import guard_step, guard_value
+from tasks.backup.guard import guard_holds, guard_step, guard_value, guarding_job, setup_seconds
 from tasks.backup.jobs import restore_job, restore_pvc
 from tasks.backup.plan import in_place_refusal, pick_snapshot, pre_restore_refusal
 from tasks.backup.repo import open_repository, repository_usernames
@@ -24,7 +24,7 @@ from tasks.backup.rotation import PASSWORD_KEY, add_key_step, check_rotation, re
 from tasks.backup.status import Outcome
 from tasks.backup.steps import RETRY, await_run_job, record_expire_verify, run_backup_job
 from tasks.cluster import kube
-from tasks.cluster.jobs import JobResult
+from tasks.cluster.jobs import JobResult, job_state
 from tasks.core.errors import PermanentError
 from tasks.core.names import RESTORING_ANNOTATION, is_username, workspace_names
 from tasks.core.settings import get_settings
@@ -53,9 +53,19 @@ def guard_restore(username: str, job: str, clear: bool = False) -> None:
         if obj is None:
             continue
         current = (obj["metadata"].get("annotations") or {}).get(RESTORING_ANNOTATION)
-        step = guard_step(current, job, clear)
+        holds, why = True, ""
+        if current and not clear and guarding_job(current) != job:  # another restore's: does it still hold?
+            other = client.get("Job", s.namespace, guarding_job(current))
+            holds, why = guard_holds(current, other, job_state(other)[0] if other else None, _now(),
+                                     setup_seconds(s.backup.timeout_seconds))
+        step = guard_step(current, job, clear, other_holds=holds)
         if step == "refuse":
-            raise PermanentError(f"{kind} {name} is already being restored ({RESTORING_ANNOTATION}={current})")
+            raise PermanentError(
+                f"{kind} {name} is already being restored ({why}; {RESTORING_ANNOTATION}={current}). A restore "
+                "whose run was killed can be retried as that same run; otherwise its guard lapses when its "
+                "restore Job finishes, or once the pre-restore window has passed")
+        if current and step == "set" and guarding_job(current) != job:
+            get_run_logger().warning("taking over a lapsed restore guard on %s %s: %s", kind, name, why)
         if step != "leave":
             client.annotate(kind, s.namespace, name,
                             {RESTORING_ANNOTATION: guard_value(job, _now()) if step == "set" else None})

@@ -7,7 +7,7 @@ from __future__ import annotations
 from prefect import task
 from pydantic import BaseModel
 
-from tasks.backup.guard import guard_holds, guarding_job
+from tasks.backup.guard import guard_holds, guarding_job, setup_seconds
 from tasks.cluster import helm, kube
 from tasks.cluster.jobs import job_state
 from tasks.cluster.rollout import await_available
@@ -58,7 +58,7 @@ def check_restore_guard(username: str) -> str:
             continue
         job = client.get("Job", s.namespace, guarding_job(value))
         holds, why = guard_holds(value, job, job_state(job)[0] if job else None, now(),
-                                 setup_seconds=2 * s.backup.timeout_seconds + 120)
+                                 setup_seconds=setup_seconds(s.backup.timeout_seconds))
         if holds:
             raise PermanentError(f"workspace {username} is being restored ({why}; {kind} {name} has "
                                  f"{RESTORING_ANNOTATION}); it can start when the restore has finished")

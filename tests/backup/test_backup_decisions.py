@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.backup.guard import guard_step, guard_value
+from tasks.backup.guard import guard_holds, guard_step, guard_value, setup_seconds
 from tasks.backup.plan import Target, backup_targets, in_place_refusal, pick_snapshot, pre_restore_refusal
 from tasks.backup.restic import PARTIAL_TAG, PRE_RESTORE_TAG, Snapshot
 from tasks.backup.rotation import add_key_step, check_rotation, remove_key_step, secret_data_patch
@@ -21,18 +21,34 @@ MINE, OTHER = "ws-alice-restore-r1", "ws-alice-restore-r2"
 
 
 # -- the restore guard -------------------------------------------------------------------------
-@pytest.mark.parametrize("current, clear, step", [
-    (None, False, "set"),
-    ("", False, "set"),
-    (guard_value(MINE, NOW), False, "set"),  # a retry re-stamps its own guard
-    (guard_value(OTHER, NOW), False, "refuse"),  # another restore is writing
-    ("garbage", False, "refuse"),  # an unreadable guard is not ours
-    (guard_value(MINE, NOW), True, "clear"),
-    (guard_value(OTHER, NOW), True, "leave"),  # never clear the next restore's guard
-    (None, True, "leave"),
+@pytest.mark.parametrize("current, clear, other_holds, step", [
+    (None, False, True, "set"),
+    ("", False, True, "set"),
+    (guard_value(MINE, NOW), False, True, "set"),  # a retry re-stamps its own guard
+    (guard_value(OTHER, NOW), False, True, "refuse"),  # another restore is writing
+    (guard_value(OTHER, NOW), False, False, "set"),  # a killed restore's guard that lapsed is taken over
+    ("garbage", False, True, "refuse"),  # an unreadable guard is not ours (and holds: guard_holds)
+    (guard_value(MINE, NOW), True, True, "clear"),
+    (guard_value(OTHER, NOW), True, True, "leave"),  # never clear the next restore's guard
+    (guard_value(OTHER, NOW), True, False, "leave"),  # ... nor a lapsed one: provisioning clears those
+    (None, True, True, "leave"),
 ])
-def test_guard_step(current, clear, step):
-    assert guard_step(current, MINE, clear) == step
+def test_guard_step(current, clear, other_holds, step):
+    assert guard_step(current, MINE, clear, other_holds) == step
+
+
+def test_an_unreadable_guard_always_holds_so_it_is_never_taken_over():
+    holds, why = guard_holds("garbage", None, None, NOW + timedelta(days=30), setup_seconds(3600))
+    assert holds and "unreadable" in why
+
+
+def test_a_guard_without_its_job_holds_through_the_pre_restore_window_then_lapses():
+    value = guard_value(OTHER, NOW)
+    window = setup_seconds(3600)
+    assert guard_holds(value, None, None, NOW + timedelta(seconds=window - 1), window)[0]
+    assert not guard_holds(value, None, None, NOW + timedelta(seconds=window), window)[0]
+    assert guard_holds(value, {"metadata": {}}, "running", NOW + timedelta(days=1), window)[0]
+    assert not guard_holds(value, {"metadata": {}}, "failed", NOW, window)[0]
 
 
 # -- in place: only into a stopped workspace -------------------------------------------------

@@ -213,38 +213,90 @@ def test_offboarding_killed_at_every_boundary_converges(zygote, platform, kube, 
 
 
 # -- restore --------------------------------------------------------------------------------
+class _InPlace:
+    """Stopped workspaces ``rs{k}``, each backed up once and then changed, restored in place;
+    ``state(k)``: whether the volume holds exactly the snapshot's files, the snapshots by tag,
+    the Jobs by kind, the guard."""
+
+    def __init__(self, kube, ns, backup_settings, job_kubelet, tmp_path, prefix="rs"):
+        self.kube, self.ns, self.settings, self.kubelet, self.tmp = kube, ns, backup_settings, job_kubelet, tmp_path
+        self.prefix, self.trees, self.saved = prefix, {}, {}
+
+    def prepare(self, ks):
+        from flows.backup import backup_workspaces
+
+        for k in ks:
+            self.trees[k] = add_workspace(self.kube, self.ns, self.kubelet, f"{self.prefix}{k}", self.tmp)
+        assert backup_workspaces(usernames=[f"{self.prefix}{k}" for k in ks]).outcome.value == "Completed"
+        for k in ks:  # work after the backup, which the restore replaces
+            self.saved[k] = tree_state(self.trees[k])
+            (self.trees[k] / "src" / "main.py").write_text("print('changed')\n")
+            (self.trees[k] / "new-file.txt").write_text("after the backup\n")
+        return [{"username": f"{self.prefix}{k}", "snapshot": "latest", "target": "in-place"} for k in ks]
+
+    def state(self, k):
+        user = f"{self.prefix}{k}"
+        pvc = self.kube.get("PersistentVolumeClaim", self.ns, f"ws-{user}-workspace")
+        tags = Counter(t for s in restic_for(self.settings, user).snapshots() for t in s.tags
+                       if "=" not in t and t != user)
+        return {"files-are-the-snapshot": tree_state(self.trees[k]) == self.saved[k], "snapshots": tags,
+                "jobs": Counter(j.split("-")[2] for j in _jobs(self.kube, self.ns, user)),
+                "guard": (pvc["metadata"].get("annotations") or {}).get("vibecode.dev/restoring")}
+
+
 @EXPENSIVE
 def test_restore_in_place_killed_at_every_boundary_converges(zygote, kube, namespace, backup_settings, job_kubelet,
                                                              tmp_path):
     """An in-place restore of a stopped workspace: the guard, the verified pre-restore copy,
     the restore Job. After the rerun the volume holds exactly the snapshot's files."""
-    from flows.backup import backup_workspaces
-
-    ns = namespace
-    trees, saved = {}, {}
-
-    def prepare(ks):
-        for k in ks:
-            trees[k] = add_workspace(kube, ns, job_kubelet, f"rs{k}", tmp_path)
-        assert backup_workspaces(usernames=[f"rs{k}" for k in ks]).outcome.value == "Completed"
-        for k in ks:  # work after the backup, which the restore replaces
-            saved[k] = tree_state(trees[k])
-            (trees[k] / "src" / "main.py").write_text("print('changed')\n")
-            (trees[k] / "new-file.txt").write_text("after the backup\n")
-        return [{"username": f"rs{k}", "snapshot": "latest", "target": "in-place"} for k in ks]
-
-    def state(k):
-        user = f"rs{k}"
-        pvc = kube.get("PersistentVolumeClaim", ns, f"ws-{user}-workspace")
-        tags = Counter(t for s in restic_for(backup_settings, user).snapshots() for t in s.tags
-                       if "=" not in t and t != user)
-        return {"files-are-the-snapshot": tree_state(trees[k]) == saved[k], "snapshots": tags,
-                "jobs": Counter(j.split("-")[2] for j in _jobs(kube, ns, user)),
-                "guard": (pvc["metadata"].get("annotations") or {}).get("vibecode.dev/restoring")}
-
-    boundaries = crash_everywhere(zygote, "flows.restore:restore_workspace", prepare, state, same_run=True,
+    w = _InPlace(kube, namespace, backup_settings, job_kubelet, tmp_path)
+    boundaries = crash_everywhere(zygote, "flows.restore:restore_workspace", w.prepare, w.state, same_run=True,
                                   rename=lambda s, k: s)
     assert {"guard-restore", "run-backup-job", "start-restore-job", "wait-for-job"} <= set(boundaries)
+
+
+def test_a_killed_in_place_restore_run_anew_takes_over_its_guard_once_the_guard_lapsed(
+        zygote, kube, namespace, backup_settings, job_kubelet, tmp_path):
+    """Not its retry but a new run with the same parameters (the CLI run again). Killed after
+    its restore Job finished: the new run takes the guard over at once and ends as an
+    uninterrupted run does (one more verified pre-restore copy and restore Job: a new run is
+    new work). Killed before any Job: the killed run's guard cannot be told from a live
+    one's, so the new run is refused with the reason and changes nothing; once the
+    pre-restore window has passed (the test moves the guard's stamp back, as the clock
+    would), the new run takes it over."""
+    from tasks.backup.guard import guard_value, guarding_job
+
+    w = _InPlace(kube, namespace, backup_settings, job_kubelet, tmp_path, prefix="ra")
+    target = "flows.restore:restore_workspace"
+    params = dict(zip((0, 1, 2), w.prepare([0, 1, 2]), strict=True))
+    (ref,) = _run_all(zygote, [Spec(target, params[0], _env())])
+    assert ref.ok, ref.log[-4000:]
+    expected = w.state(0)
+    after_job, after_guard = ref.tasks.index("wait-for-job") + 1, ref.tasks.index("guard-restore") + 1
+    killed = _run_all(zygote, [Spec(target, params[1], _env(), kill_after=after_job),
+                               Spec(target, params[2], _env(), kill_after=after_guard)])
+    assert all(r.killed for r in killed), [r.exit_code for r in killed]
+    assert w.state(1)["guard"] and w.state(2)["guard"]  # both left their guard behind
+
+    late, early = _run_all(zygote, [Spec(target, params[1], _env()), Spec(target, params[2], _env())])
+    assert late.ok, late.log[-4000:]
+    assert w.state(1) == {**expected, "snapshots": expected["snapshots"] + Counter({"pre-restore": 1}),
+                          "jobs": expected["jobs"] + Counter({"prerestore": 1, "restore": 1})}
+    assert "taking over a lapsed restore guard" in late.log and "has finished" in late.log
+
+    before = w.state(2)
+    assert not early.ok and "is already being restored" in early.log and "pre-restore window" in early.log
+    assert w.state(2) == before  # refused: no copy, no Job, the guard as it was
+    old = datetime.now(timezone.utc) - timedelta(hours=3)
+    for kind, name in (("Deployment", "ws-ra2"), ("PersistentVolumeClaim", "ws-ra2-workspace")):
+        obj = kube.get(kind, namespace, name)
+        if obj is None:  # no Deployment here: the volume alone carries the guard
+            continue
+        value = obj["metadata"]["annotations"]["vibecode.dev/restoring"]
+        kube.annotate(kind, namespace, name, {"vibecode.dev/restoring": guard_value(guarding_job(value), old)})
+    (again,) = _run_all(zygote, [Spec(target, params[2], _env())])
+    assert again.ok, again.log[-4000:]
+    assert w.state(2) == expected and "is gone" in again.log
 
 
 # -- reaping --------------------------------------------------------------------------------
