@@ -64,7 +64,14 @@ SERVICE_FIXTURES = frozenset({
 })
 
 
+# The longest tests (minutes each, several flow runs in processes of their own) go first: xdist
+# hands out tests in collection order, and at the end of it they would run on one worker while
+# the others sit idle. First, one worker takes them while the others share out the rest.
+LONGEST_FIRST = ("tests/resilience/test_kill_boundaries.py", "tests/resilience/test_soak.py", "tests/dr/test_recovery.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in LONGEST_FIRST)  # stable: modules stay whole
     for item in items:
         if not SERVICE_FIXTURES.intersection(item.fixturenames) and not item.get_closest_marker("node") \
                 and not item.get_closest_marker("slow"):
