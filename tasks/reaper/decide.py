@@ -367,7 +367,8 @@ def probe_target(deployment: dict, busy: Mapping[str, str]) -> str:
     return user if _replicas(deployment) and user not in busy and not _ann(deployment).get(RESTORING) else ""
 
 
-def workspaces_from(deployments: Iterable[dict], volumes: Iterable[dict], jobs: Iterable[dict]) -> list[Workspace]:
+def workspaces_from(deployments: Iterable[dict], volumes: Iterable[dict], jobs: Iterable[dict],
+                    busy: Mapping[str, str] | None = None) -> list[Workspace]:
     """One Workspace per user that has a Deployment or a workspace volume, sorted by username.
 
     Restore volumes are left out of ``volumes`` (dormancy never deletes them), but the
@@ -376,8 +377,9 @@ def workspaces_from(deployments: Iterable[dict], volumes: Iterable[dict], jobs: 
 
     Each argument is iterated once, in the order Jobs, Deployments, volumes, so pages can be
     folded in as they arrive, and running workspaces probed while the volumes are still read;
-    a Deployment is kept as the few facts the rule reads."""
-    busy = busy_jobs(jobs)
+    a Deployment is kept as the few facts the rule reads. ``busy``: :func:`busy_jobs` of ``jobs``
+    when the caller has it already (it chose the probes by it)."""
+    busy = busy_jobs(jobs) if busy is None else busy
     facts: dict[str, tuple[int, Mapping[str, str], datetime | None, str]] = {}
     for d in deployments:
         user, meta = _user(d), d.get("metadata") or {}

@@ -156,7 +156,8 @@ def observe_workspaces() -> Observed:
             # A volume is kept for its name, labels, annotations and resourceVersion (the dormancy
             # and backup rules read nothing else): two of them per workspace, held for the run.
             volumes = ({"metadata": v["metadata"]} for v in read("PersistentVolumeClaim", WORKSPACE_VOLUMES_SELECTOR))
-            workspaces = workspaces_from(probed(read("Deployment", WORKSPACE_DEPLOYMENT_SELECTOR)), volumes, jobs)
+            workspaces = workspaces_from(probed(read("Deployment", WORKSPACE_DEPLOYMENT_SELECTOR)), volumes, jobs,
+                                         busy=busy)
     finally:
         probes = prober.results()  # also when a LIST failed: no probe is left running
     return Observed(workspaces, probes)

@@ -17,6 +17,7 @@ from tasks.reaper.decide import (
     Policy,
     Probe,
     Workspace,
+    busy_jobs,
     decide,
     parse_healthz,
     policy_for,
@@ -301,3 +302,6 @@ def test_one_list_each_builds_the_picture():
     assert "restoring" in a.busy and len(a.volumes) == 1
     assert b.busy == "a backup Job is running" and b.replicas == 0
     assert c.username == "carol" and c.replicas is None and c.busy == ""
+    # the step passes the busy map it chose the probes by: the same picture
+    assert workspaces_from([dep, dep_b], [vol(), carol], [job, done],
+                           busy=busy_jobs([job, done])) == [a, b, c]
