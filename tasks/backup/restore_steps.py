@@ -44,7 +44,9 @@ class RestoreResult(BaseModel):
 
 @task(name="guard-restore", tags=[KUBE_API], **RETRY)
 def guard_restore(username: str, job: str, clear: bool = False) -> None:
-    """Set (or clear, if it is still ours) the restore guard on the Deployment and the volume."""
+    """Set (or clear, if it is still ours) the restore guard on the Deployment and the volume.
+    Setting is a compare-and-swap on the version it judged: two restores starting at once, or
+    two new runs taking over one lapsed guard, cannot both hold it."""
     s = get_settings()
     names = workspace_names(username)
     client = kube.connect()
@@ -66,9 +68,12 @@ def guard_restore(username: str, job: str, clear: bool = False) -> None:
                 "restore Job finishes, or once the pre-restore window has passed")
         if current and step == "set" and guarding_job(current) != job:
             get_run_logger().warning("taking over a lapsed restore guard on %s %s: %s", kind, name, why)
-        if step != "leave":
-            client.annotate(kind, s.namespace, name,
-                            {RESTORING_ANNOTATION: guard_value(job, _now()) if step == "set" else None})
+        if step == "set":  # on the version judged: a guard set meanwhile is a Conflict, and the retry sees it
+            client.patch(kind, s.namespace, name, {"metadata": {
+                "resourceVersion": obj["metadata"]["resourceVersion"],
+                "annotations": {RESTORING_ANNOTATION: guard_value(job, _now())}}})
+        elif step == "clear":
+            client.annotate(kind, s.namespace, name, {RESTORING_ANNOTATION: None})
 
 
 @task(name="check-restore-target", tags=[KUBE_API], **RETRY)

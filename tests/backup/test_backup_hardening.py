@@ -383,6 +383,43 @@ def test_provisioning_refuses_to_start_a_workspace_while_a_restore_holds_the_gua
         assert RESTORING_ANNOTATION not in (kube.get(kind, namespace, name)["metadata"].get("annotations") or {})
 
 
+def test_two_restores_cannot_both_take_one_guard_the_later_write_is_a_conflict_then_a_refusal(
+        kube, namespace, backup_settings, job_kubelet, tmp_path, monkeypatch):
+    """A race played in order: run B judged the volume's lapsed guard, then run A took it over
+    before B wrote. B's write, on the version it judged, is a Conflict (transient: its retry
+    reads again) and the retry is refused: A's guard is fresh and A's Job is not created yet."""
+    import logging
+    from datetime import datetime, timedelta, timezone
+
+    from tasks.backup import restore_steps
+    from tasks.backup.guard import guard_value
+    from tasks.backup.restore_steps import guard_restore
+    from tasks.cluster import kube as adapter
+    from tasks.core.errors import Conflict
+
+    monkeypatch.setattr(restore_steps, "get_run_logger", lambda: logging.getLogger("test"))  # .fn: no run
+    add_volume(kube, namespace, job_kubelet, "nora", tmp_path)
+    pvc = "ws-nora-workspace"
+    dead = guard_value("ws-nora-restore-dead0000", datetime.now(timezone.utc) - timedelta(hours=3))
+    kube.annotate("PersistentVolumeClaim", namespace, pvc, {RESTORING_ANNOTATION: dead})
+    judged = kube.get("PersistentVolumeClaim", namespace, pvc)  # what B read
+    guard_restore.fn("nora", "ws-nora-restore-aaaa0000")  # A takes the lapsed guard over
+    assert kube.get("PersistentVolumeClaim", namespace, pvc)["metadata"]["annotations"][
+        RESTORING_ANNOTATION].startswith("ws-nora-restore-aaaa0000@")
+
+    client = adapter.connect()
+    real_get = client.get
+    monkeypatch.setattr(client, "get", lambda kind, ns, name: judged if kind == "PersistentVolumeClaim"
+                        else real_get(kind, ns, name))
+    with pytest.raises(Conflict):
+        guard_restore.fn("nora", "ws-nora-restore-bbbb0000")
+    monkeypatch.setattr(client, "get", real_get)
+    with pytest.raises(PermanentError, match="already being restored"):
+        guard_restore.fn("nora", "ws-nora-restore-bbbb0000")  # the retry
+    assert kube.get("PersistentVolumeClaim", namespace, pvc)["metadata"]["annotations"][
+        RESTORING_ANNOTATION].startswith("ws-nora-restore-aaaa0000@")
+
+
 # -- 6. password rotation -----------------------------------------------------------------------
 def test_rotate_restic_password_new_opens_old_does_not_and_the_secret_follows(
         kube, namespace, backup_settings, job_kubelet, tmp_path, monkeypatch):
