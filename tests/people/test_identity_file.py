@@ -49,7 +49,7 @@ def test_disable_scrambles_and_reenable_keeps_the_entry():
 def test_a_data_only_upsert_changes_a_leavers_data_never_their_access():
     """A leaver's late update (grants_access=False): new data, still disabled, same scrambled
     password; on someone not disabled yet it does not disable (that is the disable's, which
-    also scrambles); on no one it creates no one."""
+    also scrambles); on no one it adds them disabled."""
     doc, _ = filedb.apply_upsert({"users": {}}, ALICE, lambda: "HASH1")
     off, _ = filedb.apply_disable(doc, "alice", lambda: "SCRAMBLED")
     late = UserSpec(**{**ALICE.__dict__, "family_name": "Hargreaves", "grants_access": False})
@@ -59,7 +59,11 @@ def test_a_data_only_upsert_changes_a_leavers_data_never_their_access():
     assert entry["password"] == "SCRAMBLED"
     still, _ = filedb.apply_upsert(doc, late, lambda: pytest.fail("no password"))
     assert still["users"]["alice"]["disabled"] is False and still["users"]["alice"]["family_name"] == "Hargreaves"
-    assert filedb.apply_upsert({"users": {}}, late, lambda: pytest.fail("no one created")) == ({"users": {}}, "absent")
+    # on no one: added disabled with an unusable password, as the hire and the termination
+    # it overtook would have left them (HR's order)
+    added, change = filedb.apply_upsert({"users": {}}, late, lambda: "UNUSABLE")
+    assert change == "created" and added["users"]["alice"]["disabled"] is True
+    assert added["users"]["alice"]["password"] == "UNUSABLE" and added["users"]["alice"]["family_name"] == "Hargreaves"
 
 
 def test_create_writes_an_authelia_argon2id_hash_and_rolls_authelia(authelia_users, kube, platform_namespace, monkeypatch):

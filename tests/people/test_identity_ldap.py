@@ -65,6 +65,19 @@ def test_disable_keeps_the_entry_and_changes_the_credential(ldap_settings):
     assert backend.get("alice").disabled is False
 
 
+def test_an_upsert_granting_no_access_adds_someone_absent_disabled_and_never_changes_access(ldap_settings):
+    """A hire run after its newer termination (the soak's finding): HR's order would have left a
+    disabled entry, so one is added disabled; on an active entry it changes data, not access."""
+    backend = LdapBackend(ldap_settings)
+    left = UserSpec(**{**ALICE.__dict__, "username": "gone", "email": "gone@example.com", "grants_access": False})
+    assert backend.upsert(left) == "created"
+    assert backend.get("gone").disabled is True and backend.get("gone").groups == ("developers", "users")
+    backend.upsert(ALICE)
+    late = UserSpec(**{**ALICE.__dict__, "family_name": "Hargreaves", "grants_access": False})
+    assert backend.upsert(late) == "updated"
+    assert backend.get("alice").disabled is False and backend.get("alice").extra.get("family_name") == "Hargreaves"
+
+
 def test_concurrent_hires_share_groups_without_losing_members(ldap_settings):
     backend = LdapBackend(ldap_settings)
     specs = [UserSpec(username=f"user{i:02d}", email=f"user{i:02d}@example.com", given_name="U",

@@ -45,14 +45,19 @@ def _attributes(spec: UserSpec) -> dict:
 
 def apply_upsert(doc: dict, spec: UserSpec, new_hash: Callable[[], str]) -> tuple[dict, Change]:
     """Add the user with an unusable password, or bring attributes in line; never touches a
-    live password (the person may already have chosen one)."""
+    live password (the person may already have chosen one). An upsert that grants no access
+    (the person has left) never enables and never disables (that is the disable's, which also
+    scrambles the password), but adds someone absent as disabled: found by the soak, a hire run
+    after its newer termination left no entry where HR's order leaves a disabled one."""
     users = doc["users"]
     current = users.get(spec.username)
     wanted = _attributes(spec)
     if not spec.grants_access:
         del wanted["disabled"]
-        if current is None:
-            return doc, "absent"
+        if current is None:  # a leaver not here yet (their termination overtook their hire): created
+            out = copy.deepcopy(doc)  # disabled, as the hire and then the termination would leave them
+            out["users"][spec.username] = {**wanted, "disabled": True, "password": new_hash()}
+            return out, "created"
     if current is None:
         out = copy.deepcopy(doc)
         out["users"][spec.username] = {**wanted, "password": new_hash()}

@@ -163,14 +163,15 @@ class LdapBackend:
                      "sn": spec.family_name, "mail": spec.email}
             if spec.grants_access:
                 attrs["employeeType"] = "active"
-            elif current is None:
-                return "absent"
+            # granting no access (the person has left): never enabled nor disabled here, but someone
+            # absent is added disabled, as HR's order (hire, then termination) leaves them (filedb)
+            added_as = attrs.get("employeeType", "disabled")
             if spec.employee_id:
                 attrs["employeeNumber"] = spec.employee_id
             change: Change = "unchanged"
             if current is None:
                 try:
-                    conn.add(dn, "inetOrgPerson", {**attrs, "uid": spec.username,
+                    conn.add(dn, "inetOrgPerson", {**attrs, "employeeType": added_as, "uid": spec.username,
                                                    "userPassword": hashed(HASHED_SALTED_SHA512, random_secret())})
                     change = "created"
                 except LDAPEntryAlreadyExistsResult:  # a concurrent run created it: converge below
