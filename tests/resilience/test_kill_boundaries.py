@@ -33,8 +33,13 @@ from tests.fixtures.killer import Spec, Zygote, new_flow_run, retry_crashed
 from tests.fixtures.storage import restic_for, tree_state
 
 pytestmark = [pytest.mark.usefixtures("prefect_server", "helm_bin"), pytest.mark.slow]
-# 38 boundaries, 81 flow runs, plus the restore run anew: measured alone beside a soak on the
-# 2 cores, onboarding 114 s, offboarding 257 s, restore 125 s, backup and reaping under 90 s.
+# 38 boundaries, 81 flow runs. Measured one at a time beside a soak on the 2 cores: onboarding
+# 114 s, offboarding 257 s, restore 125 s, backup and reaping under 90 s together. In the whole
+# suite the first three took the run from 39 to 48 minutes, over the CI budget of 45: they stay
+# opt-in; backup, reaping and the restore run anew run in every suite.
+EXPENSIVE = pytest.mark.skipif(os.environ.get("VIBECODE_KILL_BOUNDARIES") != "1",
+                               reason="opt-in: VIBECODE_KILL_BOUNDARIES=1 (onboarding, offboarding, restore: "
+                                      "about 8 min)")
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +174,7 @@ def _hire(k: int, prefix: str) -> dict:
                  email=f"{prefix}{k}@example.com")
 
 
+@EXPENSIVE
 def test_onboarding_killed_at_every_boundary_converges(zygote, platform, kube):
     ns, inbox = platform["ns"], platform["inbox"]
     boundaries = crash_everywhere(
@@ -178,6 +184,7 @@ def test_onboarding_killed_at_every_boundary_converges(zygote, platform, kube):
     assert {"ensure-identity", "install-workspace-release", "send-welcome-email", "record-event"} <= set(boundaries)
 
 
+@EXPENSIVE
 def test_offboarding_killed_at_every_boundary_converges(zygote, platform, kube, backup_settings, job_kubelet):
     """The final backup is the real backup flow (a subflow): its Jobs run on the kubelet
     stand-in against the S3 server, so a kill inside it is a kill at its boundaries too."""
@@ -238,6 +245,7 @@ class _InPlace:
                 "guard": (pvc["metadata"].get("annotations") or {}).get("vibecode.dev/restoring")}
 
 
+@EXPENSIVE
 def test_restore_in_place_killed_at_every_boundary_converges(zygote, kube, namespace, backup_settings, job_kubelet,
                                                              tmp_path):
     """An in-place restore of a stopped workspace: the guard, the verified pre-restore copy,
