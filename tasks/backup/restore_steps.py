@@ -54,9 +54,9 @@ def guard_restore(username: str, job: str, clear: bool = False) -> None:
         obj = client.get(kind, s.namespace, name)
         if obj is None:
             continue
-        current = (obj["metadata"].get("annotations") or {}).get(RESTORING_ANNOTATION)
-        holds, why = True, ""
-        if current and not clear and guarding_job(current) != job:  # another restore's: does it still hold?
+        current: str = (obj["metadata"].get("annotations") or {}).get(RESTORING_ANNOTATION) or ""
+        theirs, holds, why = bool(current) and guarding_job(current) != job, True, ""
+        if theirs and not clear:  # another restore's guard: does it still hold?
             other = client.get("Job", s.namespace, guarding_job(current))
             holds, why = guard_holds(current, other, job_state(other)[0] if other else None, _now(),
                                      setup_seconds(s.backup.timeout_seconds))
@@ -66,7 +66,7 @@ def guard_restore(username: str, job: str, clear: bool = False) -> None:
                 f"{kind} {name} is already being restored ({why}; {RESTORING_ANNOTATION}={current}). A restore "
                 "whose run was killed can be retried as that same run; otherwise its guard lapses when its "
                 "restore Job finishes, or once the pre-restore window has passed")
-        if current and step == "set" and guarding_job(current) != job:
+        if theirs and step == "set":
             get_run_logger().warning("taking over a lapsed restore guard on %s %s: %s", kind, name, why)
         if step == "set":  # on the version judged: a guard set meanwhile is a Conflict, and the retry sees it
             client.patch(kind, s.namespace, name, {"metadata": {
