@@ -20,6 +20,7 @@ from tasks.core.settings import get_settings
 from tasks.health import steps as health_flow
 from tasks.health.checks import Observed, evaluate
 from tests.fixtures.objects import backup_annotations, deployment, ledger, now, pvc, ts, user, users_secret, workspace
+from tests.fixtures.platform import remove_cluster_wide_crds
 
 
 def observe() -> tuple[dict, Observed]:
@@ -110,6 +111,7 @@ CERT_CRD = {
 def certificate(ready: bool, days_left: float):
     def setup(env):
         k, ns = env["kube"], env["ns"]
+        remove_cluster_wide_crds(k)  # one still terminating from the last case refuses Certificates
         k.create(CERT_CRD)
         for _ in range(50):  # the CRD is served once Established
             try:
@@ -123,7 +125,7 @@ def certificate(ready: bool, days_left: float):
                   "metadata": {"name": "wildcard", "namespace": ns},
                   "spec": {"secretName": "wildcard-tls", "dnsNames": ["*.vibecode.dev"],
                            "issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"}}})
-        env["cleanup"].append(("Certificate", ns, "wildcard"))
+        env["cleanup"] += [("Certificate", ns, "wildcard"), ("CustomResourceDefinition", None, CERT_CRD["metadata"]["name"])]
         k.patch_status("Certificate", ns, "wildcard", {
             "notAfter": rfc3339(now() + timedelta(days=days_left)),
             "conditions": [{"type": "Ready", "status": "True" if ready else "False", "reason": "Ready"}]})
