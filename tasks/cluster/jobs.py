@@ -31,13 +31,16 @@ from tasks.core.names import JOB_NAME_LABEL, selector
 
 log = logging.getLogger(__name__)
 
-# How long a Job may be missing from the watched set before we call it gone. It was
-# created before wait() was called, so its ADDED event normally arrives within milliseconds.
+# How long a Job may be missing from the watched set before the API server is asked. It was
+# created before wait() was called, so its ADDED event normally arrives within milliseconds;
+# but a watcher that is re-listing sees it only once that LIST is done, so a missing Job is
+# called gone only when a GET says so (the watched set is a cache and may lag).
 MISSING_GRACE_SECONDS = 10.0
 MESSAGE_CHARS = 400  # of a termination message in a reason (the kubelet keeps at most 4096 bytes)
 
 JobState = Literal["running", "succeeded", "failed"]
 ListWatch = Callable[[], Iterable[tuple[str, Any]]]
+Read = Callable[[str], "dict | None"]  # one Job by name, None when the API server has none
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,9 @@ def _kept(job: dict) -> dict:
 class JobWaiter:
     """Many waiters, one watcher thread over ``list_watch`` (a LIST, then a WATCH)."""
 
-    def __init__(self, list_watch: ListWatch, retry_interval: float):
+    def __init__(self, list_watch: ListWatch, retry_interval: float, read: Read | None = None):
         self._list_watch = list_watch
+        self._read = read
         self._retry_interval = retry_interval
         self._jobs: dict[str, dict] = {}
         self._error: Exception | None = None
@@ -163,20 +167,46 @@ class JobWaiter:
                 self._thread = threading.Thread(target=self._watch, daemon=True, name="job-waiter")
                 self._thread.start()
             try:
+                missing_since = start
                 while True:
                     if self._error is not None:
                         raise self._error
                     job = self._jobs.get(name)
                     now = time.monotonic()
-                    if job is None and now - start < min(MISSING_GRACE_SECONDS, timeout):
-                        self._cond.wait(min(1.0, deadline - now))
+                    grace_left = missing_since + min(MISSING_GRACE_SECONDS, timeout) - now
+                    if job is None and grace_left > 0:
+                        self._cond.wait(min(grace_left, max(0.0, deadline - now)))
                         continue
+                    if job is None and self._read is not None and now < deadline:
+                        gone, found = self._confirm_missing(name)
+                        if not gone:  # there, or the API server could not tell: wait on
+                            if found is not None:
+                                self._jobs.setdefault(name, _kept(found))
+                            missing_since = time.monotonic()
+                            continue
                     state, reason = job_state(job)
                     if state != "running" or now >= deadline:
                         return state, reason
                     self._cond.wait(max(0.0, deadline - now))
             finally:
                 self._waiting -= 1
+
+    def _confirm_missing(self, name: str) -> tuple[bool, dict | None]:
+        """Ask the API server for a Job the watched set lacks, with the lock released (the
+        watcher must go on meanwhile): (gone, the Job if it is there); (False, None) when a
+        transient error left that unknown. Called with ``self._cond`` held."""
+        assert self._read is not None
+        self._cond.release()
+        try:
+            job = self._read(name)
+            return job is None, job
+        except Exception as exc:  # transient: ask again after the grace; permanent: raise
+            if not is_transient(exc):
+                raise
+            log.info("could not read Job %s to see whether it is gone (%s); waiting on", name, exc)
+            return False, None
+        finally:
+            self._cond.acquire()
 
     def close(self) -> None:
         with self._cond:
@@ -188,10 +218,10 @@ _lock = threading.Lock()
 _waiters: dict[str, JobWaiter] = {}
 
 
-def waiter_for(key: str, list_watch: ListWatch, retry_interval: float) -> JobWaiter:
+def waiter_for(key: str, list_watch: ListWatch, retry_interval: float, read: Read | None = None) -> JobWaiter:
     with _lock:
         if key not in _waiters:
-            _waiters[key] = JobWaiter(list_watch, retry_interval)
+            _waiters[key] = JobWaiter(list_watch, retry_interval, read)
         return _waiters[key]
 
 
@@ -217,10 +247,13 @@ def await_job(client, namespace: str, job_selector: str, name: str, timeout: flo
     def list_watch():
         return client.list_watch("Job", namespace, job_selector)
 
+    def read(job_name: str) -> dict | None:
+        return client.get("Job", namespace, job_name)
+
     if shared:
-        waiter = waiter_for(shared_key(namespace, job_selector), list_watch, retry_interval)
+        waiter = waiter_for(shared_key(namespace, job_selector), list_watch, retry_interval, read)
     else:
-        waiter = JobWaiter(list_watch, retry_interval)
+        waiter = JobWaiter(list_watch, retry_interval, read)
     try:
         state, reason = waiter.wait(name, timeout)
     finally:

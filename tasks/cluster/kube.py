@@ -499,8 +499,8 @@ class Kube:
         args = [namespace] if namespaced else []
         kw = {"label_selector": selector} if selector else {}
         what = f"watch {kind} in {namespace} ({selector})"
-        if resource_version is None:
-            items, resource_version = self._collect(kind, namespace, selector, raw=False)
+        if resource_version is None:  # raw JSON, as the events are: models cost seconds per 1,000 Jobs
+            items, resource_version = self._collect(kind, namespace, selector, raw=True)
             yield "SYNC", items
         # The raw event stream, not kubernetes.watch.Watch: that helper ends the stream
         # silently on a 410 Gone when a timeout is set, which would hide an expired watch.

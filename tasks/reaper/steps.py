@@ -233,6 +233,14 @@ def _warn(client, ns: str, name: str, ws: Workspace, d: Decision, now: datetime,
     return Outcome(kind=OutcomeKind.DONE, detail=note)
 
 
+# Calls per write, in place: the task is never retried, so these are a workspace's only
+# chances. With a 20%-faulty API server (tests/resilience/test_faults.py) a write fails for
+# good with probability 0.2**attempts: at 4, a run over 50 workspaces (about 60 writes) lost
+# one in about ten runs; at 6, about one in 250, for at most 15 s of backoff on a write
+# that keeps failing.
+CALL_ATTEMPTS = 6
+
+
 class _Retrying:
     """The client, each call retried in place on a transient failure (tasks.core.steps.call_retrying):
     every write here is idempotent or guarded by a resourceVersion, and the task itself is not
@@ -243,7 +251,7 @@ class _Retrying:
 
     def __getattr__(self, name):
         fn = getattr(self._client, name)
-        return lambda *a, **kw: call_retrying("apply-reap-decisions", fn, *a, **kw)
+        return lambda *a, **kw: call_retrying("apply-reap-decisions", fn, *a, attempts=CALL_ATTEMPTS, **kw)
 
 
 def _apply_one(ws: Workspace, d: Decision, now: datetime, owner: tuple[str, tuple[str, ...]] | None,

@@ -219,6 +219,56 @@ def test_one_watch_serves_every_waiter_and_timeouts_stay_running():
     waiter.close()
 
 
+def test_a_job_the_lagging_watch_has_not_seen_yet_is_asked_for_before_it_is_called_gone(monkeypatch):
+    """CI of stop 26 (test_backup_waves): a watcher busy re-listing 500 Jobs saw the last batch's
+    new Jobs only after the 10 s grace, and ten backups were failed as "the Job disappeared".
+    The watched set is a cache: a Job missing from it is called gone only when a GET says so."""
+    import time
+
+    from tasks.cluster import jobs
+    from tasks.cluster.jobs import JobWaiter
+
+    monkeypatch.setattr(jobs, "MISSING_GRACE_SECONDS", 0.2)
+    running = {"metadata": {"name": "late"}, "status": {"active": 1}}
+    done = {"metadata": {"name": "late"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+
+    def lagging():  # the LIST took longer than the grace: the Job shows up a second later
+        yield "SYNC", []
+        time.sleep(1.0)
+        yield "ADDED", running
+        yield "MODIFIED", done
+        time.sleep(0.5)
+
+    reads = []
+
+    def read(name):
+        reads.append(name)
+        return running if name == "late" else None
+
+    waiter = JobWaiter(lagging, retry_interval=0.05, read=read)
+    assert waiter.wait("late", 5) == ("succeeded", "Complete")
+    assert reads == ["late"]  # asked once, then the watch caught up
+    assert waiter.wait("gone", 5) == ("failed", "the Job disappeared")  # the API server has none either
+    assert reads == ["late", "gone"]
+    waiter.close()
+
+    blind = JobWaiter(lagging, retry_interval=0.05)  # without the GET: what CI saw
+    assert blind.wait("late", 5) == ("failed", "the Job disappeared")
+    blind.close()
+
+    def flaky(name):
+        from tasks.core.errors import ServerError
+
+        reads.append(name)
+        if len(reads) == 3:
+            raise ServerError("read Job: HTTP 503")
+        return running
+
+    unsure = JobWaiter(lagging, retry_interval=0.05, read=flaky)
+    assert unsure.wait("late", 5) == ("succeeded", "Complete")  # a 503 on the GET is not "gone"
+    unsure.close()
+
+
 def test_failure_notice_only_for_runs_that_did_not_complete_and_only_with_an_address():
     from datetime import datetime, timezone
 
