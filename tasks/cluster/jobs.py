@@ -40,7 +40,7 @@ MESSAGE_CHARS = 400  # of a termination message in a reason (the kubelet keeps a
 
 JobState = Literal["running", "succeeded", "failed"]
 ListWatch = Callable[[], Iterable[tuple[str, Any]]]
-Read = Callable[[str], "dict | None"]  # one Job by name, None when the API server has none
+Read = Callable[[str], dict | None]  # one Job by name, None when the API server has none
 
 
 @dataclass(frozen=True)
@@ -179,11 +179,11 @@ class JobWaiter:
                         continue
                     if job is None and self._read is not None and now < deadline:
                         gone, found = self._confirm_missing(name)
-                        if not gone:  # there, or the API server could not tell: wait on
-                            if found is not None:
-                                self._jobs.setdefault(name, _kept(found))
+                        if not gone:  # judge what the GET read; the watch's copy comes later
                             missing_since = time.monotonic()
-                            continue
+                            if found is None:  # the API server could not tell: wait on
+                                continue
+                            job = _kept(found)
                     state, reason = job_state(job)
                     if state != "running" or now >= deadline:
                         return state, reason
