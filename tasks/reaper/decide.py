@@ -304,7 +304,11 @@ RELEASE_CLAIM: dict[str, str | None] = {IDLE_WARNING_CLAIM: None}
 
 
 def cancel_patch(ws: Workspace) -> dict:
-    return _guarded(ws, dict(CLEAR_WARNING))
+    """Not guarded by the resourceVersion: clearing a warning can only postpone a stop, never
+    cause one, so there is nothing for a precondition to protect. Guarded, a cancel lost to any
+    write after the LIST left the warning standing although this run saw it void (an
+    exemption), and once the exemption was lifted that old warning stopped the workspace."""
+    return {"metadata": {"annotations": dict(CLEAR_WARNING)}}
 
 
 def dormant_patch(ws: Workspace, now: datetime) -> dict:

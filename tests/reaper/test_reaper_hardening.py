@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import HealthCheck, event, given
+from hypothesis import HealthCheck, event, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -395,6 +395,10 @@ def play(w: World, events: list[str]) -> None:
 
 
 @hsettings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Found in a full run: warned, then a run that saw the exemption lost its cancel to a Conflict
+# (the exemption was written again after its LIST); the exemption lifted, the old warning stopped.
+@example(events=["2h", "run", "run, exempted meanwhile", "run, exempted meanwhile", "16m", "exempt:-", "run"],
+         restore_volume=False, start="running", stopped_days=0, backup="none")
 @given(events=st.lists(st.sampled_from(EVENTS), max_size=80), restore_volume=st.booleans(),
        start=st.sampled_from(["running", "running", "running", "stopped", "dormant"]),
        stopped_days=st.integers(0, 6), backup=st.sampled_from(["none", "before", "after", "gone"]))
